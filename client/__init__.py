@@ -1,0 +1,1 @@
+"""framestream's client: discover, decode, letterbox, infer, write."""

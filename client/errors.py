@@ -1,0 +1,49 @@
+"""framestream's exceptions: one base, each subclass also a builtin where one fits.
+
+Library errors are translated into these at one boundary and re-raised ``from`` the
+original, so the CLI can print one line and choose the exit code without a traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FramestreamError",
+    "UsageError",
+    "ModelError",
+    "ContractMismatchError",
+    "DecodeError",
+    "ServerError",
+    "ServerUnavailableError",
+]
+
+
+class FramestreamError(Exception):
+    """Base of every error framestream raises on purpose."""
+
+
+class UsageError(FramestreamError, ValueError):
+    """The user asked for something that cannot work (bad path, bad option)."""
+
+
+class ModelError(FramestreamError, ValueError):
+    """A model file is missing, unreadable or not a YOLO model we can serve."""
+
+
+class ContractMismatchError(ModelError):
+    """A served model's inputs or outputs differ from the serving contract."""
+
+
+class DecodeError(FramestreamError, RuntimeError):
+    """A video could not be (fully) decoded; carries how far decoding got."""
+
+    def __init__(self, message: str, *, frames_decoded: int = 0) -> None:
+        super().__init__(message)
+        self.frames_decoded = frames_decoded
+
+
+class ServerError(FramestreamError, RuntimeError):
+    """Triton answered with an error that retrying will not fix."""
+
+
+class ServerUnavailableError(ServerError, ConnectionError):
+    """Triton could not be reached (or stayed unreachable past the retry budget)."""

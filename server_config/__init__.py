@@ -1,0 +1,1 @@
+"""Server side of framestream: model building, Triton configuration, the local CPU server."""

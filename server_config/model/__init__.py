@@ -1,0 +1,1 @@
+"""Model building and wrapping: everything that writes a contract-conforming ONNX file."""
