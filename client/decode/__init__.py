@@ -1,0 +1,75 @@
+"""Frame sources: decode a video into letterboxed frames numbered in presentation order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Protocol
+
+import numpy as np
+
+from ..letterbox import LetterboxPlan
+
+__all__ = ["Sampling", "VideoInfo", "DecodedFrame", "FrameSource", "PlanFor"]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Which frames to infer: every Nth, the nearest to each point of a time grid, or key frames."""
+
+    every: int = 1
+    fps: float | None = None
+    keyframes: bool = False
+
+    def __post_init__(self) -> None:
+        if self.every < 1:
+            raise ValueError(f"every must be >= 1, got {self.every}")
+        if self.fps is not None and self.fps <= 0:
+            raise ValueError(f"fps must be > 0, got {self.fps}")
+        if sum([self.every != 1, self.fps is not None, self.keyframes]) > 1:
+            raise ValueError("choose one of every, fps and keyframes")
+
+    def describe(self) -> str:
+        if self.keyframes:
+            return "keyframes"
+        if self.fps is not None:
+            return f"fps={self.fps:g}"
+        return f"every={self.every}"
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int  # as displayed (rotation applied)
+    height: int
+    rotation: int  # degrees counterclockwise applied to display the coded frame
+    codec: str
+    frames: int  # from the container; 0 when it doesn't say
+    duration_s: float | None
+    fps: float | None
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    index: int  # presentation order from 0, over all frames of the file
+    t: float  # seconds from the stream's start
+    image: np.ndarray  # letterboxed RGB uint8 [H, W, 3]
+    plan: LetterboxPlan
+
+
+PlanFor = Callable[[tuple[int, int]], LetterboxPlan]
+
+
+class FrameSource(Protocol):
+    """A decoder for one file; a context manager, so a file is closed on every way out."""
+
+    path: Path
+
+    def frames(self, plan_for: PlanFor) -> Iterator[DecodedFrame]:
+        """Yield the sampled frames letterboxed by ``plan_for(display_hw)``; raise DecodeError on damage."""
+        ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> "FrameSource": ...
+
+    def __exit__(self, *exc: object) -> None: ...

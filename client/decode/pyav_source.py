@@ -1,0 +1,158 @@
+"""CPU decoding with PyAV (FFmpeg): threaded codec, swscale resize straight to the letterbox size.
+
+A damaged file is reported, never passed off as complete: besides FFmpeg's own errors we
+check frames out against packets in (decoders conceal some damage by dropping frames), and
+against the frame count and duration the container declares (a truncated Matroska file
+decodes to its end without any error).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterator
+
+import av
+import numpy as np
+
+from ..errors import DecodeError
+from ..letterbox import LetterboxPlan, pad_into
+from . import DecodedFrame, PlanFor, Sampling, VideoInfo
+from .sampling import select
+
+log = logging.getLogger(__name__)
+
+_INTERPOLATION = "BILINEAR"
+
+
+class PyAVSource:
+    """Decode one file with PyAV; frames are resized by swscale only when they are sampled."""
+
+    def __init__(self, path: Path, *, sampling: Sampling = Sampling(), threads: int = 0) -> None:
+        self.path = path
+        self.sampling = sampling
+        self.threads = threads
+        try:
+            self._container = av.open(str(path))
+        except av.FFmpegError as e:
+            raise DecodeError(f"cannot open: {_reason(e)}") from e
+        except OSError as e:
+            raise DecodeError(f"cannot open: {e.strerror or e}") from e
+        if not self._container.streams.video:
+            self._container.close()
+            raise DecodeError("no video stream")
+        self._stream = self._container.streams.video[0]
+        if self._stream.codec_context is None:
+            self._container.close()
+            raise DecodeError("unsupported video codec: this FFmpeg build has no decoder for it")
+        self.info = self._probe()
+
+    def _probe(self) -> VideoInfo:
+        s = self._stream
+        duration = float(s.duration * s.time_base) if s.duration else None
+        if duration is None and self._container.duration and len(self._container.streams) == 1:
+            duration = self._container.duration / av.time_base
+        rate = s.average_rate or s.guessed_rate
+        w, h = s.codec_context.width, s.codec_context.height
+        return VideoInfo(
+            width=w, height=h, rotation=0, codec=s.codec_context.name, frames=int(s.frames or 0),
+            duration_s=duration, fps=float(rate) if rate else None,
+        )
+
+    def frames(self, plan_for: PlanFor) -> Iterator[DecodedFrame]:
+        keyframe_index = self._keyframe_indices() if self.sampling.keyframes else None
+        s = self._stream
+        s.thread_type = "AUTO"
+        s.codec_context.thread_count = self.threads
+        if keyframe_index is not None:
+            s.codec_context.skip_frame = "NONKEY"
+        start = s.start_time or 0
+        counts = {"packets": 0, "frames": 0}
+        last_t = [None]
+
+        def decoded() -> Iterator[tuple[int, float, av.VideoFrame]]:
+            for packet in self._container.demux(s):
+                if packet.size:
+                    counts["packets"] += 1
+                for frame in packet.decode():
+                    t = float((frame.pts - start) * s.time_base) if frame.pts is not None else 0.0
+                    index = keyframe_index[frame.pts] if keyframe_index is not None else counts["frames"]
+                    counts["frames"] += 1
+                    last_t[0] = t
+                    yield index, t, frame
+
+        plan: LetterboxPlan | None = None
+        try:
+            for index, t, frame in select(decoded(), self.sampling):
+                if plan is None:
+                    plan = plan_for(_display_hw(frame))
+                yield DecodedFrame(index=index, t=t, image=_letterbox(frame, plan), plan=plan)
+        except av.FFmpegError as e:
+            raise DecodeError(f"decoding failed after {counts['frames']} frames: {_reason(e)}",
+                              frames_decoded=counts["frames"]) from e
+        self._check_complete(counts["packets"], counts["frames"], last_t[0], keyframes=keyframe_index is not None)
+
+    def _check_complete(self, packets: int, frames: int, last_t: float | None, *, keyframes: bool) -> None:
+        info = self.info
+        problem = None
+        if frames == 0:
+            problem = "no frame could be decoded"
+        elif not keyframes and info.frames and frames < info.frames:
+            problem = f"decoded {frames} of the {info.frames} frames the container declares"
+        elif not keyframes and frames < packets:
+            problem = f"{packets - frames} of {packets} packets could not be decoded (corrupt data)"
+        elif info.duration_s and last_t is not None and not keyframes:
+            frame_s = 1 / info.fps if info.fps else 0.04
+            expected = info.duration_s / frame_s
+            if last_t + frame_s < info.duration_s - max(2 * frame_s, 0.1):
+                problem = f"the video ends at {last_t + frame_s:.2f} s of the {info.duration_s:.2f} s declared (truncated)"
+            elif not info.frames and frames < 0.97 * expected - 1:
+                # Matroska declares no frame count; a demuxer that drops damaged blocks shows here.
+                problem = f"decoded {frames} frames where {info.duration_s:.2f} s at {1 / frame_s:g} fps holds about {expected:.0f} (corrupt data)"
+        if problem:
+            raise DecodeError(problem, frames_decoded=frames)
+
+    def _keyframe_indices(self) -> dict[int, int]:
+        """Presentation index of every key frame, from one demux pass (no decoding)."""
+        pts, keys = [], set()
+        for packet in self._container.demux(self._stream):
+            if packet.pts is None:
+                continue
+            pts.append(packet.pts)
+            if packet.is_keyframe:
+                keys.add(packet.pts)
+        self._container.seek(0, stream=self._stream, backward=True, any_frame=False)
+        order = {p: i for i, p in enumerate(sorted(pts))}
+        return {p: order[p] for p in keys}
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> "PyAVSource":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _display_hw(frame: av.VideoFrame) -> tuple[int, int]:
+    return (frame.width, frame.height) if _quarter_turns(frame) % 2 else (frame.height, frame.width)
+
+
+def _quarter_turns(frame: av.VideoFrame) -> int:
+    """Counterclockwise quarter turns that display the frame (FFmpeg's display matrix angle)."""
+    return round((frame.rotation or 0) / 90) % 4
+
+
+def _letterbox(frame: av.VideoFrame, plan: LetterboxPlan) -> np.ndarray:
+    turns = _quarter_turns(frame)
+    rh, rw = plan.resized_hw
+    coded_w, coded_h = (rh, rw) if turns % 2 else (rw, rh)
+    rgb = frame.reformat(width=coded_w, height=coded_h, format="rgb24", interpolation=_INTERPOLATION).to_ndarray()
+    if turns:
+        rgb = np.rot90(rgb, turns)
+    return pad_into(rgb, plan)
+
+
+def _reason(e: Exception) -> str:
+    return getattr(e, "strerror", None) or str(e)

@@ -1,0 +1,39 @@
+"""Inference backends: something that turns a uint8 batch into contract outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from ..contract import ModelInfo
+
+__all__ = ["Backend", "BatchOutput"]
+
+
+@dataclass(frozen=True)
+class BatchOutput:
+    detections: np.ndarray  # [B, max_det, 6] float32
+    num_detections: np.ndarray  # [B, 1] int32
+
+    def rows(self, i: int) -> np.ndarray:
+        """The valid detection rows of image ``i``."""
+        return self.detections[i, : int(self.num_detections[i, 0])]
+
+
+class Backend(Protocol):
+    """An inference backend; ``lanes`` calls of :meth:`infer` may run at once, one per lane."""
+
+    model: ModelInfo
+    lanes: int
+
+    def infer(self, lane: int, batch: np.ndarray) -> BatchOutput:
+        """Blocking inference of ``batch`` [B, H, W, 3] uint8 on ``lane`` (0 <= lane < lanes)."""
+        ...
+
+    def close(self) -> None: ...
+
+    def busy_seconds(self) -> float:
+        """Seconds spent inside inference calls, summed over lanes (for the run report)."""
+        ...

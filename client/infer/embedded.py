@@ -1,0 +1,78 @@
+"""In-process inference with onnxruntime: one session per lane, each with few threads.
+
+On CPU, two 1-thread sessions beat one 2-thread session (about 1.25x measured here), and
+ORT releases the GIL while it runs, so lanes are plain threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..contract import DETECTIONS, INPUT, NUM_DETECTIONS, ModelInfo
+from ..errors import ContractMismatchError, ModelError
+from . import BatchOutput
+
+log = logging.getLogger(__name__)
+
+
+def default_sessions() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+class EmbeddedBackend:
+    def __init__(self, model_path: Path, *, sessions: int | None = None, threads_per_session: int = 1) -> None:
+        import onnxruntime as ort
+
+        self.lanes = sessions or default_sessions()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads_per_session
+        options.inter_op_num_threads = 1
+        try:
+            self._sessions = [
+                ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+                for _ in range(self.lanes)
+            ]
+        except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/NoSuchFile types
+            raise ModelError(f"{model_path}: onnxruntime cannot load it ({str(e).splitlines()[0][:160]})") from e
+        self.model = read_model_info(self._sessions[0], model_path)
+        self._busy = 0.0
+        self._lock = threading.Lock()
+
+    def infer(self, lane: int, batch: np.ndarray) -> BatchOutput:
+        start = time.perf_counter()
+        det, num = self._sessions[lane].run([DETECTIONS.name, NUM_DETECTIONS.name], {INPUT.name: batch})
+        elapsed = time.perf_counter() - start
+        with self._lock:
+            self._busy += elapsed
+        return BatchOutput(det, num)
+
+    def busy_seconds(self) -> float:
+        return self._busy
+
+    def close(self) -> None:
+        self._sessions.clear()
+
+
+def read_model_info(session, model_path: Path) -> ModelInfo:
+    """Check the session against the contract and read what the client needs from its metadata."""
+    inputs = session.get_inputs()
+    outputs = {o.name: o for o in session.get_outputs()}
+    if [i.name for i in inputs] != [INPUT.name] or inputs[0].type != "tensor(uint8)":
+        raise ContractMismatchError(
+            f"{model_path}: input must be {INPUT.name!r} uint8, found "
+            f"{[(i.name, i.type) for i in inputs]}; wrap exports with 'python -m server_config.model wrap'"
+        )
+    missing = {DETECTIONS.name, NUM_DETECTIONS.name} - set(outputs)
+    if missing:
+        raise ContractMismatchError(f"{model_path}: missing outputs {sorted(missing)}")
+    meta = session.get_modelmeta().custom_metadata_map
+    try:
+        return ModelInfo.from_metadata(meta, input_shape=tuple(inputs[0].shape))
+    except (KeyError, ValueError) as e:
+        raise ModelError(f"{model_path}: model metadata lacks framestream's keys ({e})") from e

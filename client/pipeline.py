@@ -1,0 +1,239 @@
+"""The bulk pipeline: bounded queues between decode workers, a batcher and inference lanes.
+
+    jobs -> [decode workers] -> frames (bounded) -> [batcher] -> batches (bounded) -> [lanes]
+                     \\                                                                 |
+                      `--------------- file ends ---------> events <-- frame results --'
+
+Decoding and inference overlap; a full queue blocks its producer, so memory is bounded by
+the queue sizes whatever the number or length of the files. Batches are formed across files
+of the same letterbox shape, so the end of one file does not run half-empty batches. The
+caller iterates :meth:`Pipeline.run`'s events in its own thread and does all the writing.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from .contract import ModelInfo
+from .decode import DecodedFrame, FrameSource, Sampling
+from .errors import DecodeError, FramestreamError
+from .infer import Backend
+from .letterbox import LetterboxPlan, boxes_to_source, plan_letterbox
+
+log = logging.getLogger(__name__)
+
+_POLL_S = 0.05  # how often blocked threads look at the stop flag
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    batch: int = 8
+    workers: int = 1  # decode workers (files decoded at once)
+    frames_ahead: int = 32  # decoded frames waiting for inference, at most
+    batches_ahead: int = 2  # formed batches waiting for a lane, per lane
+    square: bool = False  # the model's full square for every video, even if it takes rectangles
+    sampling: Sampling = field(default_factory=Sampling)
+    decode_threads: int = 0  # FFmpeg threads per decoder; 0 lets FFmpeg choose
+
+
+@dataclass(frozen=True)
+class Job:
+    file_id: int
+    open_source: Callable[[], FrameSource]
+
+
+# -- events the caller receives ---------------------------------------------------------
+@dataclass(frozen=True)
+class FrameResult:
+    file_id: int
+    seq: int  # position among the file's sampled frames, 0..frames-1
+    index: int
+    t: float
+    detections: np.ndarray  # [n, 6] in source pixels: x1, y1, x2, y2, score, class_id
+
+
+@dataclass(frozen=True)
+class FileStarted:
+    file_id: int
+
+
+@dataclass(frozen=True)
+class FileEnded:
+    file_id: int
+    frames: int  # sampled frames sent to inference
+    error: str | None
+
+
+@dataclass(frozen=True)
+class BatchFailed:
+    frames_by_file: dict[int, int]  # file_id -> frames of that file in the failed batch
+    reason: str
+
+
+Event = FrameResult | FileStarted | FileEnded | BatchFailed
+
+
+@dataclass
+class _Batch:
+    frames: list[tuple[int, int, DecodedFrame]]  # (file_id, seq, frame)
+
+
+_DONE = object()
+
+
+class Pipeline:
+    def __init__(self, backend: Backend, config: PipelineConfig) -> None:
+        self.backend = backend
+        self.config = config
+        model: ModelInfo = backend.model
+        self.batch_size = min(config.batch, model.max_batch or config.batch)
+        minimal = model.dynamic_hw and not config.square
+        self._plan_for = lambda hw: plan_letterbox(hw, model.imgsz, minimal=minimal)
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, jobs: Iterable[Job]) -> Iterator[Event]:
+        """Run every job; yield events until all are done. Closing the iterator stops the threads."""
+        lanes = self.backend.lanes
+        job_q: queue.Queue = queue.Queue()
+        for job in jobs:
+            job_q.put(job)
+        frame_q: queue.Queue = queue.Queue(maxsize=self.config.frames_ahead)
+        batch_q: queue.Queue = queue.Queue(maxsize=self.config.batches_ahead * lanes)
+        events: queue.Queue = queue.Queue()
+        workers = [
+            threading.Thread(target=self._decode_worker, args=(job_q, frame_q, events), name=f"decode-{i}", daemon=True)
+            for i in range(self.config.workers)
+        ]
+        batcher = threading.Thread(target=self._batcher, args=(frame_q, batch_q, len(workers), lanes), name="batcher", daemon=True)
+        lane_threads = [
+            threading.Thread(target=self._lane, args=(lane, batch_q, events), name=f"lane-{lane}", daemon=True)
+            for lane in range(lanes)
+        ]
+        threads = [*workers, batcher, *lane_threads]
+        for t in threads:
+            t.start()
+        try:
+            finished_lanes = 0
+            while finished_lanes < lanes:
+                try:
+                    item = events.get(timeout=_POLL_S)
+                except queue.Empty:
+                    continue
+                if item is _DONE:
+                    finished_lanes += 1
+                else:
+                    yield item
+        finally:
+            self._stop.set()
+            for t in threads:
+                t.join(timeout=5)
+
+    # -- stages ---------------------------------------------------------------------------
+    def _put(self, q: queue.Queue, item: object) -> bool:
+        """Blocking put that gives up when the run is stopped."""
+        while not self._stop.is_set():
+            try:
+                q.put(item, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _decode_worker(self, job_q: queue.Queue, frame_q: queue.Queue, events: queue.Queue) -> None:
+        while not self._stop.is_set():
+            try:
+                job: Job = job_q.get_nowait()
+            except queue.Empty:
+                break
+            events.put(FileStarted(job.file_id))
+            seq, error = 0, None
+            try:
+                with job.open_source() as source:
+                    for frame in source.frames(self._plan_for):
+                        if not self._put(frame_q, (job.file_id, seq, frame)):
+                            return
+                        seq += 1
+            except FramestreamError as e:
+                error = str(e)
+            except Exception as e:  # a bug must cost one file, not the run
+                log.debug("decoding job %s failed", job.file_id, exc_info=True)
+                error = f"internal error: {type(e).__name__}: {e}"
+            # The end marker travels behind the file's frames, so it reaches the caller
+            # only after the batcher has seen them all.
+            if not self._put(frame_q, FileEnded(job.file_id, seq, error)):
+                return
+        self._put(frame_q, _DONE)
+
+    def _batcher(self, frame_q: queue.Queue, batch_q: queue.Queue, producers: int, lanes: int) -> None:
+        groups: dict[tuple[int, int], list] = {}
+        pending_ends: list[FileEnded] = []
+        live = producers
+
+        def flush(key: tuple[int, int]) -> bool:
+            return self._put(batch_q, _Batch(groups.pop(key)))
+
+        while live and not self._stop.is_set():
+            try:
+                item = frame_q.get(timeout=0.01)
+            except queue.Empty:
+                # Decoding is behind: hand the lanes what we have rather than let them idle.
+                if groups and batch_q.empty():
+                    flush(max(groups, key=lambda k: len(groups[k])))
+                continue
+            if item is _DONE:
+                live -= 1
+            elif isinstance(item, FileEnded):
+                pending_ends.append(item)
+                self._put(batch_q, item)  # after the file's frames, in batch order
+            else:
+                key = item[2].image.shape[:2]
+                groups.setdefault(key, []).append(item)
+                if len(groups[key]) >= self.batch_size:
+                    flush(key)
+        for key in list(groups):
+            flush(key)
+        for _ in range(lanes):
+            self._put(batch_q, _DONE)
+
+    def _lane(self, lane: int, batch_q: queue.Queue, events: queue.Queue) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    item = batch_q.get(timeout=_POLL_S)
+                except queue.Empty:
+                    continue
+                if item is _DONE:
+                    return
+                if isinstance(item, FileEnded):
+                    events.put(item)
+                    continue
+                self._infer(lane, item, events)
+        finally:
+            events.put(_DONE)
+
+    def _infer(self, lane: int, batch: _Batch, events: queue.Queue) -> None:
+        images = np.stack([f.image for _, _, f in batch.frames])
+        try:
+            out = self.backend.infer(lane, images)
+        except Exception as e:  # a failed batch fails its files; other files go on
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            log.debug("batch failed on lane %s", lane, exc_info=True)
+            counts: dict[int, int] = {}
+            for file_id, _, _ in batch.frames:
+                counts[file_id] = counts.get(file_id, 0) + 1
+            events.put(BatchFailed(counts, reason))
+            return
+        for i, (file_id, seq, frame) in enumerate(batch.frames):
+            rows = out.rows(i)
+            boxes = boxes_to_source(rows[:, :4], frame.plan)
+            events.put(FrameResult(file_id, seq, frame.index, frame.t, np.column_stack([boxes, rows[:, 4:]])))

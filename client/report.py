@@ -1,0 +1,69 @@
+"""The run report: ``summary.json`` for tools, a short table on stderr for people."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TextIO
+
+OK, ERROR, SKIPPED = "ok", "error", "skipped"
+
+
+@dataclass
+class FileReport:
+    path: str  # relative to DIR
+    status: str
+    frames: int = 0  # frames inferred
+    seconds: float = 0.0
+    error: str | None = None
+    resumed: bool = False  # complete output from an earlier run, not redone
+    partial_output: str | None = None
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, object]:
+        d = asdict(self)
+        d["seconds"] = round(self.seconds, 3)
+        d["fps"] = round(self.fps, 2)
+        return d
+
+
+def totals(files: list[FileReport], wall_s: float) -> dict[str, object]:
+    frames = sum(f.frames for f in files if not f.resumed)
+    return {
+        "files": len(files),
+        OK: sum(f.status == OK for f in files),
+        ERROR: sum(f.status == ERROR for f in files),
+        SKIPPED: sum(f.status == SKIPPED for f in files),
+        "resumed": sum(f.resumed for f in files),
+        "frames": frames,
+        "wall_seconds": round(wall_s, 3),
+        "fps": round(frames / wall_s, 2) if wall_s > 0 else 0.0,
+    }
+
+
+def write_summary(out: Path, summary: dict[str, object]) -> Path:
+    path = out / "summary.json"
+    tmp = out / ".summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def print_table(files: list[FileReport], summary_totals: dict[str, object], stream: TextIO) -> None:
+    width = min(48, max([len(f.path) for f in files] + [4]))
+    print(f"{'file':<{width}}  {'status':<7} {'frames':>7} {'fps':>7}  note", file=stream)
+    for f in files:
+        note = f.error or ("resumed" if f.resumed else "")
+        name = f.path if len(f.path) <= width else "..." + f.path[-(width - 3):]
+        print(f"{name:<{width}}  {f.status:<7} {f.frames:>7} {f.fps:>7.1f}  {note}", file=stream)
+    t = summary_totals
+    print(
+        f"{t['files']} files: {t[OK]} ok ({t['resumed']} resumed), {t[ERROR]} error, {t[SKIPPED]} skipped; "
+        f"{t['frames']} frames in {t['wall_seconds']:.1f} s ({t['fps']:.1f} frames/s)",
+        file=stream,
+    )
