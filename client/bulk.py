@@ -52,6 +52,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="videos decoded at once")
     p.add_argument("--sessions", type=int, default=None,
                    help="embedded backend: onnxruntime sessions (1 thread each); default: CPU cores")
+    server = p.add_argument_group("Triton (instead of the embedded onnxruntime)")
+    server.add_argument("--server", metavar="HOST:PORT", default=None,
+                        help="send every batch to Triton's gRPC endpoint at HOST:PORT")
+    server.add_argument("--model-name", default="yolo", help="the model's name on the server")
+    server.add_argument("--inflight", type=int, default=None, metavar="K",
+                        help="requests outstanding at most (default: 2 per model instance)")
+    server.add_argument("--shm", choices=["auto", "system", "off"], default="auto",
+                        help="inputs through Triton system shared memory (auto: when the server is on this host)")
+    server.add_argument("--retry-seconds", type=float, default=30.0,
+                        help="keep retrying an unreachable server this long before failing the files in flight")
+    server.add_argument("--metrics-url", default=None,
+                        help="Triton's Prometheus endpoint (default: http://<server host>:8002/metrics)")
     p.add_argument("--square", action="store_true",
                    help="letterbox to the model's full square even when it takes smaller rectangles")
     p.add_argument("--overwrite", action="store_true", help="redo videos whose outputs are already complete")
@@ -77,17 +89,20 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--fps must be positive, got {args.fps:g}")
     if args.sessions is not None and args.sessions < 1:
         raise UsageError(f"--sessions must be at least 1, got {args.sessions}")
-    out = args.out.resolve()
-    if out == args.dir.resolve() or args.dir.resolve() in out.parents:
-        pass  # outputs under DIR are fine: hidden temp names and .jsonl files are not videos
+    if args.inflight is not None and args.inflight < 1:
+        raise UsageError(f"--inflight must be at least 1, got {args.inflight}")
+    if args.server is not None and ":" not in args.server:
+        raise UsageError(f"--server takes HOST:PORT, got {args.server!r}")
 
 
-def _resolve_model(path: Path | None) -> Path:
+def _resolve_model(path: Path | None, *, build: bool = True) -> Path | None:
     if path is not None:
         if not path.is_file():
             raise UsageError(f"{path}: no such model; build one with 'python -m server_config.model build --out {path}'")
         return path
     default = _default_model()
+    if not default.is_file() and not build:
+        return None
     if not default.is_file():
         log.info("no model at %s: building the default (YOLOv8n, untrained weights; see README to bring yours)", default)
         from server_config.model.build import build_model
@@ -113,41 +128,84 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def _make_backend(args: argparse.Namespace, model_path: Path | None):
+    if args.server is None:
+        from .infer.embedded import EmbeddedBackend
+
+        backend = EmbeddedBackend(model_path, sessions=args.sessions)
+        log.info("embedded onnxruntime: %d session(s); model %s (%s)", backend.lanes, model_path, backend.model.source)
+        return backend
+    from .infer.triton import TritonBackend, TritonOptions
+
+    options = TritonOptions(url=args.server, model_name=args.model_name, inflight=args.inflight, shm=args.shm,
+                            retry_seconds=args.retry_seconds)
+    backend = TritonBackend(options, batch=args.batch, local_model=model_path)
+    log.info("Triton %s model %r: %d request(s) in flight at most, inputs via %s", args.server, args.model_name,
+             backend.lanes, "system shared memory" if backend.shm else "the gRPC payload")
+    return backend
+
+
 def _run(args: argparse.Namespace) -> int:
-    from .infer.embedded import EmbeddedBackend
+    from .metrics import scrape, server_report
     from .resume import ResumeLedger, fingerprint
     from .run import RunOptions, run_bulk
     from .sinks import make_sink
 
     _check_args(args)
     sampling = Sampling(every=args.every, fps=args.fps, keyframes=args.keyframes)
-    model_path = _resolve_model(args.model)
+    model_path = _resolve_model(args.model, build=args.server is None)
     sink = make_sink(args.format, args.out)
+    backend = _make_backend(args, model_path)
+    metrics_url = args.metrics_url or (f"http://{args.server.rsplit(':', 1)[0]}:8002/metrics" if args.server else None)
     try:
-        args.out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"cannot create {args.out}: {e.strerror}") from e
-    backend = EmbeddedBackend(model_path, sessions=args.sessions)
-    config = PipelineConfig(batch=args.batch, workers=args.workers, square=args.square, sampling=sampling)
-    options = {"sampling": sampling.describe(), "square": args.square, "format": args.format}
-    ledger = ResumeLedger(args.out, fingerprint(model_path, options))
-    run = RunOptions(args.dir, args.out, config, overwrite=args.overwrite, progress=False if args.no_progress else None)
-    log.info("embedded onnxruntime: %d session(s); model %s (%s)", backend.lanes, model_path, backend.model.source)
-    start = time.monotonic()
-    try:
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"cannot create {args.out}: {e.strerror}") from e
+        config = PipelineConfig(batch=args.batch, workers=args.workers, square=args.square, sampling=sampling)
+        options = {"sampling": sampling.describe(), "square": args.square, "format": args.format}
+        identity = fingerprint(model_path, options) if model_path else f"{args.server}/{args.model_name}/{options}"
+        ledger = ResumeLedger(args.out, identity)
+        run = RunOptions(args.dir, args.out, config, overwrite=args.overwrite,
+                         progress=False if args.no_progress else None)
+        before = scrape(metrics_url, args.model_name) if metrics_url else None
+        start = time.monotonic()
         files = run_bulk(run, backend, sink, ledger)
+        wall = time.monotonic() - start
+        server = server_report(before, scrape(metrics_url, args.model_name)) if metrics_url else None
     finally:
         backend.close()
-    wall = time.monotonic() - start
     summary_totals = totals(files, wall)
-    write_summary(args.out, {
+    summary = {
         "files": [f.to_json() for f in files],
         "totals": summary_totals,
-        "model": {"path": str(model_path), **backend.model.to_summary()},
-        "options": {**options, "batch": args.batch, "workers": args.workers, "backend": "embedded"},
-    })
+        "model": {"path": str(model_path) if model_path else None, **backend.model.to_summary()},
+        "options": {**options, "batch": args.batch, "workers": args.workers,
+                    "backend": "triton" if args.server else "embedded"},
+        "backend": _backend_report(backend, wall),
+    }
+    if server is not None:
+        summary["server"] = server
+    write_summary(args.out, summary)
     print_table(files, summary_totals, sys.stderr)
+    if server is not None:
+        log.info("server: %d inferences in %d executions (avg batch %.2f), queue %.2f ms and compute %.2f ms per "
+                 "request, %d failed requests", server["inferences"], server["executions"], server["avg_batch_size"],
+                 server["queue_ms_per_request"], server["compute_ms_per_request"], server["request_failures"])
     return EXIT_FAILED if any(f.status == ERROR for f in files) else EXIT_OK
+
+
+def _backend_report(backend, wall_s: float) -> dict[str, object]:
+    report: dict[str, object] = {
+        "lanes": backend.lanes,
+        "busy_fraction": round(backend.busy_seconds() / (backend.lanes * wall_s), 3) if wall_s > 0 else 0.0,
+    }
+    in_flight = getattr(backend, "in_flight", None)
+    if in_flight is not None:
+        report["inflight_limit"] = backend.lanes
+        report["inflight_peak"] = in_flight.peak
+        report["transport"] = "system_shm" if backend.shm else "grpc"
+    return report
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import numpy as np
 
 from .contract import ModelInfo
 from .decode import DecodedFrame, FrameSource, Sampling
-from .errors import DecodeError, FramestreamError
+from .errors import FramestreamError, ServerUnavailableError
 from .infer import Backend
 from .letterbox import LetterboxPlan, boxes_to_source, plan_letterbox
 
@@ -75,6 +75,7 @@ class FileEnded:
 class BatchFailed:
     frames_by_file: dict[int, int]  # file_id -> frames of that file in the failed batch
     reason: str
+    fatal: bool = False  # the backend is gone (server unreachable past its retries): stop the run
 
 
 Event = FrameResult | FileStarted | FileEnded | BatchFailed
@@ -231,7 +232,7 @@ class Pipeline:
             counts: dict[int, int] = {}
             for file_id, _, _ in batch.frames:
                 counts[file_id] = counts.get(file_id, 0) + 1
-            events.put(BatchFailed(counts, reason))
+            events.put(BatchFailed(counts, reason, fatal=isinstance(e, ServerUnavailableError)))
             return
         for i, (file_id, seq, frame) in enumerate(batch.frames):
             rows = out.rows(i)

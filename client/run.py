@@ -90,6 +90,7 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
     pipeline = Pipeline(backend, options.pipeline)
     jobs = [Job(i, _opener(c, options.pipeline)) for i, c in enumerate(todo)]
     states: dict[int, _FileState] = {}
+    fatal: str | None = None
     events = pipeline.run(jobs)
     try:
         for event in events:
@@ -107,6 +108,10 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
                 state.expected = event.frames
                 state.error = state.error or event.error
             elif isinstance(event, BatchFailed):
+                if event.fatal and fatal is None:
+                    fatal = event.reason
+                    log.error("%s: stopping; files in flight are marked failed, rerun to resume", fatal)
+                    pipeline.stop()
                 for file_id, n in event.frames_by_file.items():
                     states[file_id].lost += n
                     states[file_id].error = states[file_id].error or f"inference failed: {event.reason}"
@@ -123,6 +128,13 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
     finally:
         events.close()
         progress.close()
+    if fatal is not None:
+        for file_id, state in list(states.items()):  # started, not finished
+            state.error = state.error or f"interrupted: {fatal}"
+            state.expected = state.written
+            reports[todo[file_id].rel] = _finish(states.pop(file_id), ledger, sink)
+        for c in todo:
+            reports.setdefault(c.rel, FileReport(c.rel, ERROR, error=f"not processed: {fatal}"))
     return [reports[rel] for rel in sorted(reports)]
 
 

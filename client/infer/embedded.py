@@ -33,6 +33,10 @@ class EmbeddedBackend:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads_per_session
         options.inter_op_num_threads = 1
+        # Batches formed across files end partly filled at any size 1..batch; ORT's memory
+        # pattern is planned per input shape and kept, so with it RSS grows with every new
+        # size (measured: 160 -> 459 MiB over 40 files). Without it RSS stays flat.
+        options.enable_mem_pattern = False
         try:
             self._sessions = [
                 ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])

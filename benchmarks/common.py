@@ -1,0 +1,70 @@
+"""Shared by the benchmark scripts: test clips, the model, and markdown tables written to results/."""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+WORK = Path(__file__).resolve().parent / "work"  # generated clips and outputs (git-ignored)
+
+
+def make_clips(folder: Path, *, count: int, frames: int, size_wh: tuple[int, int] = (1280, 720), gop: int = 48) -> list[Path]:
+    """H.264 clips with moving structured content; reused when already there."""
+    from tests.videos import write_video
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = folder / f"clip{i:02d}_{size_wh[0]}x{size_wh[1]}_{frames}f.mp4"
+        if not path.exists():
+            write_video(path, frames=frames, size_wh=size_wh, fps=30, gop=gop, bframes=2)
+        paths.append(path)
+    return paths
+
+
+def ensure_model(imgsz: int = 640) -> Path:
+    from server_config.model.build import build_model
+    from server_config.model.files import save_onnx_atomically
+
+    path = WORK / f"yolov8n_{imgsz}.onnx"
+    if not path.exists():
+        save_onnx_atomically(build_model(size="n", imgsz=imgsz), path)
+    return path
+
+
+def machine() -> str:
+    import os
+
+    cpu = "unknown CPU"
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def table(headers: list[str], rows: list[list[object]]) -> str:
+    fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_result(name: str, title: str, body: str) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    text = f"# {title}\n\n{stamp}; {machine()}\n\nCommand: `{command}`\n\n{body}\n"
+    path = RESULTS / f"{name}.md"
+    path.write_text(text)
+    print(text)
+    return path
+
+
+def run_python(code: str, *args: str) -> str:
+    """Run ``code`` in a fresh interpreter (own RSS, own threads); return its stdout."""
+    return subprocess.run([sys.executable, "-c", code, *args], check=True, capture_output=True, text=True).stdout

@@ -1,0 +1,244 @@
+"""Triton over gRPC: one blocking request per lane, so ``lanes`` is exactly the in-flight bound.
+
+tritonclient's ``async_infer`` puts no limit on outstanding requests; here each of K lane
+threads has at most one request out, so at most K are in flight and decoding waits when
+all lanes are busy (the pipeline's queues are bounded). On the same host, inputs travel
+through a ring of K system shared-memory regions, one per lane, registered at start and
+unregistered on every way out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing import shared_memory
+from pathlib import Path
+
+import numpy as np
+
+from ..contract import DETECTIONS, INPUT, NUM_DETECTIONS, DEFAULT_IMGSZ, ModelInfo
+from ..errors import ContractMismatchError, ServerError, ServerUnavailableError, UsageError
+from . import BatchOutput
+
+log = logging.getLogger(__name__)
+
+SHM_MODES = ("auto", "system", "off")
+_RETRYABLE = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED")
+_LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+@dataclass(frozen=True)
+class TritonOptions:
+    url: str  # host:port of the gRPC endpoint
+    model_name: str = "yolo"
+    inflight: int | None = None  # None: 2 per model instance
+    shm: str = "auto"
+    retry_seconds: float = 30.0
+    request_timeout_s: float = 60.0
+    max_batch_bytes: int = 0  # shared-memory region size; 0: batch x imgsz^2 x 3
+
+
+class _InFlight:
+    """Counts requests out at once; ``peak`` is what the tests check against the bound."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.now = 0
+        self.peak = 0
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self.now -= 1
+
+
+class TritonBackend:
+    def __init__(self, options: TritonOptions, *, batch: int, local_model: Path | None = None) -> None:
+        try:
+            import tritonclient.grpc as grpcclient
+        except ImportError as e:
+            raise UsageError("--server needs tritonclient: pip install 'framestream[client]'") from e
+        self._grpc = grpcclient
+        self.options = options
+        self._client = grpcclient.InferenceServerClient(options.url)
+        config = self._check_server()
+        instances = sum(g.count for g in config.instance_group) or 1
+        self.lanes = options.inflight or 2 * instances
+        self.model = _model_info(config, local_model)
+        self.in_flight = _InFlight()
+        self._busy = 0.0
+        self._busy_lock = threading.Lock()
+        self._dead: str | None = None
+        self._clients = [grpcclient.InferenceServerClient(options.url) for _ in range(self.lanes)]
+        self._regions: list[shared_memory.SharedMemory] = []
+        self.shm = self._choose_shm(config)
+        if self.shm:
+            h, w = self.model.imgsz
+            size = options.max_batch_bytes or batch * max(h, w) ** 2 * 3
+            self._create_regions(size)
+
+    # -- start-up -------------------------------------------------------------------------
+    def _check_server(self):
+        from tritonclient.utils import InferenceServerException
+
+        name, url = self.options.model_name, self.options.url
+        try:
+            if not (self._client.is_server_live() and self._client.is_server_ready()):
+                raise ServerUnavailableError(f"Triton at {url} is not live and ready")
+            if not self._client.is_model_ready(name):
+                models = [m.name for m in self._client.get_model_repository_index().models]
+                raise ServerError(f"model {name!r} is not ready on Triton at {url}; it serves {models}")
+            metadata = self._client.get_model_metadata(name)
+            config = self._client.get_model_config(name).config
+        except InferenceServerException as e:
+            raise ServerUnavailableError(f"cannot reach Triton at {url}: {e.message()} (is the server running?)") from e
+        check_contract(name, metadata, config)
+        return config
+
+    def _choose_shm(self, config) -> bool:
+        mode = self.options.shm
+        if mode not in SHM_MODES:
+            raise UsageError(f"--shm must be one of {', '.join(SHM_MODES)}, got {mode!r}")
+        host = self.options.url.rsplit(":", 1)[0]
+        if mode == "off" or (mode == "auto" and host not in _LOOPBACK):
+            return False
+        extensions = self._client.get_server_metadata().extensions
+        if "system_shared_memory" not in extensions:
+            if mode == "system":
+                raise ServerError(f"Triton at {self.options.url} does not offer system shared memory")
+            return False
+        return True
+
+    def _create_regions(self, size: int) -> None:
+        prefix = f"framestream_{os.getpid()}_{id(self) & 0xFFFF:x}"
+        try:
+            for lane in range(self.lanes):
+                region = shared_memory.SharedMemory(name=f"{prefix}_{lane}", create=True, size=size)
+                self._regions.append(region)
+            self._register_regions()
+        except BaseException:
+            self.close()
+            raise
+
+    def _register_regions(self) -> None:
+        for region in self._regions:
+            self._client.register_system_shared_memory(region.name, "/" + region.name, region.size)
+
+    # -- inference ------------------------------------------------------------------------
+    def infer(self, lane: int, batch: np.ndarray) -> BatchOutput:
+        from tritonclient.utils import InferenceServerException
+
+        if self._dead:
+            raise ServerUnavailableError(self._dead)
+        deadline = time.monotonic() + self.options.retry_seconds
+        delay = 0.1
+        while True:
+            try:
+                with self.in_flight:
+                    start = time.perf_counter()
+                    out = self._infer_once(lane, batch)
+                    with self._busy_lock:
+                        self._busy += time.perf_counter() - start
+                    return out
+            except InferenceServerException as e:
+                retryable = e.status() in _RETRYABLE or "shared memory region" in (e.message() or "")
+                if not retryable:
+                    raise ServerError(f"Triton rejected a batch: {e.message()}") from e
+                if time.monotonic() + delay > deadline:
+                    self._dead = (f"Triton at {self.options.url} unreachable for {self.options.retry_seconds:g} s "
+                                  f"({e.message()})")
+                    raise ServerUnavailableError(self._dead) from e
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                self._reregister_quietly()
+
+    def _infer_once(self, lane: int, batch: np.ndarray) -> BatchOutput:
+        grpc = self._grpc
+        image = grpc.InferInput(INPUT.name, list(batch.shape), INPUT.triton_dtype)
+        if self._regions:
+            region = self._regions[lane]
+            np.ndarray(batch.shape, INPUT.numpy_dtype, buffer=region.buf)[...] = batch
+            image.set_shared_memory(region.name, batch.nbytes)
+        else:
+            image.set_data_from_numpy(batch)
+        outputs = [grpc.InferRequestedOutput(DETECTIONS.name), grpc.InferRequestedOutput(NUM_DETECTIONS.name)]
+        result = self._clients[lane].infer(self.options.model_name, [image], outputs=outputs,
+                                           client_timeout=self.options.request_timeout_s)
+        return BatchOutput(result.as_numpy(DETECTIONS.name), result.as_numpy(NUM_DETECTIONS.name))
+
+    def _reregister_quietly(self) -> None:
+        """After a server restart its registrations are gone; put ours back (if it is up)."""
+        if not self._regions:
+            return
+        try:
+            status = self._client.get_system_shared_memory_status()
+            if {r.name for r in self._regions} - set(status.regions):
+                self._register_regions()
+        except Exception:  # still down: the next retry will tell
+            pass
+
+    def busy_seconds(self) -> float:
+        return self._busy
+
+    def close(self) -> None:
+        """Unregister and unlink every region; safe to call more than once, on any way out."""
+        for region in self._regions:
+            try:
+                self._client.unregister_system_shared_memory(region.name)
+            except Exception:  # server gone: its registrations went with it
+                pass
+            region.close()
+            try:
+                region.unlink()
+            except FileNotFoundError:
+                pass
+        self._regions.clear()
+        for client in [self._client, *getattr(self, "_clients", [])]:
+            client.close()
+        self._clients = []
+
+
+def check_contract(name: str, metadata, config) -> None:
+    """Raise ContractMismatchError naming the first difference from the serving contract."""
+    def describe(t) -> str:
+        return f"{t.name} {t.datatype} {list(t.shape)}"
+
+    expected_in = [(INPUT.name, INPUT.triton_dtype, [-1, *INPUT.dims])]
+    expected_out = sorted((s.name, s.triton_dtype, [-1, *s.dims]) for s in (DETECTIONS, NUM_DETECTIONS))
+    got_in = [(t.name, t.datatype, list(t.shape)) for t in metadata.inputs]
+    got_out = sorted((t.name, t.datatype, list(t.shape)) for t in metadata.outputs)
+    if got_in != expected_in:
+        raise ContractMismatchError(
+            f"model {name!r}: input is {', '.join(map(describe, metadata.inputs))}; the contract needs "
+            f"{INPUT.name} {INPUT.triton_dtype} [-1, {', '.join(map(str, INPUT.dims))}]"
+        )
+    if got_out != expected_out:
+        raise ContractMismatchError(
+            f"model {name!r}: outputs are {', '.join(map(describe, metadata.outputs))}; the contract needs "
+            + ", ".join(f"{n} {d} {s}" for n, d, s in expected_out)
+        )
+    if config.max_batch_size < 1:
+        raise ContractMismatchError(f"model {name!r}: max_batch_size is {config.max_batch_size}; it must batch")
+
+
+def _model_info(config, local_model: Path | None) -> ModelInfo:
+    """Geometry and names from the local copy of the model when there is one, else from the config."""
+    if local_model is not None and local_model.is_file():
+        import onnxruntime as ort
+
+        from .embedded import read_model_info
+
+        session = ort.InferenceSession(str(local_model), providers=["CPUExecutionProvider"])
+        info = read_model_info(session, local_model)
+        return ModelInfo(info.imgsz, info.dynamic_hw, config.max_batch_size, info.names, info.nms, info.source)
+    dims = list(config.input[0].dims)
+    fixed = dims[0] > 0 and dims[1] > 0
+    imgsz = (dims[0], dims[1]) if fixed else (DEFAULT_IMGSZ, DEFAULT_IMGSZ)
+    return ModelInfo(imgsz, not fixed, config.max_batch_size, {}, source=f"triton model {config.name}")

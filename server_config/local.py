@@ -1,0 +1,315 @@
+"""python -m server_config.local: a real Triton on this machine's CPU, from the nvidia-pytriton wheel.
+
+The wheel bundles ``tritonserver`` and the python backend; what it lacks is assembled here:
+a backend directory holding the python backend plus the stub built for the running Python,
+the bundled libraries on ``LD_LIBRARY_PATH``, and a ``PYTHONPATH`` under which the model's
+``model.py`` imports onnxruntime and framestream. The server runs in its own process group,
+so stopping it never leaves python-backend stubs behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from client.errors import FramestreamError, UsageError
+
+from .model.paths import DEFAULT_MODEL_PATH, MODEL_NAME, MODEL_REPOSITORY, REPO_ROOT
+
+log = logging.getLogger("server_config.local")
+
+CPU_CONFIG_NAME = "cpu"
+
+
+class ServerSetupError(FramestreamError, RuntimeError):
+    """The local server cannot start; the message says why and what to do."""
+
+
+class MissingPrerequisiteError(ServerSetupError):
+    """A package the server needs is not installed (the server extra, libpython3.X)."""
+
+
+@dataclass(frozen=True)
+class LocalServerConfig:
+    model_repository: Path = MODEL_REPOSITORY
+    host: str = "127.0.0.1"
+    grpc_port: int = 8001
+    http_port: int = 8000
+    metrics_port: int = 8002
+    instances: int | None = None  # CPU instances of each model; None keeps configs/cpu.pbtxt's count
+    startup_timeout_s: float = 120.0
+    stop_timeout_s: float = 20.0
+    extra_args: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+
+class LocalTriton:
+    """Start-and-wait as a context manager: ``with LocalTriton(cfg) as server: ...``."""
+
+    def __init__(self, config: LocalServerConfig = LocalServerConfig()) -> None:
+        self.config = config
+        self.process: subprocess.Popen | None = None
+        self._workdir: Path | None = None
+        self.log_path: Path | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> "LocalTriton":
+        cfg = self.config
+        triton_root = _pytriton_root()
+        _check_libpython(triton_root)
+        _check_models(cfg.model_repository)
+        for port in (cfg.grpc_port, cfg.http_port, cfg.metrics_port):
+            _check_port_free(cfg.host, port)
+        self._workdir = Path(tempfile.mkdtemp(prefix="framestream-triton-"))
+        backends = _backend_dir(triton_root, self._workdir)
+        repository = _repository_with_instances(cfg.model_repository, cfg.instances, self._workdir)
+        binary = triton_root / "bin" / "tritonserver"
+        env = _server_env(triton_root)
+        args = [
+            str(binary),
+            f"--model-repository={repository}",
+            f"--backend-directory={backends}",
+            f"--model-config-name={CPU_CONFIG_NAME}",
+            "--model-control-mode=none",
+            f"--grpc-address={cfg.host}", f"--grpc-port={cfg.grpc_port}",
+            f"--http-address={cfg.host}", f"--http-port={cfg.http_port}",
+            f"--metrics-address={cfg.host}", f"--metrics-port={cfg.metrics_port}",
+            "--allow-gpu-metrics=false",
+            "--exit-on-error=true",
+            *(["--allow-client-shm=true"] if _supports_flag(binary, env, "allow-client-shm") else []),
+            *cfg.extra_args,
+        ]
+        self.log_path = self._workdir / "tritonserver.log"
+        with open(self.log_path, "wb") as logfile:
+            self.process = subprocess.Popen(args, stdout=logfile, stderr=subprocess.STDOUT, env=env,
+                                            start_new_session=True)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        cfg = self.config
+        deadline = time.monotonic() + cfg.startup_timeout_s
+        ready = f"http://{cfg.host}:{cfg.http_port}/v2/health/ready"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerSetupError(f"tritonserver exited with code {self.process.returncode}: {self._log_tail()}")
+            if _http_ok(ready):
+                return
+            time.sleep(0.25)
+        raise ServerSetupError(f"tritonserver not ready after {cfg.startup_timeout_s:.0f} s: {self._log_tail()}")
+
+    def _log_tail(self) -> str:
+        try:
+            lines = [l for l in self.log_path.read_text(errors="replace").splitlines() if l.strip()]
+        except OSError:
+            return "(no log)"
+        errors = [l for l in lines if l.startswith("E") or "error" in l.lower()]
+        return (errors or lines or ["(empty log)"])[-1][:300] + f" (log: {self.log_path})"
+
+    def stop(self) -> None:
+        """SIGTERM the server's process group, then SIGKILL what is left after the timeout."""
+        if self.process is not None and self.process.poll() is None:
+            _signal_group(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=self.config.stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                _signal_group(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        if self.process is not None:
+            _signal_group(self.process.pid, signal.SIGKILL)  # stubs that outlived their parent
+        self.process = None
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+    def kill(self) -> None:
+        """Kill the server abruptly (for fault tests): no graceful shutdown."""
+        if self.process is not None:
+            _signal_group(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def __enter__(self) -> "LocalTriton":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# -- preparation ----------------------------------------------------------------------------
+def _pytriton_root() -> Path:
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingPrerequisiteError("the local server needs nvidia-pytriton: pip install 'framestream[server]'")
+    root = Path(list(spec.submodule_search_locations)[0]) / "tritonserver"
+    if not (root / "bin" / "tritonserver").is_file():
+        raise ServerSetupError(f"no tritonserver binary in {root}; reinstall nvidia-pytriton")
+    return root
+
+
+def _stub(triton_root: Path) -> Path:
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = triton_root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise MissingPrerequisiteError(f"nvidia-pytriton has no python-backend stub for Python {version}")
+    return stub
+
+
+def _check_libpython(triton_root: Path) -> None:
+    stub = _stub(triton_root)
+    out = subprocess.run(["ldd", str(stub)], capture_output=True, text=True, env=_server_env(triton_root)).stdout
+    missing = re.findall(r"(\S+) => not found", out)
+    if missing:
+        pkg = f"libpython{sys.version_info.major}.{sys.version_info.minor}"
+        hint = f"apt-get install -y {pkg}" if any("libpython" in m for m in missing) else "install them"
+        raise MissingPrerequisiteError(f"the python-backend stub needs {', '.join(missing)}: {hint}")
+
+
+def _check_models(repository: Path) -> None:
+    """framestream's model must be built before Triton can load it (other models are the user's)."""
+    if not repository.is_dir():
+        raise UsageError(f"{repository}: no model repository there")
+    model = repository / MODEL_NAME / "1" / "model.onnx"
+    if (repository / MODEL_NAME).is_dir() and not model.is_file():
+        out = "" if model.resolve() == DEFAULT_MODEL_PATH.resolve() else f" --out {model}"
+        raise ServerSetupError(f"{model} is missing; build it with 'python -m server_config.model build{out}'")
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As servers bind: a port left in TIME_WAIT by a stopped server is free, a listener is not.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            s.listen(1)
+        except OSError as e:
+            raise ServerSetupError(f"port {port} on {host} is in use ({e.strerror}); choose others with "
+                                   "--grpc-port/--http-port/--metrics-port") from e
+
+
+def _backend_dir(triton_root: Path, workdir: Path) -> Path:
+    """backends/python/ = the wheel's python backend + the stub for this interpreter."""
+    target = workdir / "backends" / "python"
+    shutil.copytree(triton_root / "backends" / "python", target, ignore=shutil.ignore_patterns("__pycache__"))
+    stub = target / "triton_python_backend_stub"
+    shutil.copy2(_stub(triton_root), stub)
+    stub.chmod(0o755)
+    return target.parent
+
+
+def _repository_with_instances(repository: Path, instances: int | None, workdir: Path) -> Path:
+    """The repository itself, or a linked copy whose CPU configs ask for ``instances`` instances."""
+    if instances is None:
+        return repository.resolve()
+    copy = workdir / "model_repository"
+    for model_dir in sorted(p for p in repository.iterdir() if p.is_dir()):
+        for path in model_dir.rglob("*"):
+            if path.is_dir() or "__pycache__" in path.parts:
+                continue
+            dest = copy / path.relative_to(repository)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if path.name == f"{CPU_CONFIG_NAME}.pbtxt":
+                dest.write_text(re.sub(r"count:\s*\d+", f"count: {instances}", path.read_text()))
+            else:
+                dest.symlink_to(path.resolve())
+    return copy
+
+
+def _server_env(triton_root: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    libs = triton_root.parent.parent / "nvidia_pytriton.libs"
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(libs), env.get("LD_LIBRARY_PATH", "")) if p)
+    site = sysconfig.get_paths()["purelib"]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (site, str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def _supports_flag(binary: Path, env: dict[str, str], flag: str) -> bool:
+    """Triton 2.69+ needs --allow-client-shm=true for client shared memory; older ones reject it."""
+    out = subprocess.run([str(binary), "--help"], capture_output=True, text=True, env=env, timeout=30)
+    return f"--{flag}" in out.stdout + out.stderr
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# -- CLI ------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m server_config.local", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model-repository", type=Path, default=MODEL_REPOSITORY)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 inside a container)")
+    p.add_argument("--grpc-port", type=int, default=8001)
+    p.add_argument("--http-port", type=int, default=8000)
+    p.add_argument("--metrics-port", type=int, default=8002)
+    p.add_argument("--instances", type=int, default=None, help="CPU instances per model (default: the config's)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    config = LocalServerConfig(model_repository=args.model_repository, host=args.host, grpc_port=args.grpc_port,
+                               http_port=args.http_port, metrics_port=args.metrics_port, instances=args.instances)
+    stop = {"now": False}
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server = LocalTriton(config)
+    try:
+        server.start()
+    except FramestreamError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    try:
+        log.info("Triton ready: gRPC %s, HTTP %s:%d, metrics %s (Ctrl-C stops it)",
+                 config.grpc_url, config.host, config.http_port, config.metrics_url)
+        while not stop["now"] and server.process.poll() is None:
+            time.sleep(0.2)
+        if not stop["now"]:
+            print(f"error: tritonserver exited with code {server.process.returncode}", file=sys.stderr)
+            return 1
+    finally:
+        server.stop()
+    log.info("Triton stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

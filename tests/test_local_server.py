@@ -1,0 +1,43 @@
+"""``python -m server_config.local``: what it needs is checked before anything starts."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pytriton", reason="needs the server extra: pip install 'framestream[server]'")
+
+from .triton_server import free_ports, make_repository  # noqa: E402
+
+
+def local(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "server_config.local", *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_a_missing_model_says_how_to_build_it(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "yolo" / "1").mkdir(parents=True)
+    grpc, http, metrics = free_ports(3)
+    result = local("--model-repository", str(repo), "--grpc-port", str(grpc), "--http-port", str(http),
+                   "--metrics-port", str(metrics))
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1 and "python -m server_config.model build" in result.stderr
+
+
+def test_a_port_in_use_is_named_with_the_option_to_change_it(tmp_path: Path, model_path: Path) -> None:
+    repo = make_repository(tmp_path, model_path)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        _, http, metrics = free_ports(3)
+        result = local("--model-repository", str(repo), "--grpc-port", str(port), "--http-port", str(http),
+                       "--metrics-port", str(metrics))
+    assert result.returncode == 1
+    assert f"port {port}" in result.stderr and "--grpc-port" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -1,0 +1,66 @@
+"""A real local Triton for the tests: free loopback ports, a small model repository of its own."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+from server_config.local import LocalServerConfig, LocalTriton, MissingPrerequisiteError
+from server_config.model.paths import MODEL_NAME, MODEL_REPOSITORY
+
+# A model that is served but breaks the contract (FP32 NCHW input): for the start-up check.
+OTHER_CONFIG = """name: "other"
+backend: "python"
+max_batch_size: 8
+input [ { name: "images" data_type: TYPE_FP32 dims: [ 3, -1, -1 ] } ]
+output [ { name: "detections" data_type: TYPE_FP32 dims: [ 300, 6 ] },
+         { name: "num_detections" data_type: TYPE_INT32 dims: [ 1 ] } ]
+instance_group [ { count: 1 kind: KIND_CPU } ]
+"""
+OTHER_MODEL = """import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse(error=pb_utils.TritonError("not used")) for _ in requests]
+"""
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def make_repository(root: Path, model_onnx: Path) -> Path:
+    """The project's yolo model folder with the test's small model.onnx, plus the 'other' model."""
+    repo = root / "model_repository"
+    yolo = repo / MODEL_NAME
+    (yolo / "1").mkdir(parents=True)
+    (yolo / "configs").mkdir()
+    shutil.copy(MODEL_REPOSITORY / MODEL_NAME / "configs" / "cpu.pbtxt", yolo / "configs" / "cpu.pbtxt")
+    shutil.copy(MODEL_REPOSITORY / MODEL_NAME / "1" / "model.py", yolo / "1" / "model.py")
+    shutil.copy(model_onnx, yolo / "1" / "model.onnx")
+    other = repo / "other"
+    (other / "1").mkdir(parents=True)
+    (other / "configs").mkdir()
+    (other / "configs" / "cpu.pbtxt").write_text(OTHER_CONFIG)
+    (other / "1" / "model.py").write_text(OTHER_MODEL)
+    return repo
+
+
+def start_server(repo: Path, ports: list[int] | None = None) -> LocalTriton:
+    grpc, http, metrics = ports or free_ports(3)
+    config = LocalServerConfig(model_repository=repo, grpc_port=grpc, http_port=http, metrics_port=metrics,
+                               startup_timeout_s=90)
+    try:
+        return LocalTriton(config).start()
+    except MissingPrerequisiteError as e:  # anything else is a failure, not a skip
+        pytest.skip(f"cannot start a local Triton here: {e}")
