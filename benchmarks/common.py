@@ -20,8 +20,10 @@ def make_clips(folder: Path, *, count: int, frames: int, size_wh: tuple[int, int
     paths = []
     for i in range(count):
         path = folder / f"clip{i:02d}_{size_wh[0]}x{size_wh[1]}_{frames}f.mp4"
-        if not path.exists():
-            write_video(path, frames=frames, size_wh=size_wh, fps=30, gop=gop, bframes=2)
+        if not path.exists():  # written under a temporary name: an interrupted run leaves no half clip
+            tmp = path.with_name(f".{path.stem}.tmp.mp4")
+            write_video(tmp, frames=frames, size_wh=size_wh, fps=30, gop=gop, bframes=2)
+            tmp.rename(path)
         paths.append(path)
     return paths
 
@@ -57,7 +59,8 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
 def write_result(name: str, title: str, body: str) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    module = Path(sys.argv[0]).resolve().relative_to(RESULTS.parent.parent).with_suffix("").as_posix().replace("/", ".")
+    command = " ".join(["python -m", module, *sys.argv[1:]])
     text = f"# {title}\n\n{stamp}; {machine()}\n\nCommand: `{command}`\n\n{body}\n"
     path = RESULTS / f"{name}.md"
     path.write_text(text)
