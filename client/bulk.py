@@ -15,7 +15,7 @@ from pathlib import Path
 from .decode import Sampling
 from .errors import FramestreamError, UsageError
 from .pipeline import PipelineConfig
-from .report import ERROR, print_table, totals, write_summary
+from .report import ERROR, print_schedule, print_table, totals, write_summary
 
 log = logging.getLogger("client.bulk")
 
@@ -49,7 +49,10 @@ def parser() -> argparse.ArgumentParser:
     sample.add_argument("--keyframes", action="store_true", help="infer key frames only (others are not decoded)")
     p.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl",
                    help="jsonl: a file per video; parquet: one dataset OUT/detections/ (needs pyarrow)")
-    p.add_argument("--workers", type=int, default=1, help="videos decoded at once")
+    p.add_argument("--workers", type=int, default=1,
+                   help="decoders running at once (each takes the next file or segment, longest first)")
+    p.add_argument("--no-split", action="store_true",
+                   help="never cut long videos into segments at key frames (for comparison)")
     p.add_argument("--sessions", type=int, default=None,
                    help="embedded backend: onnxruntime sessions (1 thread each); default: CPU cores")
     server = p.add_argument_group("Triton (instead of the embedded onnxruntime)")
@@ -166,19 +169,21 @@ def _run(args: argparse.Namespace) -> int:
         options = {"sampling": sampling.describe(), "square": args.square, "format": args.format}
         identity = fingerprint(model_path, options) if model_path else f"{args.server}/{args.model_name}/{options}"
         ledger = ResumeLedger(args.out, identity)
-        run = RunOptions(args.dir, args.out, config, overwrite=args.overwrite,
+        run = RunOptions(args.dir, args.out, config, overwrite=args.overwrite, split=not args.no_split,
                          progress=False if args.no_progress else None)
         before = scrape(metrics_url, args.model_name) if metrics_url else None
         start = time.monotonic()
-        files = run_bulk(run, backend, sink, ledger)
+        result = run_bulk(run, backend, sink, ledger)
         wall = time.monotonic() - start
         server = server_report(before, scrape(metrics_url, args.model_name)) if metrics_url else None
     finally:
         backend.close()
+    files = result.files
     summary_totals = totals(files, wall)
     summary = {
         "files": [f.to_json() for f in files],
         "totals": summary_totals,
+        "schedule": result.schedule,
         "model": {"path": str(model_path) if model_path else None, **backend.model.to_summary()},
         "options": {**options, "batch": args.batch, "workers": args.workers,
                     "backend": "triton" if args.server else "embedded"},
@@ -188,6 +193,7 @@ def _run(args: argparse.Namespace) -> int:
         summary["server"] = server
     write_summary(args.out, summary)
     print_table(files, summary_totals, sys.stderr)
+    print_schedule(result.schedule, sys.stderr)
     if server is not None:
         log.info("server: %d inferences in %d executions (avg batch %.2f), queue %.2f ms and compute %.2f ms per "
                  "request, %d failed requests", server["inferences"], server["executions"], server["avg_batch_size"],

@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -45,8 +45,12 @@ class PipelineConfig:
 
 @dataclass(frozen=True)
 class Job:
+    """A whole file, or one segment of a split file."""
+
     file_id: int
     open_source: Callable[[], FrameSource]
+    segment: int = 0
+    seq_of: Mapping[int, int] | None = None  # split files: frame index -> position in the file's output
 
 
 # -- events the caller receives ---------------------------------------------------------
@@ -62,13 +66,19 @@ class FrameResult:
 @dataclass(frozen=True)
 class FileStarted:
     file_id: int
+    segment: int
 
 
 @dataclass(frozen=True)
 class FileEnded:
+    """The end of one job (a file or a segment): it travels behind that job's frames."""
+
     file_id: int
+    segment: int
     frames: int  # sampled frames sent to inference
     error: str | None
+    wall_s: float = 0.0  # from the job's start to its last frame handed on
+    decode_s: float = 0.0  # of which decoding and letterboxing (not waiting for a full queue)
 
 
 @dataclass(frozen=True)
@@ -156,22 +166,28 @@ class Pipeline:
                 job: Job = job_q.get_nowait()
             except queue.Empty:
                 break
-            events.put(FileStarted(job.file_id))
-            seq, error = 0, None
+            events.put(FileStarted(job.file_id, job.segment))
+            count, error = 0, None
+            started = time.perf_counter()
+            waited = 0.0
             try:
                 with job.open_source() as source:
                     for frame in source.frames(self._plan_for):
+                        seq = job.seq_of[frame.index] if job.seq_of is not None else count
+                        put_start = time.perf_counter()
                         if not self._put(frame_q, (job.file_id, seq, frame)):
                             return
-                        seq += 1
+                        waited += time.perf_counter() - put_start
+                        count += 1
             except FramestreamError as e:
                 error = str(e)
             except Exception as e:  # a bug must cost one file, not the run
                 log.debug("decoding job %s failed", job.file_id, exc_info=True)
                 error = f"internal error: {type(e).__name__}: {e}"
-            # The end marker travels behind the file's frames, so it reaches the caller
+            # The end marker travels behind the job's frames, so it reaches the caller
             # only after the batcher has seen them all.
-            if not self._put(frame_q, FileEnded(job.file_id, seq, error)):
+            wall = time.perf_counter() - started
+            if not self._put(frame_q, FileEnded(job.file_id, job.segment, count, error, wall, wall - waited)):
                 return
         self._put(frame_q, _DONE)
 

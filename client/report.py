@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -20,6 +20,7 @@ class FileReport:
     error: str | None = None
     resumed: bool = False  # complete output from an earlier run, not redone
     partial_output: str | None = None
+    segments: list[dict[str, object]] = field(default_factory=list)  # per segment: frames, seconds
 
     @property
     def fps(self) -> float:
@@ -44,6 +45,16 @@ def totals(files: list[FileReport], wall_s: float) -> dict[str, object]:
         "wall_seconds": round(wall_s, 3),
         "fps": round(frames / wall_s, 2) if wall_s > 0 else 0.0,
     }
+
+
+def print_schedule(schedule: dict[str, object], stream: TextIO) -> None:
+    s = schedule
+    print(
+        f"schedule: {s['workers']} worker(s), {s['segments']} segment(s); makespan {s['makespan_s']:.1f} s, "
+        f"lower bound {s['lower_bound_s']:.1f} s, efficiency {s['efficiency']:.2f}, "
+        f"backend busy {100 * s['busy_fraction']:.0f}%",
+        file=stream,
+    )
 
 
 def write_summary(out: Path, summary: dict[str, object]) -> Path:

@@ -1,21 +1,21 @@
-"""One bulk run: discover, resume, pipeline, write outputs in frame order, report."""
+"""One bulk run: discover, resume, plan, pipeline, write outputs in frame order, report."""
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .decode import Sampling
+from .decode import FrameRange
 from .decode.pyav_source import PyAVSource
-from .discovery import Candidate, discover
+from .discovery import discover
 from .infer import Backend
 from .pipeline import BatchFailed, FileEnded, FileStarted, FrameResult, Job, Pipeline, PipelineConfig
 from .progress import Progress
-from .report import ERROR, OK, SKIPPED, FileReport, totals
+from .report import ERROR, OK, SKIPPED, FileReport
 from .resume import ResumeLedger
+from .schedule import FilePlan, Segment, lpt_order, plan
 from .sinks import FileWriter, Sink
 
 log = logging.getLogger(__name__)
@@ -27,51 +27,58 @@ class RunOptions:
     out: Path
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     overwrite: bool = False
+    split: bool = True  # cut long files into segments at key frames
     progress: bool | None = None  # None: live bar when stderr is a terminal
 
 
 @dataclass
+class RunResult:
+    files: list[FileReport]
+    schedule: dict[str, object]
+
+
+@dataclass
 class _FileState:
-    candidate: Candidate
+    plan: FilePlan
     writer: FileWriter
     started: float
-    expected: int | None = None  # known once the decoder is done with the file
+    segments_ended: int = 0
+    expected: int = 0  # frames announced by the ended segments
     written: int = 0
     lost: int = 0  # frames of failed batches
     error: str | None = None
     pending: dict[int, FrameResult] = field(default_factory=dict)  # reorder buffer by seq
+    segment_times: list[dict[str, object]] = field(default_factory=list)
+
+    @property
+    def segments_total(self) -> int:
+        return len(self.plan.segments) or 1
 
     @property
     def done(self) -> bool:
-        return self.expected is not None and self.written + self.lost + len(self.pending) >= self.expected
+        return self.segments_ended == self.segments_total and self.written + self.lost + len(self.pending) >= self.expected
 
-    def drain(self) -> None:
-        """Write buffered results whose turn has come; with a gap left by a failed batch, all."""
-        nxt = self.written + self.lost
-        while nxt in self.pending or (self.lost and self.pending):
-            seq = nxt if nxt in self.pending else min(self.pending)
-            r = self.pending.pop(seq)
+    def drain(self, force: bool = False) -> None:
+        """Write buffered results in frame order; ``force`` writes across gaps left by failures."""
+        while self.pending:
+            nxt = min(self.pending) if force else self.written + self.lost
+            if nxt not in self.pending:
+                if not self.lost:
+                    return
+                nxt = min(self.pending)  # a failed batch left a gap: frames after it keep their order
+            r = self.pending.pop(nxt)
             self.writer.write(r.index, r.t, r.detections)
             self.written += 1
-            nxt = self.written + self.lost
 
 
-def expected_frames(candidate: Candidate, sampling: Sampling) -> int:
-    if sampling.fps is not None:
-        return math.floor(candidate.duration_s * sampling.fps) + 1 if candidate.duration_s else 0
-    if sampling.keyframes:
-        return 0
-    return math.ceil(candidate.frames / sampling.every)
-
-
-def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLedger) -> list[FileReport]:
+def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLedger) -> RunResult:
     found = discover(options.root)
     reports: dict[str, FileReport] = {}
     for c, reason in found.skipped:
         reports[c.rel] = FileReport(c.rel, SKIPPED, error=reason)
     for c, reason in found.errors:
         reports[c.rel] = FileReport(c.rel, ERROR, error=reason)
-    todo: list[Candidate] = []
+    todo = []
     for c in found.videos:
         frames = None if options.overwrite else ledger.completed_frames(c.path, c.rel, sink.outputs(c.rel))
         if frames is None:
@@ -81,32 +88,41 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
     if found.videos and len(todo) < len(found.videos):
         log.info("resuming: %d of %d videos already complete", len(found.videos) - len(todo), len(found.videos))
 
-    sampling = options.pipeline.sampling
-    # Longest first: a long file started last would bound the run's end.
-    todo.sort(key=lambda c: (-c.frames, c.rel))
-    progress = Progress(
-        files=len(todo), frames_estimate=sum(expected_frames(c, sampling) for c in todo), live=options.progress
-    )
-    pipeline = Pipeline(backend, options.pipeline)
-    jobs = [Job(i, _opener(c, options.pipeline)) for i, c in enumerate(todo)]
+    config = options.pipeline
+    plans = plan(todo, config.sampling, workers=config.workers, split=options.split)
+    units = lpt_order(plans)
+    split = [p for p in plans if p.split]
+    if split:
+        log.info("split %d long video(s) into %d segments at key frames", len(split), sum(len(p.segments) for p in split))
+    progress = Progress(files=len(plans), frames_estimate=sum(p.work for p in plans), live=options.progress)
+    pipeline = Pipeline(backend, config)
+    ranges = {p.file_id: _ranges(p) for p in split}
+    jobs = [_job(p, s, config, ranges.get(p.file_id)) for p, s in units]
     states: dict[int, _FileState] = {}
+    segment_times: list[float] = []
     fatal: str | None = None
+    busy_before = backend.busy_seconds()
+    start = time.monotonic()
     events = pipeline.run(jobs)
     try:
         for event in events:
             if isinstance(event, FileStarted):
-                c = todo[event.file_id]
-                states[event.file_id] = _FileState(c, sink.open(c.rel), time.monotonic())
+                if event.file_id not in states:
+                    p = plans[event.file_id]
+                    states[event.file_id] = _FileState(p, sink.open(p.candidate.rel), time.monotonic())
                 continue
+            state = states[event.file_id] if not isinstance(event, BatchFailed) else None
             if isinstance(event, FrameResult):
-                state = states[event.file_id]
                 state.pending[event.seq] = event
                 state.drain()
                 progress.frame()
             elif isinstance(event, FileEnded):
-                state = states[event.file_id]
-                state.expected = event.frames
+                state.segments_ended += 1
+                state.expected += event.frames
                 state.error = state.error or event.error
+                state.segment_times.append({"segment": event.segment, "frames": event.frames,
+                                            "seconds": round(event.wall_s, 3), "decode_seconds": round(event.decode_s, 3)})
+                segment_times.append(event.decode_s)
             elif isinstance(event, BatchFailed):
                 if event.fatal and fatal is None:
                     fatal = event.reason
@@ -116,50 +132,85 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
                     states[file_id].lost += n
                     states[file_id].error = states[file_id].error or f"inference failed: {event.reason}"
                     states[file_id].drain()
-            for file_id in _finished(states, event):
-                reports[todo[file_id].rel] = _finish(states.pop(file_id), ledger, sink)
+            ids = event.frames_by_file.keys() if isinstance(event, BatchFailed) else [event.file_id]
+            for file_id in [i for i in ids if i in states and states[i].done]:
+                reports[plans[file_id].candidate.rel] = _finish(states.pop(file_id), ledger)
                 progress.file_done()
     except BaseException:
         pipeline.stop()
         for state in states.values():  # interrupted: keep what we have as partial outputs
-            state.drain()
+            state.drain(force=True)
             state.writer.fail()
         raise
     finally:
         events.close()
         progress.close()
+    makespan = time.monotonic() - start
     if fatal is not None:
-        for file_id, state in list(states.items()):  # started, not finished
+        for state in list(states.values()):  # started, not finished
             state.error = state.error or f"interrupted: {fatal}"
-            state.expected = state.written
-            reports[todo[file_id].rel] = _finish(states.pop(file_id), ledger, sink)
-        for c in todo:
-            reports.setdefault(c.rel, FileReport(c.rel, ERROR, error=f"not processed: {fatal}"))
-    return [reports[rel] for rel in sorted(reports)]
+            reports[state.plan.candidate.rel] = _finish(state, ledger)
+        for p in plans:
+            reports.setdefault(p.candidate.rel, FileReport(p.candidate.rel, ERROR, error=f"not processed: {fatal}"))
+    busy = backend.busy_seconds() - busy_before
+    schedule = _schedule_report(config.workers, len(jobs), makespan, busy, backend.lanes, segment_times)
+    return RunResult([reports[rel] for rel in sorted(reports)], schedule)
 
 
-def _finished(states: dict[int, _FileState], event: object) -> list[int]:
-    ids = event.frames_by_file.keys() if isinstance(event, BatchFailed) else [event.file_id]
-    return [i for i in ids if i in states and states[i].done]
+def _schedule_report(workers: int, segments: int, makespan: float, busy: float, lanes: int,
+                     decode_times: list[float]) -> dict[str, object]:
+    """How close the run came to its lower bound.
+
+    work_s is the inference time if the backend's lanes were never idle (busy time / lanes);
+    no schedule beats it, nor the longest segment's decoding, which is serial. So the lower
+    bound is the larger of the two, and efficiency = lower bound / makespan.
+    """
+    work_s = busy / lanes if lanes else 0.0
+    lower = max([work_s, *decode_times]) if decode_times else work_s
+    return {
+        "workers": workers,
+        "segments": segments,
+        "makespan_s": round(makespan, 3),
+        "work_s": round(work_s, 3),
+        "lower_bound_s": round(lower, 3),
+        "efficiency": round(lower / makespan, 3) if makespan > 0 else 0.0,
+        "busy_fraction": round(busy / (lanes * makespan), 3) if makespan > 0 and lanes else 0.0,
+    }
 
 
-def _finish(state: _FileState, ledger: ResumeLedger, sink: Sink) -> FileReport:
-    state.drain()
-    c = state.candidate
+def _finish(state: _FileState, ledger: ResumeLedger) -> FileReport:
+    c = state.plan.candidate
     seconds = time.monotonic() - state.started
+    segments = sorted(state.segment_times, key=lambda s: s["segment"])
     if state.error:
+        state.drain(force=True)
         partial = state.writer.fail()
         ledger.forget(c.rel)
         log.warning("%s: %s", c.rel, state.error)
         return FileReport(c.rel, ERROR, frames=state.written, seconds=seconds, error=state.error,
-                          partial_output=str(partial) if partial else None)
+                          partial_output=str(partial) if partial else None, segments=segments)
+    state.drain()
     outputs = state.writer.complete()
     ledger.record(c.path, c.rel, state.written, outputs)
-    return FileReport(c.rel, OK, frames=state.written, seconds=seconds)
+    return FileReport(c.rel, OK, frames=state.written, seconds=seconds, segments=segments)
 
 
-def _opener(c: Candidate, config: PipelineConfig):
-    return lambda: PyAVSource(c.path, sampling=config.sampling, threads=config.decode_threads)
+def _ranges(p: FilePlan) -> tuple[dict[int, int], dict[int, int]]:
+    """A split file's maps, built once and shared by its segments: pts -> index, index -> seq."""
+    index_of_pts = {pts: i for i, pts in enumerate(p.layout.pts)}
+    seq_of = {index: seq for seq, index in enumerate(p.selected)}
+    return index_of_pts, seq_of
 
 
-__all__ = ["RunOptions", "run_bulk", "expected_frames"]
+def _job(p: FilePlan, segment: Segment | None, config: PipelineConfig,
+         maps: tuple[dict[int, int], dict[int, int]] | None) -> Job:
+    path, sampling, threads = p.candidate.path, config.sampling, config.decode_threads
+    if segment is None:
+        return Job(p.file_id, lambda: PyAVSource(path, sampling=sampling, threads=threads))
+    index_of_pts, seq_of = maps
+    frame_range = FrameRange(segment.start, segment.end, segment.seek_pts, frozenset(p.selected), index_of_pts)
+    return Job(p.file_id, lambda: PyAVSource(path, sampling=sampling, threads=threads, frame_range=frame_range),
+               segment=segment.seg_id, seq_of=seq_of)
+
+
+__all__ = ["RunOptions", "RunResult", "run_bulk"]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Iterator, Mapping, Protocol
 
 import numpy as np
 
 from ..letterbox import LetterboxPlan
 
-__all__ = ["Sampling", "VideoInfo", "DecodedFrame", "FrameSource", "PlanFor"]
+__all__ = ["Sampling", "VideoInfo", "DecodedFrame", "FrameSource", "FrameRange", "PlanFor"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,18 @@ class Sampling:
         if self.fps is not None:
             return f"fps={self.fps:g}"
         return f"every={self.every}"
+
+
+@dataclass(frozen=True)
+class FrameRange:
+    """One segment of a split file: decode from the key frame at ``seek_pts``, emit ``selected``
+    indices in [start, end). Indices come from the file's demux pass, shared by all segments."""
+
+    start: int
+    end: int
+    seek_pts: int
+    selected: frozenset[int]
+    index_of_pts: Mapping[int, int]
 
 
 @dataclass(frozen=True)

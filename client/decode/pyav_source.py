@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import DecodeError
 from ..letterbox import LetterboxPlan, pad_into
-from . import DecodedFrame, PlanFor, Sampling, VideoInfo
+from . import DecodedFrame, FrameRange, PlanFor, Sampling, VideoInfo
 from .sampling import select
 
 log = logging.getLogger(__name__)
@@ -28,10 +28,12 @@ _INTERPOLATION = "BILINEAR"
 class PyAVSource:
     """Decode one file with PyAV; frames are resized by swscale only when they are sampled."""
 
-    def __init__(self, path: Path, *, sampling: Sampling = Sampling(), threads: int = 0) -> None:
+    def __init__(self, path: Path, *, sampling: Sampling = Sampling(), threads: int = 0,
+                 frame_range: FrameRange | None = None) -> None:
         self.path = path
         self.sampling = sampling
         self.threads = threads
+        self.frame_range = frame_range
         try:
             self._container = av.open(str(path))
         except av.FFmpegError as e:
@@ -60,6 +62,9 @@ class PyAVSource:
         )
 
     def frames(self, plan_for: PlanFor) -> Iterator[DecodedFrame]:
+        if self.frame_range is not None:
+            yield from self._range_frames(plan_for, self.frame_range)
+            return
         keyframe_index = self._keyframe_indices() if self.sampling.keyframes else None
         s = self._stream
         s.thread_type = "AUTO"
@@ -91,6 +96,35 @@ class PyAVSource:
             raise DecodeError(f"decoding failed after {counts['frames']} frames: {_reason(e)}",
                               frames_decoded=counts["frames"]) from e
         self._check_complete(counts["packets"], counts["frames"], last_t[0], keyframes=keyframe_index is not None)
+
+    def _range_frames(self, plan_for: PlanFor, r: FrameRange) -> Iterator[DecodedFrame]:
+        """A segment: seek to its key frame, emit its selected frames, stop past its end."""
+        s = self._stream
+        s.thread_type = "AUTO"
+        s.codec_context.thread_count = self.threads
+        start = s.start_time or 0
+        expected = sum(1 for i in r.selected if r.start <= i < r.end)
+        emitted = 0
+        plan: LetterboxPlan | None = None
+        try:
+            self._container.seek(r.seek_pts, stream=s, backward=True, any_frame=False)
+            for frame in self._container.decode(s):
+                index = r.index_of_pts.get(frame.pts) if frame.pts is not None else None
+                if index is None or index < r.start:
+                    continue  # before the range (or a frame the demux pass did not see)
+                if index >= r.end:
+                    break  # presentation order: every frame of the range has been output
+                if index in r.selected:
+                    plan = plan or plan_for(_display_hw(frame))
+                    t = float((frame.pts - start) * s.time_base)
+                    yield DecodedFrame(index=index, t=t, image=_letterbox(frame, plan), plan=plan)
+                    emitted += 1
+        except av.FFmpegError as e:
+            raise DecodeError(f"decoding frames {r.start}-{r.end - 1} failed after {emitted}: {_reason(e)}",
+                              frames_decoded=emitted) from e
+        if emitted < expected:
+            raise DecodeError(f"frames {r.start}-{r.end - 1}: decoded {emitted} of {expected} (damaged data)",
+                              frames_decoded=emitted)
 
     def _check_complete(self, packets: int, frames: int, last_t: float | None, *, keyframes: bool) -> None:
         info = self.info

@@ -1,0 +1,140 @@
+"""Plan before work: estimate each file's frames, split long files at key frames, largest first.
+
+The seed's bulk mode stalled at 1.55x with 8 workers because one long file bounded the
+run. Here every file whose work exceeds its fair share (total / (workers x SPLIT_FACTOR))
+is cut at key frames into segments of about that share; the segments of all files are
+queued longest first (LPT), so no single file can bound the makespan. Key frames and
+frame times come from one demux pass (no decoding); for a split file the frames to infer
+are chosen once from those times, so every frame is inferred exactly once whatever the
+segment boundaries, B-frames or variable frame rate.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from .decode import Sampling
+from .decode.sampling import select
+from .discovery import Candidate
+
+SPLIT_FACTOR = 2  # fair share = total work / (workers x this): a little slack for LPT to balance
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A file's frames from its packets: presentation-ordered pts and the key frames' indices."""
+
+    pts: tuple[int, ...]
+    key_indices: tuple[int, ...]
+    time_base: Fraction
+    start_pts: int
+
+    def t(self, index: int) -> float:
+        return float((self.pts[index] - self.start_pts) * self.time_base)
+
+
+@dataclass(frozen=True)
+class Segment:
+    file_id: int
+    seg_id: int
+    start: int  # first frame index (a key frame)
+    end: int  # one past the last frame index
+    seek_pts: int  # pts of the key frame to seek to
+    work: int  # frames to infer in [start, end)
+
+
+@dataclass(frozen=True)
+class FilePlan:
+    file_id: int
+    candidate: Candidate
+    work: int  # estimated frames to infer
+    segments: tuple[Segment, ...] = ()  # empty: decoded whole, without a layout pass
+    selected: tuple[int, ...] = ()  # split files: the frame indices to infer, ascending
+    layout: Layout | None = None  # split files: from the planning demux pass
+
+    @property
+    def split(self) -> bool:
+        return bool(self.segments)
+
+
+def read_layout(path: Path) -> Layout:
+    """One demux pass over the first video stream: every packet's pts, key frames marked."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        packets = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.pts is not None and p.size]
+        time_base = stream.time_base
+        start = stream.start_time or 0
+    pts = sorted(p for p, _ in packets)
+    order = {p: i for i, p in enumerate(pts)}
+    keys = sorted({order[p] for p, key in packets if key})
+    return Layout(tuple(pts), tuple(keys), Fraction(time_base), start)
+
+
+def estimated_work(candidate: Candidate, sampling: Sampling) -> int:
+    """Frames to infer, from container metadata only."""
+    if sampling.fps is not None:
+        return math.floor(candidate.duration_s * sampling.fps) + 1 if candidate.duration_s else 0
+    if sampling.keyframes:
+        return max(1, candidate.frames // 30)  # unknown without a demux pass; a GOP of ~1 s
+    return math.ceil(candidate.frames / sampling.every)
+
+
+def selected_indices(layout: Layout, sampling: Sampling) -> list[int]:
+    """The frames the sampling picks, computed from packet times as the decoder would see them."""
+    if sampling.keyframes:
+        return list(layout.key_indices)
+    frames = ((i, layout.t(i), None) for i in range(len(layout.pts)))
+    return [i for i, _, _ in select(frames, sampling)]
+
+
+def plan(candidates: list[Candidate], sampling: Sampling, *, workers: int, split: bool) -> list[FilePlan]:
+    works = [estimated_work(c, sampling) for c in candidates]
+    share = sum(works) / (workers * SPLIT_FACTOR) if workers > 1 else math.inf
+    plans = []
+    for file_id, (c, work) in enumerate(zip(candidates, works)):
+        if split and work > share:
+            plans.append(_split(file_id, c, work, sampling, share))
+        else:
+            plans.append(FilePlan(file_id, c, work))
+    return plans
+
+
+def _split(file_id: int, c: Candidate, work: int, sampling: Sampling, share: float) -> FilePlan:
+    try:
+        layout = read_layout(c.path)
+    except (av.FFmpegError, OSError, IndexError):
+        return FilePlan(file_id, c, work)  # decoding will report what is wrong with it
+    if len(layout.key_indices) < 2:
+        return FilePlan(file_id, c, work)  # one key frame: nowhere to cut
+    selected = selected_indices(layout, sampling)
+    segments: list[Segment] = []
+    bounds = [*layout.key_indices, len(layout.pts)]
+    start = bounds[0]
+    picked = 0
+    pos = 0
+    for key, nxt in zip(bounds[:-1], bounds[1:]):
+        while pos < len(selected) and selected[pos] < nxt:
+            pos += 1
+        if pos - picked >= share or nxt == len(layout.pts):
+            segments.append(Segment(file_id, len(segments), start, nxt, layout.pts[start], pos - picked))
+            start, picked = nxt, pos
+    if segments and segments[0].start > 0:  # frames before the first key frame cannot be decoded alone
+        first = segments[0]
+        segments[0] = Segment(file_id, 0, 0, first.end, first.seek_pts, first.work)
+    if len(segments) < 2:
+        return FilePlan(file_id, c, work)
+    return FilePlan(file_id, c, len(selected), tuple(segments), tuple(selected), layout)
+
+
+def lpt_order(plans: list[FilePlan]) -> list[tuple[FilePlan, Segment | None]]:
+    """Every unit of work (a whole file or one segment), longest first; ties in path order."""
+    units: list[tuple[FilePlan, Segment | None]] = []
+    for p in plans:
+        units.extend((p, s) for s in p.segments) if p.split else units.append((p, None))
+    return sorted(units, key=lambda u: (-(u[1].work if u[1] else u[0].work), u[0].candidate.rel,
+                                        u[1].seg_id if u[1] else 0))
