@@ -70,6 +70,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--square", action="store_true",
                    help="letterbox to the model's full square even when it takes smaller rectangles")
     p.add_argument("--overwrite", action="store_true", help="redo videos whose outputs are already complete")
+    p.add_argument("--metrics-port", type=int, default=None, metavar="P",
+                   help="serve this run's Prometheus metrics on port P (frames, files, frames/s, queues)")
     p.add_argument("--no-progress", action="store_true", help="plain log lines instead of a live progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
@@ -172,8 +174,13 @@ def _run(args: argparse.Namespace) -> int:
         run = RunOptions(args.dir, args.out, config, overwrite=args.overwrite, split=not args.no_split,
                          progress=False if args.no_progress else None)
         before = scrape(metrics_url, args.model_name) if metrics_url else None
+        telemetry = _telemetry(args.metrics_port)
         start = time.monotonic()
-        result = run_bulk(run, backend, sink, ledger)
+        try:
+            result = run_bulk(run, backend, sink, ledger, telemetry)
+        finally:
+            if telemetry is not None:
+                telemetry.close()
         wall = time.monotonic() - start
         server = server_report(before, scrape(metrics_url, args.model_name)) if metrics_url else None
     finally:
@@ -199,6 +206,16 @@ def _run(args: argparse.Namespace) -> int:
                  "request, %d failed requests", server["inferences"], server["executions"], server["avg_batch_size"],
                  server["queue_ms_per_request"], server["compute_ms_per_request"], server["request_failures"])
     return EXIT_FAILED if any(f.status == ERROR for f in files) else EXIT_OK
+
+
+def _telemetry(port: int | None):
+    if port is None:
+        return None
+    from .telemetry import RunTelemetry
+
+    telemetry = RunTelemetry(port)
+    log.info("run metrics on http://0.0.0.0:%d/metrics", port)
+    return telemetry
 
 
 def _backend_report(backend, wall_s: float) -> dict[str, object]:

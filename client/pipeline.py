@@ -108,6 +108,11 @@ class Pipeline:
         minimal = model.dynamic_hw and not config.square
         self._plan_for = lambda hw: plan_letterbox(hw, model.imgsz, minimal=minimal)
         self._stop = threading.Event()
+        self._queues: dict[str, queue.Queue] = {}
+
+    def queue_depths(self) -> dict[str, int]:
+        """Items waiting between stages now (for telemetry)."""
+        return {name: q.qsize() for name, q in self._queues.items()}
 
     def stop(self) -> None:
         self._stop.set()
@@ -121,6 +126,7 @@ class Pipeline:
         frame_q: queue.Queue = queue.Queue(maxsize=self.config.frames_ahead)
         batch_q: queue.Queue = queue.Queue(maxsize=self.config.batches_ahead * lanes)
         events: queue.Queue = queue.Queue()
+        self._queues = {"jobs": job_q, "frames": frame_q, "batches": batch_q}
         workers = [
             threading.Thread(target=self._decode_worker, args=(job_q, frame_q, events), name=f"decode-{i}", daemon=True)
             for i in range(self.config.workers)

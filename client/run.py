@@ -17,6 +17,7 @@ from .report import ERROR, OK, SKIPPED, FileReport
 from .resume import ResumeLedger
 from .schedule import FilePlan, Segment, lpt_order, plan
 from .sinks import FileWriter, Sink
+from .telemetry import RunTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,8 @@ class _FileState:
             self.written += 1
 
 
-def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLedger) -> RunResult:
+def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLedger,
+             telemetry: RunTelemetry | None = None) -> RunResult:
     found = discover(options.root)
     reports: dict[str, FileReport] = {}
     for c, reason in found.skipped:
@@ -96,6 +98,9 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
         log.info("split %d long video(s) into %d segments at key frames", len(split), sum(len(p.segments) for p in split))
     progress = Progress(files=len(plans), frames_estimate=sum(p.work for p in plans), live=options.progress)
     pipeline = Pipeline(backend, config)
+    if telemetry is not None:
+        in_flight = getattr(backend, "in_flight", None)
+        telemetry.watch(queue_depths=pipeline.queue_depths, inflight=lambda: in_flight.now if in_flight else 0)
     ranges = {p.file_id: _ranges(p) for p in split}
     jobs = [_job(p, s, config, ranges.get(p.file_id)) for p, s in units]
     states: dict[int, _FileState] = {}
@@ -116,6 +121,8 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
                 state.pending[event.seq] = event
                 state.drain()
                 progress.frame()
+                if telemetry is not None:
+                    telemetry.frame()
             elif isinstance(event, FileEnded):
                 state.segments_ended += 1
                 state.expected += event.frames
@@ -134,8 +141,11 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
                     states[file_id].drain()
             ids = event.frames_by_file.keys() if isinstance(event, BatchFailed) else [event.file_id]
             for file_id in [i for i in ids if i in states and states[i].done]:
-                reports[plans[file_id].candidate.rel] = _finish(states.pop(file_id), ledger)
+                report = _finish(states.pop(file_id), ledger)
+                reports[report.path] = report
                 progress.file_done()
+                if telemetry is not None:
+                    telemetry.file_done(report.status)
     except BaseException:
         pipeline.stop()
         for state in states.values():  # interrupted: keep what we have as partial outputs

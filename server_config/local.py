@@ -271,7 +271,7 @@ def _signal_group(pid: int, sig: int) -> None:
 
 
 # -- CLI ------------------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m server_config.local", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model-repository", type=Path, default=MODEL_REPOSITORY)
@@ -280,7 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--http-port", type=int, default=8000)
     p.add_argument("--metrics-port", type=int, default=8002)
     p.add_argument("--instances", type=int, default=None, help="CPU instances per model (default: the config's)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = LocalServerConfig(model_repository=args.model_repository, host=args.host, grpc_port=args.grpc_port,
                                http_port=args.http_port, metrics_port=args.metrics_port, instances=args.instances)

@@ -1,0 +1,65 @@
+"""The bulk run's own Prometheus metrics (``--metrics-port``), so long runs can be watched.
+
+Counters are bumped by the run as frames and files finish; gauges (frames/s, requests in
+flight, queue depths) are sampled once a second. A private registry keeps tests and
+embedding programs free of global state.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+from .errors import UsageError
+
+
+class RunTelemetry:
+    def __init__(self, port: int, *, addr: str = "0.0.0.0") -> None:
+        try:
+            from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+        except ImportError as e:
+            raise UsageError("--metrics-port needs prometheus-client: pip install 'framestream[metrics]'") from e
+        self.registry = CollectorRegistry()
+        self.frames = Counter("framestream_frames", "Frames inferred and written", registry=self.registry)
+        self.files = Counter("framestream_files", "Videos finished, by status", ["status"], registry=self.registry)
+        self.fps = Gauge("framestream_frames_per_second", "Frames/s over the last sampling interval",
+                         registry=self.registry)
+        self.inflight = Gauge("framestream_inflight_requests", "Inference requests outstanding", registry=self.registry)
+        self.queue_depth = Gauge("framestream_queue_depth", "Items waiting in a pipeline queue", ["queue"],
+                                 registry=self.registry)
+        try:
+            self._server, self._thread = start_http_server(port, addr=addr, registry=self.registry)
+        except OSError as e:
+            raise UsageError(f"--metrics-port {port}: {e.strerror}") from e
+        self._sources: list[Callable[[], None]] = []
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, name="telemetry", daemon=True)
+        self._sampler.start()
+
+    def watch(self, *, queue_depths: Callable[[], dict[str, int]], inflight: Callable[[], int]) -> None:
+        def sample() -> None:
+            for name, depth in queue_depths().items():
+                self.queue_depth.labels(name).set(depth)
+            self.inflight.set(inflight())
+
+        self._sources.append(sample)
+
+    def frame(self) -> None:
+        self.frames.inc()
+
+    def file_done(self, status: str) -> None:
+        self.files.labels(status).inc()
+
+    def _sample(self) -> None:
+        last_frames, last_t = 0.0, time.monotonic()
+        while not self._stop.wait(1.0):
+            now, frames = time.monotonic(), self.frames._value.get()
+            self.fps.set((frames - last_frames) / (now - last_t))
+            last_frames, last_t = frames, now
+            for sample in list(self._sources):
+                sample()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._server.shutdown()
