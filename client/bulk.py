@@ -61,12 +61,16 @@ def parser() -> argparse.ArgumentParser:
     server.add_argument("--model-name", default="yolo", help="the model's name on the server")
     server.add_argument("--inflight", type=int, default=None, metavar="K",
                         help="requests outstanding at most (default: 2 per model instance)")
-    server.add_argument("--shm", choices=["auto", "system", "off"], default="auto",
-                        help="inputs through Triton system shared memory (auto: when the server is on this host)")
+    server.add_argument("--shm", choices=["auto", "system", "cuda", "off"], default="auto",
+                        help="inputs through Triton shared memory when the server is on this host "
+                        "(auto: CUDA shared memory for GPU frames, system shared memory otherwise)")
     server.add_argument("--retry-seconds", type=float, default=30.0,
                         help="keep retrying an unreachable server this long before failing the files in flight")
     server.add_argument("--metrics-url", default=None,
                         help="Triton's Prometheus endpoint (default: http://<server host>:8002/metrics)")
+    p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
+                   help="gpu: NVDEC decoding, CUDA letterbox, GPU inference (or CUDA shared memory to Triton); "
+                   "auto takes it when PyNvVideoCodec, CuPy and a GPU all work")
     p.add_argument("--square", action="store_true",
                    help="letterbox to the model's full square even when it takes smaller rectangles")
     p.add_argument("--overwrite", action="store_true", help="redo videos whose outputs are already complete")
@@ -133,7 +137,30 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
-def _make_backend(args: argparse.Namespace, model_path: Path | None):
+def _use_gpu(args: argparse.Namespace) -> tuple[bool, str]:
+    """--device: auto takes the GPU path when everything it needs works; returns the choice and why."""
+    if args.device == "cpu":
+        return False, "--device cpu"
+    from .gpu import probe
+
+    found = probe()
+    if found.ok and args.server is None:
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            found = type(found)(False, "onnxruntime has no CUDA provider (pip install 'framestream[gpu]')")
+    if args.device == "gpu" and not found.ok:
+        raise UsageError(f"--device gpu: {found.reason}")
+    return found.ok, found.reason
+
+
+def _make_backend(args: argparse.Namespace, model_path: Path | None, gpu: bool):
+    if args.server is None and gpu:
+        from .infer.embedded_gpu import EmbeddedGpuBackend
+
+        backend = EmbeddedGpuBackend(model_path, sessions=args.sessions or 2)
+        log.info("embedded onnxruntime-gpu: %d session(s); model %s", backend.lanes, model_path)
+        return backend
     if args.server is None:
         from .infer.embedded import EmbeddedBackend
 
@@ -144,9 +171,9 @@ def _make_backend(args: argparse.Namespace, model_path: Path | None):
 
     options = TritonOptions(url=args.server, model_name=args.model_name, inflight=args.inflight, shm=args.shm,
                             retry_seconds=args.retry_seconds)
-    backend = TritonBackend(options, batch=args.batch, local_model=model_path)
+    backend = TritonBackend(options, batch=args.batch, local_model=model_path, gpu_frames=gpu)
     log.info("Triton %s model %r: %d request(s) in flight at most, inputs via %s", args.server, args.model_name,
-             backend.lanes, "system shared memory" if backend.shm else "the gRPC payload")
+             backend.lanes, f"{backend.shm} shared memory" if backend.shm else "the gRPC payload")
     return backend
 
 
@@ -160,14 +187,20 @@ def _run(args: argparse.Namespace) -> int:
     sampling = Sampling(every=args.every, fps=args.fps, keyframes=args.keyframes)
     model_path = _resolve_model(args.model, build=args.server is None)
     sink = make_sink(args.format, args.out)
-    backend = _make_backend(args, model_path)
+    gpu, why = _use_gpu(args)
+    backend = _make_backend(args, model_path, gpu)
+    log.info("device: %s (%s)", "gpu" if gpu else "cpu", why)  # after the start-up checks passed
+    if not gpu:
+        from .decode.pyav_source import resize_method
+
+        log.info("letterbox resize: %s", resize_method())
     metrics_url = args.metrics_url or (f"http://{args.server.rsplit(':', 1)[0]}:8002/metrics" if args.server else None)
     try:
         try:
             args.out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UsageError(f"cannot create {args.out}: {e.strerror}") from e
-        config = PipelineConfig(batch=args.batch, workers=args.workers, square=args.square, sampling=sampling)
+        config = PipelineConfig(batch=args.batch, workers=args.workers, square=args.square, sampling=sampling, gpu=gpu)
         options = {"sampling": sampling.describe(), "square": args.square, "format": args.format}
         identity = fingerprint(model_path, options) if model_path else f"{args.server}/{args.model_name}/{options}"
         ledger = ResumeLedger(args.out, identity)
@@ -193,7 +226,7 @@ def _run(args: argparse.Namespace) -> int:
         "schedule": result.schedule,
         "model": {"path": str(model_path) if model_path else None, **backend.model.to_summary()},
         "options": {**options, "batch": args.batch, "workers": args.workers,
-                    "backend": "triton" if args.server else "embedded"},
+                    "backend": "triton" if args.server else "embedded", "device": "gpu" if gpu else "cpu"},
         "backend": _backend_report(backend, wall),
     }
     if server is not None:
@@ -227,7 +260,7 @@ def _backend_report(backend, wall_s: float) -> dict[str, object]:
     if in_flight is not None:
         report["inflight_limit"] = backend.lanes
         report["inflight_peak"] = in_flight.peak
-        report["transport"] = "system_shm" if backend.shm else "grpc"
+        report["transport"] = f"{backend.shm}_shm" if backend.shm else "grpc"
     return report
 
 

@@ -41,6 +41,7 @@ class PipelineConfig:
     square: bool = False  # the model's full square for every video, even if it takes rectangles
     sampling: Sampling = field(default_factory=Sampling)
     decode_threads: int = 0  # FFmpeg threads per decoder; 0 lets FFmpeg choose
+    gpu: bool = False  # decode with NVDEC and letterbox with CUDA (frames stay on the GPU)
 
 
 @dataclass(frozen=True)
@@ -245,7 +246,7 @@ class Pipeline:
             events.put(_DONE)
 
     def _infer(self, lane: int, batch: _Batch, events: queue.Queue) -> None:
-        images = np.stack([f.image for _, _, f in batch.frames])
+        images = _stack([f.image for _, _, f in batch.frames])
         try:
             out = self.backend.infer(lane, images)
         except Exception as e:  # a failed batch fails its files; other files go on
@@ -260,3 +261,12 @@ class Pipeline:
             rows = out.rows(i)
             boxes = boxes_to_source(rows[:, :4], frame.plan)
             events.put(FrameResult(file_id, seq, frame.index, frame.t, np.column_stack([boxes, rows[:, 4:]])))
+
+
+def _stack(images: list):
+    """One batch array, on the host or on the GPU, wherever the frames are."""
+    if isinstance(images[0], np.ndarray):
+        return np.stack(images)
+    import cupy
+
+    return cupy.stack(images)

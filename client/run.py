@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .decode import FrameRange
+from .decode import DecodedFrame, FrameRange, FrameSource
 from .decode.pyav_source import PyAVSource
 from .discovery import discover
 from .infer import Backend
@@ -91,7 +91,10 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
         log.info("resuming: %d of %d videos already complete", len(found.videos) - len(todo), len(found.videos))
 
     config = options.pipeline
-    plans = plan(todo, config.sampling, workers=config.workers, split=options.split)
+    split_files = options.split and not config.gpu
+    if options.split and config.gpu:
+        log.info("key-frame splitting is off on the GPU path: NVDEC decodes whole files here")
+    plans = plan(todo, config.sampling, workers=config.workers, split=split_files)
     units = lpt_order(plans)
     split = [p for p in plans if p.split]
     if split:
@@ -102,7 +105,8 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
         in_flight = getattr(backend, "in_flight", None)
         telemetry.watch(queue_depths=pipeline.queue_depths, inflight=lambda: in_flight.now if in_flight else 0)
     ranges = {p.file_id: _ranges(p) for p in split}
-    jobs = [_job(p, s, config, ranges.get(p.file_id)) for p, s in units]
+    letterbox = _gpu_letterbox() if config.gpu else None
+    jobs = [_job(p, s, config, ranges.get(p.file_id), letterbox) for p, s in units]
     states: dict[int, _FileState] = {}
     segment_times: list[float] = []
     fatal: str | None = None
@@ -213,14 +217,56 @@ def _ranges(p: FilePlan) -> tuple[dict[int, int], dict[int, int]]:
 
 
 def _job(p: FilePlan, segment: Segment | None, config: PipelineConfig,
-         maps: tuple[dict[int, int], dict[int, int]] | None) -> Job:
+         maps: tuple[dict[int, int], dict[int, int]] | None, letterbox) -> Job:
     path, sampling, threads = p.candidate.path, config.sampling, config.decode_threads
     if segment is None:
-        return Job(p.file_id, lambda: PyAVSource(path, sampling=sampling, threads=threads))
+        def cpu() -> FrameSource:
+            return PyAVSource(path, sampling=sampling, threads=threads)
+        return Job(p.file_id, cpu if letterbox is None else lambda: _open_gpu(p, sampling, letterbox, cpu))
     index_of_pts, seq_of = maps
     frame_range = FrameRange(segment.start, segment.end, segment.seek_pts, frozenset(p.selected), index_of_pts)
     return Job(p.file_id, lambda: PyAVSource(path, sampling=sampling, threads=threads, frame_range=frame_range),
                segment=segment.seg_id, seq_of=seq_of)
+
+
+def _gpu_letterbox():
+    from .gpu.letterbox import GpuLetterbox
+
+    return GpuLetterbox()
+
+
+def _open_gpu(p: FilePlan, sampling, letterbox, cpu) -> FrameSource:
+    """NVDEC for the file, or PyAV with its frames uploaded (batches never mix host and device)."""
+    from .decode.nvdec_source import NvdecSource, NvdecUnsupported
+
+    try:
+        return NvdecSource(p.candidate.path, sampling=sampling, letterbox=letterbox)
+    except NvdecUnsupported as e:
+        log.info("%s: %s; decoding it with PyAV", p.candidate.rel, e)
+        return _Uploaded(cpu())
+
+
+class _Uploaded:
+    """A CPU frame source whose letterboxed frames are copied to the GPU."""
+
+    def __init__(self, source: FrameSource) -> None:
+        self._source = source
+        self.path = source.path
+
+    def frames(self, plan_for):
+        import cupy as cp
+
+        for f in self._source.frames(plan_for):
+            yield DecodedFrame(f.index, f.t, cp.asarray(f.image), f.plan)
+
+    def close(self) -> None:
+        self._source.close()
+
+    def __enter__(self) -> "_Uploaded":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 __all__ = ["RunOptions", "RunResult", "run_bulk"]

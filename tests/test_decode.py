@@ -81,17 +81,40 @@ def test_rotation_metadata_gives_the_frame_as_a_viewer_sees_it(tmp_path: Path) -
     assert np.median(np.abs(first.image.astype(int) - letterbox_reference(np.rot90(frame_image(0, 160, 96), -1), first.plan).astype(int))) > 20
 
 
-@pytest.mark.parametrize(("size_wh", "codec"), [((642, 362), "libx264"), ((360, 640), "libx264"), ((176, 144), "mpeg4")])
-def test_swscale_letterbox_is_close_to_the_numpy_reference(tmp_path: Path, size_wh, codec) -> None:
+def decoded_rgb(path: Path) -> np.ndarray:
+    import av
+
+    with av.open(str(path)) as c:
+        return next(c.decode(video=0)).to_ndarray(format="rgb24")
+
+
+@pytest.mark.parametrize(("size_wh", "codec"), [((1280, 720), "libx264"), ((642, 362), "libx264"),
+                                                ((360, 640), "libx264"), ((176, 144), "mpeg4")])
+def test_cpu_letterbox_is_the_numpy_reference_applied_to_the_decoded_frame(tmp_path: Path, size_wh, codec) -> None:
+    from client.decode.pyav_source import opencv
+
+    if opencv() is None:
+        pytest.skip("OpenCV (framestream[exact]) is not installed: the CPU path resizes with swscale")
     path = write_video(tmp_path / f"v.{'mp4' if codec == 'libx264' else 'avi'}", frames=1, size_wh=size_wh, codec=codec)
     (frame,) = decode(path)
-    expected = letterbox_reference(frame_image(0, *size_wh), frame.plan)
-    diff = np.abs(frame.image.astype(int) - expected.astype(int))
+    expected = letterbox_reference(decoded_rgb(path), frame.plan)
+    within = np.abs(frame.image.astype(int) - expected.astype(int)) <= 1
+    assert within.mean() >= 0.999, f"{within.mean():.5f}"
+
+
+def test_swscale_fallback_places_the_image_and_pads_like_the_reference(tmp_path: Path, monkeypatch) -> None:
+    from client.decode import pyav_source
+
+    monkeypatch.setattr(pyav_source, "opencv", lambda: None)
+    path = write_video(tmp_path / "v.mp4", frames=1, size_wh=(642, 362))
+    (frame,) = decode(path)
+    expected = letterbox_reference(decoded_rgb(path), frame.plan)
     t, l = frame.plan.top, frame.plan.left
     rh, rw = frame.plan.resized_hw
     assert (frame.image[:t] == 114).all() and (frame.image[t + rh :] == 114).all()
     assert (frame.image[:, :l] == 114).all() and (frame.image[:, l + rw :] == 114).all()
-    assert np.mean(diff) < 8  # lossy codec + chroma subsampling on top of two resize kernels
+    # swscale averages when it shrinks: close to the 2-tap spec on average, not per pixel.
+    assert np.mean(np.abs(frame.image.astype(int) - expected.astype(int))) < 8
 
 
 def test_single_frame_video_decodes_one_frame(tmp_path: Path) -> None:

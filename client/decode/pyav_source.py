@@ -1,4 +1,4 @@
-"""CPU decoding with PyAV (FFmpeg): threaded codec, swscale resize straight to the letterbox size.
+"""CPU decoding with PyAV (FFmpeg): threaded codec; frames are resized only when sampled.
 
 A damaged file is reported, never passed off as complete: besides FFmpeg's own errors we
 check frames out against packets in (decoders conceal some damage by dropping frames), and
@@ -8,6 +8,7 @@ decodes to its end without any error).
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Iterator
@@ -22,11 +23,32 @@ from .sampling import select
 
 log = logging.getLogger(__name__)
 
-_INTERPOLATION = "BILINEAR"
+_SWSCALE_INTERPOLATION = "BILINEAR"
+
+
+@functools.lru_cache(maxsize=1)
+def opencv():
+    """OpenCV when installed (``framestream[exact]``), else None.
+
+    ultralytics resizes with OpenCV's INTER_LINEAR: two taps per axis, no anti-aliasing.
+    swscale's BILINEAR widens its filter when it shrinks (an area average), so on fine
+    detail it differs by many levels (measured: 47% of pixels within 2 levels on 1080p
+    test clips). With OpenCV the CPU path is the letterbox spec; without it, swscale's.
+    """
+    try:
+        import cv2
+    except ImportError:
+        return None
+    return cv2
+
+
+def resize_method() -> str:
+    return "OpenCV INTER_LINEAR (as ultralytics)" if opencv() else (
+        "swscale bilinear (pip install 'framestream[exact]' for ultralytics' exact resize)")
 
 
 class PyAVSource:
-    """Decode one file with PyAV; frames are resized by swscale only when they are sampled."""
+    """Decode one file with PyAV; only the sampled frames are converted and letterboxed."""
 
     def __init__(self, path: Path, *, sampling: Sampling = Sampling(), threads: int = 0,
                  frame_range: FrameRange | None = None) -> None:
@@ -181,8 +203,17 @@ def _quarter_turns(frame: av.VideoFrame) -> int:
 def _letterbox(frame: av.VideoFrame, plan: LetterboxPlan) -> np.ndarray:
     turns = _quarter_turns(frame)
     rh, rw = plan.resized_hw
+    cv2 = opencv()
+    if cv2 is not None:  # convert at full size, then resize exactly as ultralytics does
+        rgb = frame.to_ndarray(format="rgb24")
+        if turns:
+            rgb = np.ascontiguousarray(np.rot90(rgb, turns))
+        if rgb.shape[:2] != (rh, rw):
+            rgb = cv2.resize(rgb, (rw, rh), interpolation=cv2.INTER_LINEAR)
+        return pad_into(rgb, plan)
     coded_w, coded_h = (rh, rw) if turns % 2 else (rw, rh)
-    rgb = frame.reformat(width=coded_w, height=coded_h, format="rgb24", interpolation=_INTERPOLATION).to_ndarray()
+    rgb = frame.reformat(width=coded_w, height=coded_h, format="rgb24",
+                         interpolation=_SWSCALE_INTERPOLATION).to_ndarray()
     if turns:
         rgb = np.rot90(rgb, turns)
     return pad_into(rgb, plan)

@@ -25,7 +25,7 @@ from . import BatchOutput
 
 log = logging.getLogger(__name__)
 
-SHM_MODES = ("auto", "system", "off")
+SHM_MODES = ("auto", "system", "cuda", "off")
 _RETRYABLE = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED")
 _LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
@@ -60,7 +60,8 @@ class _InFlight:
 
 
 class TritonBackend:
-    def __init__(self, options: TritonOptions, *, batch: int, local_model: Path | None = None) -> None:
+    def __init__(self, options: TritonOptions, *, batch: int, local_model: Path | None = None,
+                 gpu_frames: bool = False) -> None:
         try:
             import tritonclient.grpc as grpcclient
         except ImportError as e:
@@ -78,11 +79,16 @@ class TritonBackend:
         self._dead: str | None = None
         self._clients = [grpcclient.InferenceServerClient(options.url) for _ in range(self.lanes)]
         self._regions: list[shared_memory.SharedMemory] = []
-        self.shm = self._choose_shm(config)
-        if self.shm:
-            h, w = self.model.imgsz
-            size = options.max_batch_bytes or batch * max(h, w) ** 2 * 3
+        self._cuda_ring = None
+        self.shm = self._choose_shm(gpu_frames)  # "system", "cuda" or None
+        h, w = self.model.imgsz
+        size = options.max_batch_bytes or batch * max(h, w) ** 2 * 3
+        if self.shm == "system":
             self._create_regions(size)
+        elif self.shm == "cuda":
+            from .cuda_shm import CudaShmRing
+
+            self._cuda_ring = CudaShmRing(self._client, self.lanes, size)
 
     # -- start-up -------------------------------------------------------------------------
     def _check_server(self):
@@ -102,19 +108,22 @@ class TritonBackend:
         check_contract(name, metadata, config)
         return config
 
-    def _choose_shm(self, config) -> bool:
+    def _choose_shm(self, gpu_frames: bool) -> str | None:
+        """system or cuda shared memory when the server shares this host (and offers it), else None."""
         mode = self.options.shm
         if mode not in SHM_MODES:
             raise UsageError(f"--shm must be one of {', '.join(SHM_MODES)}, got {mode!r}")
         host = self.options.url.rsplit(":", 1)[0]
         if mode == "off" or (mode == "auto" and host not in _LOOPBACK):
-            return False
+            return None
+        if mode == "auto":
+            mode = "cuda" if gpu_frames else "system"
         extensions = self._client.get_server_metadata().extensions
-        if "system_shared_memory" not in extensions:
-            if mode == "system":
-                raise ServerError(f"Triton at {self.options.url} does not offer system shared memory")
-            return False
-        return True
+        if f"{mode}_shared_memory" not in extensions:
+            if self.options.shm == mode:
+                raise ServerError(f"Triton at {self.options.url} does not offer {mode} shared memory")
+            return None
+        return mode
 
     def _create_regions(self, size: int) -> None:
         prefix = f"framestream_{os.getpid()}_{id(self) & 0xFFFF:x}"
@@ -162,12 +171,23 @@ class TritonBackend:
     def _infer_once(self, lane: int, batch: np.ndarray) -> BatchOutput:
         grpc = self._grpc
         image = grpc.InferInput(INPUT.name, list(batch.shape), INPUT.triton_dtype)
-        if self._regions:
+        on_gpu = not isinstance(batch, np.ndarray)
+        if self._cuda_ring is not None:
+            if not on_gpu:
+                import cupy
+
+                batch = cupy.asarray(batch)
+            image.set_shared_memory(*self._cuda_ring.write(lane, batch))
+        elif self._regions:
             region = self._regions[lane]
-            np.ndarray(batch.shape, INPUT.numpy_dtype, buffer=region.buf)[...] = batch
-            image.set_shared_memory(region.name, batch.nbytes)
+            host = np.ndarray(batch.shape, INPUT.numpy_dtype, buffer=region.buf)
+            if on_gpu:
+                batch.get(out=host)  # the one copy from the GPU, straight into shared memory
+            else:
+                host[...] = batch
+            image.set_shared_memory(region.name, host.nbytes)
         else:
-            image.set_data_from_numpy(batch)
+            image.set_data_from_numpy(batch if not on_gpu else batch.get())
         outputs = [grpc.InferRequestedOutput(DETECTIONS.name), grpc.InferRequestedOutput(NUM_DETECTIONS.name)]
         result = self._clients[lane].infer(self.options.model_name, [image], outputs=outputs,
                                            client_timeout=self.options.request_timeout_s)
@@ -189,6 +209,9 @@ class TritonBackend:
 
     def close(self) -> None:
         """Unregister and unlink every region; safe to call more than once, on any way out."""
+        if self._cuda_ring is not None:
+            self._cuda_ring.close()
+            self._cuda_ring = None
         for region in self._regions:
             try:
                 self._client.unregister_system_shared_memory(region.name)

@@ -1,0 +1,109 @@
+"""Letterbox on the GPU: NVDEC's NV12 surface to RGB uint8, written into a batch slot.
+
+One thread per output pixel: inside the picture it converts the four bilinear neighbours
+from YUV (each rounded and clamped, as :func:`client.gpu.colour.nv12_to_rgb_reference`
+does), blends them with half-pixel-centre weights (as :func:`client.letterbox.
+resize_bilinear_reference`) and rounds; outside it writes the pad grey. The NumPy
+reference, applied to the same NV12 bytes, is the spec this kernel is tested against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..contract import PAD_VALUE
+from ..letterbox import LetterboxPlan
+from .colour import Colour
+
+BLOCK = (32, 8)  # 256 threads; x (width) first, so a warp writes 32 consecutive pixels
+
+_SOURCE = r"""
+extern "C" __global__ void letterbox_nv12(
+    const unsigned char* __restrict__ luma, long long luma_pitch,
+    const unsigned char* __restrict__ chroma, long long chroma_pitch,
+    int src_w, int src_h, unsigned char* __restrict__ out, int out_w, int out_h,
+    int top, int left, int resized_w, int resized_h,
+    float rv, float gu, float gv, float bu, float y_offset, float y_scale, float c_scale, int pad)
+{
+    int x = blockIdx.x * blockDim.x + threadIdx.x;
+    int y = blockIdx.y * blockDim.y + threadIdx.y;
+    if (x >= out_w || y >= out_h) return;
+    unsigned char* o = out + ((long long)y * out_w + x) * 3;
+    int rx = x - left, ry = y - top;
+    if (rx < 0 || ry < 0 || rx >= resized_w || ry >= resized_h) {
+        o[0] = o[1] = o[2] = (unsigned char)pad;
+        return;
+    }
+    float sx = ((float)rx + 0.5f) * ((float)src_w / (float)resized_w) - 0.5f;
+    float sy = ((float)ry + 0.5f) * ((float)src_h / (float)resized_h) - 0.5f;
+    sx = fminf(fmaxf(sx, 0.0f), (float)(src_w - 1));
+    sy = fminf(fmaxf(sy, 0.0f), (float)(src_h - 1));
+    int x0 = (int)floorf(sx), y0 = (int)floorf(sy);
+    int x1 = min(x0 + 1, src_w - 1), y1 = min(y0 + 1, src_h - 1);
+    float fx = sx - (float)x0, fy = sy - (float)y0;
+    int xs[2] = {x0, x1}, ys[2] = {y0, y1};
+    float row[2][3];
+    for (int j = 0; j < 2; ++j) {
+        float px[2][3];
+        for (int i = 0; i < 2; ++i) {
+            int cx = xs[i], cy = ys[j];
+            float Y = ((float)luma[cy * luma_pitch + cx] - y_offset) * y_scale;
+            const unsigned char* c = chroma + (cy >> 1) * chroma_pitch + (cx >> 1) * 2;
+            float U = ((float)c[0] - 128.0f) * c_scale;
+            float V = ((float)c[1] - 128.0f) * c_scale;
+            px[i][0] = fminf(fmaxf(rintf(Y + rv * V), 0.0f), 255.0f);
+            px[i][1] = fminf(fmaxf(rintf(Y + gu * U + gv * V), 0.0f), 255.0f);
+            px[i][2] = fminf(fmaxf(rintf(Y + bu * U), 0.0f), 255.0f);
+        }
+        for (int k = 0; k < 3; ++k) row[j][k] = px[0][k] * (1.0f - fx) + px[1][k] * fx;
+    }
+    for (int k = 0; k < 3; ++k) {
+        float v = row[0][k] * (1.0f - fy) + row[1][k] * fy;
+        o[k] = (unsigned char)fminf(fmaxf(rintf(v), 0.0f), 255.0f);
+    }
+}
+"""
+
+
+@dataclass(frozen=True)
+class Launch:
+    grid: tuple[int, int]
+    block: tuple[int, int]
+
+
+def launch_geometry(out_hw: tuple[int, int], block: tuple[int, int] = BLOCK) -> Launch:
+    """Enough blocks to cover every output pixel once (the kernel returns past the edges)."""
+    h, w = out_hw
+    if h <= 0 or w <= 0:
+        raise ValueError(f"output must be non-empty, got {w}x{h}")
+    return Launch(grid=(-(-w // block[0]), -(-h // block[1])), block=block)
+
+
+class GpuLetterbox:
+    """Compiles the kernel once; :meth:`__call__` letterboxes one NV12 surface into ``out``."""
+
+    def __init__(self) -> None:
+        import cupy
+
+        self._cp = cupy
+        self._kernel = cupy.RawKernel(_SOURCE, "letterbox_nv12")
+
+    def __call__(self, luma, chroma, plan: LetterboxPlan, colour: Colour, out=None):
+        """``luma`` [Hs, W] and ``chroma`` [Hs/2, W] uint8 CuPy views (pitched is fine); ``out``
+        a C-contiguous [H, W, 3] uint8 CuPy array (e.g. a slot of a batch buffer)."""
+        cp = self._cp
+        src_h, src_w = plan.src_hw
+        if out is None:
+            out = cp.empty((*plan.dst_hw, 3), dtype=cp.uint8)
+        if out.shape != (*plan.dst_hw, 3) or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a contiguous {plan.dst_hw + (3,)} array, got {out.shape}")
+        launch = launch_geometry(plan.dst_hw)
+        f32 = cp.float32
+        args = (
+            luma, cp.int64(luma.strides[0]), chroma, cp.int64(chroma.strides[0]),
+            cp.int32(src_w), cp.int32(src_h), out, cp.int32(plan.dst_hw[1]), cp.int32(plan.dst_hw[0]),
+            cp.int32(plan.top), cp.int32(plan.left), cp.int32(plan.resized_hw[1]), cp.int32(plan.resized_hw[0]),
+            *(f32(v) for v in colour.as_kernel_args()), cp.int32(PAD_VALUE),
+        )
+        self._kernel(launch.grid, launch.block, args)
+        return out

@@ -1,0 +1,94 @@
+"""The GPU path on a real GPU (marker ``gpu``): skipped with the reason where there is none."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from client.decode import Sampling
+from client.decode.pyav_source import PyAVSource
+from client.gpu import probe
+from client.gpu.colour import nv12_to_rgb_reference
+from client.letterbox import letterbox_reference, plan_letterbox
+
+from .videos import write_video
+
+FOUND = probe()
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not FOUND.ok, reason=f"no GPU path here: {FOUND.reason}")]
+
+PLAN = lambda hw: plan_letterbox(hw, (640, 640), minimal=True)  # noqa: E731
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("gpu_clips")
+    return {
+        "1080p_bframes": write_video(d / "hd.mp4", frames=48, size_wh=(1920, 1080), gop=24, bframes=2),
+        "360p": write_video(d / "sd.mp4", frames=30, size_wh=(640, 360), gop=10),
+        "odd": write_video(d / "odd.mp4", frames=12, size_wh=(642, 362), gop=12),
+    }
+
+
+def nvdec(path: Path, sampling: Sampling = Sampling()):
+    from client.decode.nvdec_source import NvdecSource
+    from client.gpu.letterbox import GpuLetterbox
+
+    with NvdecSource(path, sampling=sampling, letterbox=GpuLetterbox()) as src:
+        return list(src.frames(PLAN))
+
+
+def pyav(path: Path, sampling: Sampling = Sampling()):
+    with PyAVSource(path, sampling=sampling) as src:
+        return list(src.frames(PLAN))
+
+
+@pytest.mark.parametrize("name", ["1080p_bframes", "360p", "odd"])
+@pytest.mark.parametrize("sampling", [Sampling(), Sampling(every=5), Sampling(fps=7)])
+def test_nvdec_numbers_and_times_frames_exactly_as_pyav(clips, name, sampling) -> None:
+    gpu, cpu = nvdec(clips[name], sampling), pyav(clips[name], sampling)
+    assert [f.index for f in gpu] == [f.index for f in cpu]
+    np.testing.assert_allclose([f.t for f in gpu], [f.t for f in cpu], atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["1080p_bframes", "360p", "odd"])
+def test_gpu_letterbox_matches_the_numpy_reference_on_the_same_nv12(clips, name) -> None:
+    import cupy as cp
+    import PyNvVideoCodec as nvc
+
+    from client.decode.nvdec_source import _planes, _surface_copy
+    from client.gpu.colour import select_colour
+    from client.gpu.letterbox import GpuLetterbox
+
+    demuxer = nvc.CreateDemuxer(filename=str(clips[name]))
+    decoder = nvc.CreateDecoder(gpuid=0, codec=demuxer.GetNvCodecId(), usedevicememory=True)
+    frame = next(f for packet in demuxer for f in decoder.Decode(packet))
+    nv12 = _surface_copy(frame)
+    h, w = pyav(clips[name])[0].plan.src_hw
+    plan = PLAN((h, w))
+    colour = select_colour(None, None)
+    gpu = cp.asnumpy(GpuLetterbox()(*_planes(nv12), plan, colour))
+    host = cp.asnumpy(nv12)
+    surface_h = host.shape[0] * 2 // 3
+    packed = np.concatenate([host[:h], host[surface_h : surface_h + h // 2]])
+    expected = letterbox_reference(nv12_to_rgb_reference(packed, w, h, colour), plan)
+    within = np.abs(gpu.astype(int) - expected.astype(int)) <= 2
+    assert within.mean() >= 0.999, f"{within.mean():.5f} of pixels within 2 levels"
+
+
+def test_gpu_embedded_detections_equal_cpu_embedded(clips, model_path, tmp_path) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime-gpu is not installed here")
+    from .test_bulk import bulk_main
+    from .test_triton import assert_same_detections
+
+    src = tmp_path / "v"
+    src.mkdir()
+    (src / "sd.mp4").write_bytes(clips["360p"].read_bytes())
+    bulk_main(src, tmp_path / "cpu", model_path, "--device", "cpu")
+    rc, summary = bulk_main(src, tmp_path / "gpu", model_path, "--device", "gpu")
+    assert rc == 0 and summary["options"]["device"] == "gpu"
+    assert_same_detections(tmp_path / "cpu", tmp_path / "gpu")

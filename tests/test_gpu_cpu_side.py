@@ -1,0 +1,119 @@
+"""The GPU path's decisions and geometry, all of which can be checked without a GPU."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from client.decode import Sampling
+from client.decode.nvdec_source import nvdec_refusal
+from client.gpu import probe
+from client.gpu.colour import nv12_to_rgb_reference, select_colour, yuv420p_to_nv12
+from client.gpu.letterbox import launch_geometry
+from client.infer.cuda_shm import region_names
+from client.letterbox import plan_letterbox
+
+from .videos import write_video
+
+
+@pytest.mark.parametrize(
+    ("colorspace", "color_range", "expected"),
+    [(1, 1, "bt709-limited"), (1, 2, "bt709-full"), (5, 1, "bt601-limited"), (6, 2, "bt601-full"),
+     (2, 0, "bt601-limited"), (None, None, "bt601-limited")],
+)
+def test_colour_follows_the_stream_and_swscale_defaults(colorspace, color_range, expected) -> None:
+    assert select_colour(colorspace, color_range).name == expected
+
+
+@pytest.mark.parametrize(
+    ("yuv", "colour", "rgb"),
+    [
+        ((16, 128, 128), (5, 1), (0, 0, 0)),
+        ((235, 128, 128), (5, 1), (255, 255, 255)),
+        ((255, 128, 128), (5, 2), (255, 255, 255)),
+        ((81, 90, 240), (5, 1), (255, 0, 0)),  # BT.601 red
+        ((63, 102, 240), (1, 1), (255, 0, 0)),  # BT.709 red
+    ],
+)
+def test_reference_conversion_of_known_colours(yuv, colour, rgb) -> None:
+    y, u, v = yuv
+    nv12 = np.concatenate([np.full((2, 2), y, np.uint8), np.array([[u, v]], np.uint8)])
+    out = nv12_to_rgb_reference(nv12, 2, 2, select_colour(*colour))
+    assert np.abs(out.astype(int) - rgb).max() <= 2
+
+
+def test_reference_conversion_agrees_with_ffmpeg_on_a_real_frame(tmp_path: Path) -> None:
+    import av
+
+    path = write_video(tmp_path / "c.mp4", frames=1, size_wh=(320, 192))
+    with av.open(str(path)) as c:
+        frame = next(c.decode(video=0))
+        planes = [np.frombuffer(p, np.uint8).reshape(-1, p.line_size)[:, : w] for p, w in
+                  zip(frame.planes, (320, 160, 160))]
+        ffmpeg = frame.to_ndarray(format="rgb24")
+        cc = c.streams.video[0].codec_context
+        colour = select_colour(int(cc.colorspace or 0), int(cc.color_range or 0))
+    ours = nv12_to_rgb_reference(yuv420p_to_nv12(*planes), 320, 192, colour)
+    close = np.abs(ours.astype(int) - ffmpeg.astype(int)) <= 2
+    assert close.mean() > 0.9  # swscale interpolates chroma; the rest is rounding
+
+
+@pytest.mark.parametrize(
+    ("out_hw", "grid"),
+    [((1080, 1920), (60, 135)), ((384, 640), (20, 48)), ((1, 1), (1, 1)), ((33, 31), (1, 5))],
+)
+def test_launch_geometry_covers_every_output_pixel_once(out_hw, grid) -> None:
+    launch = launch_geometry(out_hw)
+    assert launch.grid == grid and launch.block == (32, 8)
+    assert launch.grid[0] * launch.block[0] >= out_hw[1] > (launch.grid[0] - 1) * launch.block[0]
+
+
+def test_launch_geometry_rejects_an_empty_output() -> None:
+    with pytest.raises(ValueError):
+        launch_geometry((0, 640))
+
+
+@pytest.mark.parametrize(
+    ("codec", "rotation", "sampling", "segmented", "pix_fmt", "reason"),
+    [
+        ("h264", 0, Sampling(), False, "yuv420p", None),
+        ("hevc", 0, Sampling(fps=2), False, None, None),
+        ("prores", 0, Sampling(), False, "yuv422p10le", "codec prores"),
+        ("hevc", 0, Sampling(), False, "yuv420p10le", "pixel format"),
+        ("h264", 90, Sampling(), False, "yuv420p", "rotation 90"),
+        ("h264", 0, Sampling(keyframes=True), False, "yuv420p", "--keyframes"),
+        ("h264", 0, Sampling(), True, "yuv420p", "segment"),
+    ],
+)
+def test_jobs_nvdec_does_not_take_go_to_pyav_with_a_reason(codec, rotation, sampling, segmented, pix_fmt, reason) -> None:
+    refusal = nvdec_refusal(codec, rotation, sampling, segmented, pix_fmt)
+    assert (refusal is None) if reason is None else (reason in refusal)
+
+
+def test_shared_memory_ring_has_one_named_region_per_lane() -> None:
+    names = region_names("framestream_cuda_42", 3)
+    assert names == ["framestream_cuda_42_0", "framestream_cuda_42_1", "framestream_cuda_42_2"]
+    assert len(set(names)) == 3
+
+
+def gpu_available() -> bool:
+    return probe().ok
+
+
+@pytest.mark.skipif(gpu_available(), reason="checks the no-GPU fallback")
+def test_without_a_gpu_auto_runs_on_cpu_and_gpu_is_a_usage_error(tmp_path: Path, model_path: Path) -> None:
+    assert not probe().ok and probe().reason
+    src = tmp_path / "v"
+    src.mkdir()
+    write_video(src / "a.mp4", frames=2)
+    run = lambda device: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "client.bulk", str(src), "--out", str(tmp_path / device), "--model", str(model_path),
+         "--device", device, "--no-progress"], capture_output=True, text=True, timeout=120)
+    auto = run("auto")
+    assert auto.returncode == 0 and "device: cpu (" in auto.stderr
+    gpu = run("gpu")
+    assert gpu.returncode == 1 and len(gpu.stderr.strip().splitlines()) == 1 and "--device gpu:" in gpu.stderr
