@@ -92,3 +92,61 @@ def test_gpu_embedded_detections_equal_cpu_embedded(clips, model_path, tmp_path)
     rc, summary = bulk_main(src, tmp_path / "gpu", model_path, "--device", "gpu")
     assert rc == 0 and summary["options"]["device"] == "gpu"
     assert_same_detections(tmp_path / "cpu", tmp_path / "gpu")
+
+
+class RecordingServer:
+    """Stands in for Triton's registry where no server runs (the lent GPU machine has none):
+    records what the ring registers, so the test can see every region come and go."""
+
+    def __init__(self) -> None:
+        self.registered: dict[str, int] = {}
+
+    def register_cuda_shared_memory(self, name, raw_handle, device_id, byte_size) -> None:
+        assert raw_handle and device_id == 0
+        self.registered[name] = byte_size
+
+    def unregister_cuda_shared_memory(self, name) -> None:
+        del self.registered[name]
+
+
+def test_cuda_shm_ring_writes_through_its_views_and_releases_every_region() -> None:
+    cudashm = pytest.importorskip("tritonclient.utils.cuda_shared_memory", reason="needs tritonclient")
+    import cupy as cp
+
+    from client.infer.cuda_shm import CudaShmRing
+
+    server = RecordingServer()
+    ring = CudaShmRing(server, lanes=3, byte_size=2 * 64 * 96 * 3)
+    assert len(server.registered) == 3 and len(cudashm.allocated_shared_memory_regions()) == 3
+    batch = cp.arange(2 * 64 * 96 * 3, dtype=cp.uint32).astype(cp.uint8).reshape(2, 64, 96, 3)
+    name, nbytes = ring.write(1, batch)
+    assert name.endswith("_1") and nbytes == batch.size
+    got = cudashm.get_contents_as_numpy(ring.handles[1][1], np.uint8, [nbytes])
+    np.testing.assert_array_equal(got, cp.asnumpy(batch).reshape(-1))
+    ring.close()
+    assert server.registered == {} and cudashm.allocated_shared_memory_regions() == []
+
+
+def test_a_file_nvdec_does_not_take_is_decoded_by_pyav_and_uploaded(tmp_path) -> None:
+    import cupy as cp
+
+    from client.decode.nvdec_source import NvdecSource, NvdecUnsupported
+    from client.gpu.letterbox import GpuLetterbox
+    from client.pipeline import PipelineConfig
+    from client.run import _job
+    from client.schedule import plan
+    from client.discovery import discover
+
+    src = tmp_path / "v"
+    src.mkdir()
+    write_video(src / "rotated.mp4", frames=4, size_wh=(160, 96), rotation=90)
+    with pytest.raises(NvdecUnsupported, match="rotation"):
+        NvdecSource(src / "rotated.mp4", sampling=Sampling(), letterbox=GpuLetterbox())
+    (p,) = plan(discover(src).videos, Sampling(), workers=1, split=False)
+    job = _job(p, None, PipelineConfig(gpu=True), None, GpuLetterbox())
+    with job.open_source() as source:
+        gpu = list(source.frames(PLAN))
+    cpu = pyav(src / "rotated.mp4")
+    assert [f.index for f in gpu] == [f.index for f in cpu]
+    assert all(isinstance(f.image, cp.ndarray) for f in gpu)
+    np.testing.assert_array_equal(cp.asnumpy(gpu[0].image), cpu[0].image)
