@@ -14,11 +14,10 @@ workers, with the ideal line and the seed's published curve).
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import RESULTS, WORK, ensure_model, make_clips, run_python, table, write_result
+from benchmarks.common import RESULTS, WORK, bulk_summary, ensure_model, make_clips, table, write_result
 
 SEED_RATIOS = (2.75, 9.82, 9.83, 34.84, 21.60, 63.75)  # the seed's file durations (s)
 SEED_SPEEDUP = {1: 1.00, 2: 1.33, 4: 1.33, 8: 1.55}
@@ -48,12 +47,9 @@ def make_set(name: str, mode: str) -> Path:
     return folder
 
 
-def run_bulk(src: Path, model: Path, workers: int, split: bool, mode_flags: list[str], server_flags: list[str]) -> dict:
-    out = WORK / "out_scal"
-    code = "import sys;from client import bulk;sys.exit(bulk.main(sys.argv[1:]))"
+def schedule(src: Path, model: Path, workers: int, split: bool, mode_flags: list[str], server_flags: list[str]) -> dict:
     flags = ["--workers", str(workers), *([] if split else ["--no-split"]), *mode_flags, *server_flags]
-    run_python(code, str(src), "--out", str(out), "--model", str(model), "--overwrite", "--no-progress", *flags)
-    return json.loads((out / "summary.json").read_text())["schedule"]
+    return bulk_summary(src, model, *flags)["schedule"]
 
 
 def main() -> None:
@@ -81,7 +77,7 @@ def main() -> None:
                     for split in (False, True):
                         base = None
                         for w in workers:
-                            s = run_bulk(src, model, w, split, MODES[mode][2], server_flags)
+                            s = schedule(src, model, w, split, MODES[mode][2], server_flags)
                             base = base or s["makespan_s"]
                             speedup = base / s["makespan_s"]
                             curves.setdefault((backend, mode, set_name, split), []).append((w, speedup))

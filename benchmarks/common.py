@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
+import json
 import platform
 import subprocess
 import sys
@@ -71,3 +73,37 @@ def write_result(name: str, title: str, body: str) -> Path:
 def run_python(code: str, *args: str) -> str:
     """Run ``code`` in a fresh interpreter (own RSS, own threads); return its stdout."""
     return subprocess.run([sys.executable, "-c", code, *args], check=True, capture_output=True, text=True).stdout
+
+
+_BULK = (
+    "import json,resource,sys;from client import bulk;rc=bulk.main(sys.argv[1:]);"
+    "print(json.dumps({'rc':rc,'rss_mib':resource.getrusage(resource.RUSAGE_SELF).ru_maxrss//1024}))"
+)
+
+
+def bulk_summary(src: Path, model: Path, *flags: str, out: Path = WORK / "out") -> dict:
+    """``python -m client.bulk`` in a fresh interpreter: its summary.json, plus its peak RSS.
+
+    Every benchmark measures through this one function, so frames/s is always the run's own
+    summary figure (frames inferred / wall seconds), never recomputed another way.
+    """
+    stdout = run_python(_BULK, str(src), "--out", str(out), "--model", str(model), "--overwrite", "--no-progress",
+                        *flags)
+    result = json.loads(stdout.strip().splitlines()[-1])
+    summary = json.loads((out / "summary.json").read_text())
+    if result["rc"] != 0:
+        raise RuntimeError(f"client.bulk exited {result['rc']}: {summary['totals']}")
+    summary["rss_mib"] = result["rss_mib"]
+    return summary
+
+
+def clip_args(description: str, *, clips: int, frames: int) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--clips", type=int, default=clips, help="720p H.264 clips to generate")
+    p.add_argument("--frames", type=int, default=frames, help="frames per clip")
+    return p.parse_args()
+
+
+def clips_720p(args: argparse.Namespace) -> tuple[Path, list[Path]]:
+    folder = WORK / f"clips720_{args.clips}x{args.frames}"
+    return folder, make_clips(folder, count=args.clips, frames=args.frames)

@@ -9,36 +9,19 @@ as many threads as it has lanes: what inference alone can do on this machine.
 
 from __future__ import annotations
 
-import argparse
-import json
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import WORK, ensure_model, make_clips, run_python, table, write_result
+from benchmarks.common import WORK, bulk_summary, clip_args, clips_720p, ensure_model, make_clips, table, write_result
 from client.decode import Sampling
 from client.decode.pyav_source import PyAVSource
 from client.infer.embedded import EmbeddedBackend
 from client.letterbox import plan_letterbox
 
 BATCH = 8
-
-
-def bulk_fps(src: Path, model: Path, *extra: str) -> tuple[float, int]:
-    """frames/s and peak RSS (MiB) of ``python -m client.bulk`` in a fresh interpreter."""
-    out = WORK / "out"
-    code = (
-        "import json,resource,sys,time;from client import bulk;t=time.monotonic();"
-        "rc=bulk.main(sys.argv[1:]);"
-        "print(json.dumps({'rc':rc,'rss':resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))"
-    )
-    result = json.loads(run_python(code, str(src), "--out", str(out), "--model", str(model), "--overwrite",
-                                   "--no-progress", "--batch", str(BATCH), *extra).strip().splitlines()[-1])
-    summary = json.loads((out / "summary.json").read_text())
-    assert result["rc"] == 0, summary
-    return summary["totals"]["fps"], result["rss"] // 1024
 
 
 def ceiling_fps(model: Path, hw: tuple[int, int], seconds: float = 8.0) -> float:
@@ -72,15 +55,11 @@ def decode_fps(clips: list[Path], sampling: Sampling) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--clips", type=int, default=4)
-    p.add_argument("--frames", type=int, default=60)
-    args = p.parse_args()
+    args = clip_args(__doc__.splitlines()[0], clips=4, frames=60)
     model = ensure_model(640)
-    src = WORK / f"clips720_{args.clips}x{args.frames}"
-    clips = make_clips(src, count=args.clips, frames=args.frames)
+    src, clips = clips_720p(args)
 
-    run_fps, _ = bulk_fps(src, model)
+    run_fps = bulk_summary(src, model, "--batch", str(BATCH))["totals"]["fps"]
     ceiling = ceiling_fps(model, (384, 640))
     rows = [
         ["embedded run, every frame (batch 8, 720p -> 384x640)", run_fps, ""],
@@ -95,7 +74,7 @@ def main() -> None:
     for count in (1, 20, 40):
         folder = WORK / f"rss_{count}"
         make_clips(folder, count=count, frames=40)
-        _, rss = bulk_fps(folder, model, "--every", "4")
+        rss = bulk_summary(folder, model, "--batch", str(BATCH), "--every", "4")["rss_mib"]
         rows.append([f"peak RSS, {count} file(s) of 40 frames (MiB)", rss, "--every 4; goal: flat"])
     write_result("embedded", "Embedded bulk run (onnxruntime, CPU)", table(["measure", "value", "note"], rows))
 

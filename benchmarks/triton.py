@@ -9,42 +9,31 @@ benchmarks/results/triton.md.
 
 from __future__ import annotations
 
-import argparse
-import json
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import WORK, ensure_model, make_clips, run_python, table, write_result
+from benchmarks.common import bulk_summary, clip_args, clips_720p, ensure_model, table, write_result
 from tests.triton_server import make_repository, start_server
 
 BATCH = 8
 
 
-def run(src: Path, model: Path, *extra: str) -> dict:
-    out = WORK / "out_triton"
-    code = "import sys;from client import bulk;sys.exit(bulk.main(sys.argv[1:]))"
-    run_python(code, str(src), "--out", str(out), "--model", str(model), "--overwrite", "--no-progress",
-               "--batch", str(BATCH), *extra)
-    return json.loads((out / "summary.json").read_text())
-
-
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--clips", type=int, default=4)
-    p.add_argument("--frames", type=int, default=30)
-    args = p.parse_args()
+    args = clip_args(__doc__.splitlines()[0], clips=4, frames=30)
     model = ensure_model(640)
-    src = WORK / f"clips720_{args.clips}x{args.frames}"
-    make_clips(src, count=args.clips, frames=args.frames)
+    src, _ = clips_720p(args)
 
-    embedded = run(src, model)["totals"]["fps"]
+    def run(*flags: str) -> dict:
+        return bulk_summary(src, model, "--batch", str(BATCH), *flags)
+
+    embedded = run()["totals"]["fps"]
     rows = [["embedded", "-", "-", embedded, 1.0, "-", "-", "-"]]
     with tempfile.TemporaryDirectory() as tmp:
         server = start_server(make_repository(Path(tmp), model))
         try:
             for shm in ("off", "system"):
                 for inflight in (1, 2, 4):
-                    s = run(src, model, "--server", server.config.grpc_url, "--metrics-url", server.config.metrics_url,
+                    s = run("--server", server.config.grpc_url, "--metrics-url", server.config.metrics_url,
                             "--shm", shm, "--inflight", str(inflight))
                     m = s["server"]
                     rows.append(["triton", "grpc payload" if shm == "off" else "system shm", inflight,

@@ -16,6 +16,7 @@ from .decode import Sampling
 from .errors import FramestreamError, UsageError
 from .pipeline import PipelineConfig
 from .report import ERROR, print_schedule, print_table, totals, write_summary
+from .sinks import FORMATS
 
 log = logging.getLogger("client.bulk")
 
@@ -47,7 +48,7 @@ def parser() -> argparse.ArgumentParser:
     sample.add_argument("--fps", type=float, default=None, metavar="F",
                         help="infer the frame nearest each point of a 1/F-second grid")
     sample.add_argument("--keyframes", action="store_true", help="infer key frames only (others are not decoded)")
-    p.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl",
+    p.add_argument("--format", choices=FORMATS, default="jsonl",
                    help="jsonl: a file per video; parquet: one dataset OUT/detections/ (needs pyarrow)")
     p.add_argument("--workers", type=int, default=1,
                    help="decoders running at once (each takes the next file or segment, longest first)")

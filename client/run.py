@@ -74,6 +74,48 @@ class _FileState:
 
 def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLedger,
              telemetry: RunTelemetry | None = None) -> RunResult:
+    reports, todo = _triage(options, sink, ledger)
+    config = options.pipeline
+    if options.split and config.gpu:
+        log.info("key-frame splitting is off on the GPU path: NVDEC decodes whole files here")
+    plans = plan(todo, config.sampling, workers=config.workers, split=options.split and not config.gpu)
+    split_plans = [p for p in plans if p.split]
+    if split_plans:
+        log.info("split %d long video(s) into %d segments at key frames", len(split_plans),
+                 sum(len(p.segments) for p in split_plans))
+    ranges = {p.file_id: _ranges(p) for p in split_plans}
+    letterbox = _gpu_letterbox() if config.gpu else None
+    jobs = [_job(p, s, config, ranges.get(p.file_id), letterbox) for p, s in lpt_order(plans)]
+
+    progress = Progress(files=len(plans), frames_estimate=sum(p.work for p in plans), live=options.progress)
+    pipeline = Pipeline(backend, config)
+    if telemetry is not None:
+        in_flight = getattr(backend, "in_flight", None)
+        telemetry.watch(queue_depths=pipeline.queue_depths, inflight=lambda: in_flight.now if in_flight else 0)
+    collector = _Collector(plans, sink, ledger, progress, telemetry, stop=pipeline.stop)
+    busy_before = backend.busy_seconds()
+    start = time.monotonic()
+    events = pipeline.run(jobs)
+    try:
+        for event in events:
+            collector.handle(event)
+    except BaseException:
+        pipeline.stop()
+        collector.keep_partials()
+        raise
+    finally:
+        events.close()
+        progress.close()
+    makespan = time.monotonic() - start
+    reports.update(collector.finish_after_fatal())
+    reports.update(collector.reports)
+    busy = backend.busy_seconds() - busy_before
+    schedule = _schedule_report(config.workers, len(jobs), makespan, busy, backend.lanes, collector.decode_times)
+    return RunResult([reports[rel] for rel in sorted(reports)], schedule)
+
+
+def _triage(options: RunOptions, sink: Sink, ledger: ResumeLedger) -> tuple[dict[str, FileReport], list]:
+    """Reports for what needs no work (not videos, unreadable, already complete); the rest to do."""
     found = discover(options.root)
     reports: dict[str, FileReport] = {}
     for c, reason in found.skipped:
@@ -89,86 +131,84 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
             reports[c.rel] = FileReport(c.rel, OK, frames=frames, resumed=True)
     if found.videos and len(todo) < len(found.videos):
         log.info("resuming: %d of %d videos already complete", len(found.videos) - len(todo), len(found.videos))
+    return reports, todo
 
-    config = options.pipeline
-    split_files = options.split and not config.gpu
-    if options.split and config.gpu:
-        log.info("key-frame splitting is off on the GPU path: NVDEC decodes whole files here")
-    plans = plan(todo, config.sampling, workers=config.workers, split=split_files)
-    units = lpt_order(plans)
-    split = [p for p in plans if p.split]
-    if split:
-        log.info("split %d long video(s) into %d segments at key frames", len(split), sum(len(p.segments) for p in split))
-    progress = Progress(files=len(plans), frames_estimate=sum(p.work for p in plans), live=options.progress)
-    pipeline = Pipeline(backend, config)
-    if telemetry is not None:
-        in_flight = getattr(backend, "in_flight", None)
-        telemetry.watch(queue_depths=pipeline.queue_depths, inflight=lambda: in_flight.now if in_flight else 0)
-    ranges = {p.file_id: _ranges(p) for p in split}
-    letterbox = _gpu_letterbox() if config.gpu else None
-    jobs = [_job(p, s, config, ranges.get(p.file_id), letterbox) for p, s in units]
-    states: dict[int, _FileState] = {}
-    segment_times: list[float] = []
-    fatal: str | None = None
-    busy_before = backend.busy_seconds()
-    start = time.monotonic()
-    events = pipeline.run(jobs)
-    try:
-        for event in events:
-            if isinstance(event, FileStarted):
-                if event.file_id not in states:
-                    p = plans[event.file_id]
-                    states[event.file_id] = _FileState(p, sink.open(p.candidate.rel), time.monotonic())
-                continue
-            state = states[event.file_id] if not isinstance(event, BatchFailed) else None
-            if isinstance(event, FrameResult):
-                state.pending[event.seq] = event
+
+class _Collector:
+    """Turns the pipeline's events into outputs written in frame order and file reports.
+
+    Runs in the caller's thread: it alone touches the sinks and the resume ledger.
+    """
+
+    def __init__(self, plans: list[FilePlan], sink: Sink, ledger: ResumeLedger, progress: Progress,
+                 telemetry: RunTelemetry | None, *, stop) -> None:
+        self.plans, self.sink, self.ledger = plans, sink, ledger
+        self.progress, self.telemetry, self.stop = progress, telemetry, stop
+        self.states: dict[int, _FileState] = {}
+        self.reports: dict[str, FileReport] = {}
+        self.decode_times: list[float] = []
+        self.fatal: str | None = None
+
+    def handle(self, event) -> None:
+        if isinstance(event, FileStarted):
+            if event.file_id not in self.states:
+                p = self.plans[event.file_id]
+                self.states[event.file_id] = _FileState(p, self.sink.open(p.candidate.rel), time.monotonic())
+            return
+        if isinstance(event, FrameResult):
+            state = self.states[event.file_id]
+            state.pending[event.seq] = event
+            state.drain()
+            self.progress.frame()
+            if self.telemetry is not None:
+                self.telemetry.frame()
+            touched = [event.file_id]
+        elif isinstance(event, FileEnded):
+            state = self.states[event.file_id]
+            state.segments_ended += 1
+            state.expected += event.frames
+            state.error = state.error or event.error
+            state.segment_times.append({"segment": event.segment, "frames": event.frames,
+                                        "seconds": round(event.wall_s, 3), "decode_seconds": round(event.decode_s, 3)})
+            self.decode_times.append(event.decode_s)
+            touched = [event.file_id]
+        else:  # BatchFailed
+            if event.fatal and self.fatal is None:
+                self.fatal = event.reason
+                log.error("%s: stopping; files in flight are marked failed, rerun to resume", self.fatal)
+                self.stop()
+            for file_id, n in event.frames_by_file.items():
+                state = self.states[file_id]
+                state.lost += n
+                state.error = state.error or f"inference failed: {event.reason}"
                 state.drain()
-                progress.frame()
-                if telemetry is not None:
-                    telemetry.frame()
-            elif isinstance(event, FileEnded):
-                state.segments_ended += 1
-                state.expected += event.frames
-                state.error = state.error or event.error
-                state.segment_times.append({"segment": event.segment, "frames": event.frames,
-                                            "seconds": round(event.wall_s, 3), "decode_seconds": round(event.decode_s, 3)})
-                segment_times.append(event.decode_s)
-            elif isinstance(event, BatchFailed):
-                if event.fatal and fatal is None:
-                    fatal = event.reason
-                    log.error("%s: stopping; files in flight are marked failed, rerun to resume", fatal)
-                    pipeline.stop()
-                for file_id, n in event.frames_by_file.items():
-                    states[file_id].lost += n
-                    states[file_id].error = states[file_id].error or f"inference failed: {event.reason}"
-                    states[file_id].drain()
-            ids = event.frames_by_file.keys() if isinstance(event, BatchFailed) else [event.file_id]
-            for file_id in [i for i in ids if i in states and states[i].done]:
-                report = _finish(states.pop(file_id), ledger)
-                reports[report.path] = report
-                progress.file_done()
-                if telemetry is not None:
-                    telemetry.file_done(report.status)
-    except BaseException:
-        pipeline.stop()
-        for state in states.values():  # interrupted: keep what we have as partial outputs
+            touched = list(event.frames_by_file)
+        for file_id in touched:
+            if file_id in self.states and self.states[file_id].done:
+                self._report(_finish(self.states.pop(file_id), self.ledger))
+
+    def _report(self, report: FileReport) -> None:
+        self.reports[report.path] = report
+        self.progress.file_done()
+        if self.telemetry is not None:
+            self.telemetry.file_done(report.status)
+
+    def keep_partials(self) -> None:
+        """Interrupted: what each open file has so far becomes its partial output."""
+        for state in self.states.values():
             state.drain(force=True)
             state.writer.fail()
-        raise
-    finally:
-        events.close()
-        progress.close()
-    makespan = time.monotonic() - start
-    if fatal is not None:
-        for state in list(states.values()):  # started, not finished
-            state.error = state.error or f"interrupted: {fatal}"
-            reports[state.plan.candidate.rel] = _finish(state, ledger)
-        for p in plans:
-            reports.setdefault(p.candidate.rel, FileReport(p.candidate.rel, ERROR, error=f"not processed: {fatal}"))
-    busy = backend.busy_seconds() - busy_before
-    schedule = _schedule_report(config.workers, len(jobs), makespan, busy, backend.lanes, segment_times)
-    return RunResult([reports[rel] for rel in sorted(reports)], schedule)
+
+    def finish_after_fatal(self) -> dict[str, FileReport]:
+        """After the backend was lost: files in flight and files never started are errors."""
+        if self.fatal is None:
+            return {}
+        for state in list(self.states.values()):
+            state.error = state.error or f"interrupted: {self.fatal}"
+            self._report(_finish(state, self.ledger))
+        self.states.clear()
+        return {p.candidate.rel: FileReport(p.candidate.rel, ERROR, error=f"not processed: {self.fatal}")
+                for p in self.plans if p.candidate.rel not in self.reports}
 
 
 def _schedule_report(workers: int, segments: int, makespan: float, busy: float, lanes: int,
