@@ -25,7 +25,7 @@ from .contract import ModelInfo
 from .decode import DecodedFrame, FrameSource, Sampling
 from .errors import FramestreamError, ServerUnavailableError
 from .infer import Backend
-from .letterbox import LetterboxPlan, boxes_to_source, plan_letterbox
+from .letterbox import boxes_to_source, plan_letterbox
 
 log = logging.getLogger(__name__)
 

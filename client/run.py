@@ -172,7 +172,7 @@ class _Collector:
                                         "seconds": round(event.wall_s, 3), "decode_seconds": round(event.decode_s, 3)})
             self.decode_times.append(event.decode_s)
             touched = [event.file_id]
-        else:  # BatchFailed
+        elif isinstance(event, BatchFailed):
             if event.fatal and self.fatal is None:
                 self.fatal = event.reason
                 log.error("%s: stopping; files in flight are marked failed, rerun to resume", self.fatal)
@@ -183,6 +183,8 @@ class _Collector:
                 state.error = state.error or f"inference failed: {event.reason}"
                 state.drain()
             touched = list(event.frames_by_file)
+        else:
+            raise TypeError(f"unknown pipeline event {event!r}")
         for file_id in touched:
             if file_id in self.states and self.states[file_id].done:
                 self._report(_finish(self.states.pop(file_id), self.ledger))

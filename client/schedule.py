@@ -117,7 +117,7 @@ def _split(file_id: int, c: Candidate, work: int, sampling: Sampling, share: flo
     start = bounds[0]
     picked = 0
     pos = 0
-    for key, nxt in zip(bounds[:-1], bounds[1:]):
+    for nxt in bounds[1:]:  # the end of each GOP
         while pos < len(selected) and selected[pos] < nxt:
             pos += 1
         if pos - picked >= share or nxt == len(layout.pts):
