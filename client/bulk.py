@@ -127,10 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(args.verbose)
     try:
         return _run(args)
-    except UsageError as e:
-        log.error("error: %s", e)
-        return EXIT_USAGE
-    except FramestreamError as e:  # model or server problems found before any file was touched
+    except FramestreamError as e:  # usage, model or server problems, found before any file was touched
         log.error("error: %s", e)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -142,14 +139,14 @@ def _use_gpu(args: argparse.Namespace) -> tuple[bool, str]:
     """--device: auto takes the GPU path when everything it needs works; returns the choice and why."""
     if args.device == "cpu":
         return False, "--device cpu"
-    from .gpu import probe
+    from .gpu import GpuProbe, probe
 
     found = probe()
     if found.ok and args.server is None:
         import onnxruntime as ort
 
         if "CUDAExecutionProvider" not in ort.get_available_providers():
-            found = type(found)(False, "onnxruntime has no CUDA provider (pip install 'framestream[gpu]')")
+            found = GpuProbe(False, "onnxruntime has no CUDA provider (pip install 'framestream[gpu]')")
     if args.device == "gpu" and not found.ok:
         raise UsageError(f"--device gpu: {found.reason}")
     return found.ok, found.reason

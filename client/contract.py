@@ -20,6 +20,7 @@ __all__ = [
     "NUM_DETECTIONS",
     "TensorSpec",
     "NmsSettings",
+    "NMS",
     "ModelInfo",
     "DETECTION_COLUMNS",
     "STRIDE",
@@ -66,7 +67,6 @@ NMS = NmsSettings()
 INPUT = TensorSpec("images", np.uint8, "UINT8", 2, (-1, -1, 3))
 DETECTIONS = TensorSpec("detections", np.float32, "FP32", 1, (NMS.max_det, len(DETECTION_COLUMNS)))
 NUM_DETECTIONS = TensorSpec("num_detections", np.int32, "INT32", 6, (1,))
-OUTPUTS = (DETECTIONS, NUM_DETECTIONS)
 
 
 class META:
