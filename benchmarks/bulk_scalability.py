@@ -102,9 +102,13 @@ def draw(curves: dict, workers: list[int]) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import NullFormatter
+
     keys = sorted({(b, m) for b, m, _, _ in curves})
-    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4.5), squeeze=False)
-    for ax, (backend, mode) in zip(axes[0], keys):
+    cols = min(2, len(keys))
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4.5 * rows), squeeze=False)
+    for ax, (backend, mode) in zip(axes.flat, keys):
         ax.plot(workers, workers, "k:", label="ideal")
         ax.plot(list(SEED_SPEEDUP), list(SEED_SPEEDUP.values()), "k--", marker="x", label="seed (published)")
         for (b, m, set_name, split), points in sorted(curves.items()):
@@ -113,6 +117,7 @@ def draw(curves: dict, workers: list[int]) -> Path:
                         label=f"{set_name}, split {'on' if split else 'off'}")
         ax.set(title=f"{backend}, {mode}", xlabel="workers", ylabel="speedup over 1 worker", xscale="log",
                xticks=workers, xticklabels=[str(w) for w in workers])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_ylim(0.5, max(workers) + 0.5)
         ax.legend(fontsize=7)
     fig.tight_layout()
