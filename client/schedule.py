@@ -13,29 +13,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from fractions import Fraction
-from pathlib import Path
-
 import av
 
 from .decode import Sampling
+from .decode.layout import Layout, read_layout
 from .decode.sampling import select
 from .discovery import Candidate
 
 SPLIT_FACTOR = 2  # fair share = total work / (workers x this): a little slack for LPT to balance
-
-
-@dataclass(frozen=True)
-class Layout:
-    """A file's frames from its packets: presentation-ordered pts and the key frames' indices."""
-
-    pts: tuple[int, ...]
-    key_indices: tuple[int, ...]
-    time_base: Fraction
-    start_pts: int
-
-    def t(self, index: int) -> float:
-        return float((self.pts[index] - self.start_pts) * self.time_base)
 
 
 @dataclass(frozen=True)
@@ -60,19 +45,6 @@ class FilePlan:
     @property
     def split(self) -> bool:
         return bool(self.segments)
-
-
-def read_layout(path: Path) -> Layout:
-    """One demux pass over the first video stream: every packet's pts, key frames marked."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        packets = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.pts is not None and p.size]
-        time_base = stream.time_base
-        start = stream.start_time or 0
-    pts = sorted(p for p, _ in packets)
-    order = {p: i for i, p in enumerate(pts)}
-    keys = sorted({order[p] for p, key in packets if key})
-    return Layout(tuple(pts), tuple(keys), Fraction(time_base), start)
 
 
 def estimated_work(candidate: Candidate, sampling: Sampling) -> int:

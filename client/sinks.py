@@ -14,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
+from .contract import DETECTION_COLUMNS
 from .errors import UsageError
 
 __all__ = ["Sink", "FileWriter", "JsonlSink", "ParquetSink", "make_sink", "FORMATS"]
@@ -55,29 +56,44 @@ def _keep_partial(tmp: Path, partial: Path, frames: int) -> Path | None:
     return partial
 
 
-class _JsonlWriter:
+class _AtomicWriter:
+    """Writes to a hidden temporary file; ``complete`` publishes it, ``fail`` keeps it as partial."""
+
     def __init__(self, final: Path, partial: Path) -> None:
         self.final, self.partial = final, partial
         final.parent.mkdir(parents=True, exist_ok=True)
+        # A leading '.' also hides the file from dataset readers until it is complete.
         self.tmp = final.with_name(f".{final.name}.tmp")
+        self.count = 0  # frames written
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    def complete(self) -> list[Path]:
+        self._close()
+        _publish(self.tmp, self.final)
+        self.partial.unlink(missing_ok=True)
+        return [self.final]
+
+    def fail(self) -> Path | None:
+        self._close()
+        self.final.unlink(missing_ok=True)  # an older complete output no longer matches the source
+        self.partial.parent.mkdir(parents=True, exist_ok=True)
+        return _keep_partial(self.tmp, self.partial, self.count)
+
+
+class _JsonlWriter(_AtomicWriter):
+    def __init__(self, final: Path, partial: Path) -> None:
+        super().__init__(final, partial)
         self._f = open(self.tmp, "w", encoding="utf-8")
-        self.count = 0
 
     def write(self, index: int, t: float, detections: np.ndarray) -> None:
         self.count += 1
         rows = [[round(float(v), 2) for v in r[:4]] + [round(float(r[4]), 4), int(r[5])] for r in detections]
         self._f.write(json.dumps({"frame": index, "t": round(t, 6), "detections": rows}, separators=(",", ":")) + "\n")
 
-    def complete(self) -> list[Path]:
+    def _close(self) -> None:
         self._f.close()
-        _publish(self.tmp, self.final)
-        self.partial.unlink(missing_ok=True)
-        return [self.final]
-
-    def fail(self) -> Path | None:
-        self._f.close()
-        self.final.unlink(missing_ok=True)  # an older complete output no longer matches the source
-        return _keep_partial(self.tmp, self.partial, self.count)
 
 
 class JsonlSink:
@@ -93,17 +109,14 @@ class JsonlSink:
         return _JsonlWriter(self.out / f"{rel}.jsonl", self.out / f"{rel}.partial.jsonl")
 
 
-class _ParquetWriter:
+class _ParquetWriter(_AtomicWriter):
     _ROWS_PER_GROUP = 50_000
 
     def __init__(self, rel: str, final: Path, partial: Path) -> None:
-        self.rel, self.final, self.partial = rel, final, partial
-        final.parent.mkdir(parents=True, exist_ok=True)
-        # A leading '.' hides the file from dataset readers until it is complete.
-        self.tmp = final.with_name(f".{final.name}.tmp")
+        super().__init__(final, partial)
+        self.rel = rel
         self._rows: list[tuple] = []
         self._writer = None
-        self.count = 0
 
     def write(self, index: int, t: float, detections: np.ndarray) -> None:
         self.count += 1
@@ -127,20 +140,8 @@ class _ParquetWriter:
         self._flush()
         self._writer.close()
 
-    def complete(self) -> list[Path]:
-        self._close()
-        _publish(self.tmp, self.final)
-        self.partial.unlink(missing_ok=True)
-        return [self.final]
 
-    def fail(self) -> Path | None:
-        self._close()
-        self.final.unlink(missing_ok=True)
-        self.partial.parent.mkdir(parents=True, exist_ok=True)
-        return _keep_partial(self.tmp, self.partial, self.count)
-
-
-_SCHEMA_FIELDS = ("video", "frame", "t", "x1", "y1", "x2", "y2", "score", "class_id")
+_SCHEMA_FIELDS = ("video", "frame", "t", *DETECTION_COLUMNS)
 
 
 def _schema():

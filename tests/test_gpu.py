@@ -113,7 +113,7 @@ def test_cuda_shm_ring_writes_through_its_views_and_releases_every_region() -> N
     cudashm = pytest.importorskip("tritonclient.utils.cuda_shared_memory", reason="needs tritonclient")
     import cupy as cp
 
-    from client.infer.cuda_shm import CudaShmRing
+    from client.infer.shm import CudaShmRing
 
     server = RecordingServer()
     ring = CudaShmRing(server, lanes=3, byte_size=2 * 64 * 96 * 3)

@@ -14,7 +14,7 @@ from client.decode.nvdec_source import nvdec_refusal
 from client.gpu import probe
 from client.gpu.colour import nv12_to_rgb_reference, select_colour, yuv420p_to_nv12
 from client.gpu.letterbox import launch_geometry
-from client.infer.cuda_shm import region_names
+from client.infer.shm import region_names
 
 from .videos import write_video
 

@@ -51,9 +51,8 @@ class FrameRange:
 
 @dataclass(frozen=True)
 class VideoInfo:
-    width: int  # as displayed (rotation applied)
-    height: int
-    rotation: int  # degrees counterclockwise applied to display the coded frame
+    """What the container declares: the completeness checks compare the decode against it."""
+
     codec: str
     frames: int  # from the container; 0 when it doesn't say
     duration_s: float | None

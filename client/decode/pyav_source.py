@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import DecodeError
 from ..letterbox import LetterboxPlan, pad_into
 from . import DecodedFrame, FrameRange, PlanFor, Sampling, VideoInfo
+from .layout import demux_layout
 from .sampling import select
 
 log = logging.getLogger(__name__)
@@ -77,36 +78,36 @@ class PyAVSource:
         if duration is None and self._container.duration and len(self._container.streams) == 1:
             duration = self._container.duration / av.time_base
         rate = s.average_rate or s.guessed_rate
-        w, h = s.codec_context.width, s.codec_context.height
-        return VideoInfo(
-            width=w, height=h, rotation=0, codec=s.codec_context.name, frames=int(s.frames or 0),
-            duration_s=duration, fps=float(rate) if rate else None,
-        )
+        return VideoInfo(codec=s.codec_context.name, frames=int(s.frames or 0), duration_s=duration,
+                         fps=float(rate) if rate else None)
+
+    def _configure_decoder(self) -> av.video.stream.VideoStream:
+        s = self._stream
+        s.thread_type = "AUTO"
+        s.codec_context.thread_count = self.threads
+        return s
 
     def frames(self, plan_for: PlanFor) -> Iterator[DecodedFrame]:
         if self.frame_range is not None:
             yield from self._range_frames(plan_for, self.frame_range)
             return
         keyframe_index = self._keyframe_indices() if self.sampling.keyframes else None
-        s = self._stream
-        s.thread_type = "AUTO"
-        s.codec_context.thread_count = self.threads
+        s = self._configure_decoder()
         if keyframe_index is not None:
-            s.codec_context.skip_frame = "NONKEY"
+            s.codec_context.skip_frame = "NONKEY"  # the other frames are not decoded at all
         start = s.start_time or 0
-        counts = {"packets": 0, "frames": 0}
-        last_t = [None]
+        packets = frames = 0
+        last_t: float | None = None
 
         def decoded() -> Iterator[tuple[int, float, av.VideoFrame]]:
+            nonlocal packets, frames, last_t
             for packet in self._container.demux(s):
-                if packet.size:
-                    counts["packets"] += 1
+                packets += bool(packet.size)
                 for frame in packet.decode():
-                    t = float((frame.pts - start) * s.time_base) if frame.pts is not None else 0.0
-                    index = keyframe_index[frame.pts] if keyframe_index is not None else counts["frames"]
-                    counts["frames"] += 1
-                    last_t[0] = t
-                    yield index, t, frame
+                    last_t = float((frame.pts - start) * s.time_base) if frame.pts is not None else 0.0
+                    index = keyframe_index[frame.pts] if keyframe_index is not None else frames
+                    frames += 1
+                    yield index, last_t, frame
 
         plan: LetterboxPlan | None = None
         try:
@@ -115,15 +116,12 @@ class PyAVSource:
                     plan = plan_for(_display_hw(frame))
                 yield DecodedFrame(index=index, t=t, image=_letterbox(frame, plan), plan=plan)
         except av.FFmpegError as e:
-            raise DecodeError(f"decoding failed after {counts['frames']} frames: {_reason(e)}",
-                              frames_decoded=counts["frames"]) from e
-        self._check_complete(counts["packets"], counts["frames"], last_t[0], keyframes=keyframe_index is not None)
+            raise DecodeError(f"decoding failed after {frames} frames: {_reason(e)}", frames_decoded=frames) from e
+        self._check_complete(packets, frames, last_t, keyframes=keyframe_index is not None)
 
     def _range_frames(self, plan_for: PlanFor, r: FrameRange) -> Iterator[DecodedFrame]:
         """A segment: seek to its key frame, emit its selected frames, stop past its end."""
-        s = self._stream
-        s.thread_type = "AUTO"
-        s.codec_context.thread_count = self.threads
+        s = self._configure_decoder()
         start = s.start_time or 0
         expected = sum(1 for i in r.selected if r.start <= i < r.end)
         emitted = 0
@@ -169,17 +167,10 @@ class PyAVSource:
             raise DecodeError(problem, frames_decoded=frames)
 
     def _keyframe_indices(self) -> dict[int, int]:
-        """Presentation index of every key frame, from one demux pass (no decoding)."""
-        pts, keys = [], set()
-        for packet in self._container.demux(self._stream):
-            if packet.pts is None:
-                continue
-            pts.append(packet.pts)
-            if packet.is_keyframe:
-                keys.add(packet.pts)
+        """Presentation index of every key frame, by pts, from one demux pass (no decoding)."""
+        layout = demux_layout(self._container, self._stream)
         self._container.seek(0, stream=self._stream, backward=True, any_frame=False)
-        order = {p: i for i, p in enumerate(sorted(pts))}
-        return {p: order[p] for p in keys}
+        return {layout.pts[i]: i for i in layout.key_indices}
 
     def close(self) -> None:
         self._container.close()

@@ -4,17 +4,15 @@ tritonclient's ``async_infer`` puts no limit on outstanding requests; here each 
 threads has at most one request out, so at most K are in flight and decoding waits when
 all lanes are busy (the pipeline's queues are bounded). On the same host, inputs travel
 through a ring of K system shared-memory regions, one per lane, registered at start and
-unregistered on every way out.
+unregistered on every way out (``client/infer/shm.py``).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
-from multiprocessing import shared_memory
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ import numpy as np
 from ..contract import DETECTIONS, INPUT, NUM_DETECTIONS, DEFAULT_IMGSZ, ModelInfo
 from ..errors import ContractMismatchError, ServerError, ServerUnavailableError, UsageError
 from . import BatchOutput
+from .shm import CudaShmRing, SystemShmRing
 
 log = logging.getLogger(__name__)
 
@@ -78,17 +77,14 @@ class TritonBackend:
         self._busy_lock = threading.Lock()
         self._dead: str | None = None
         self._clients = [grpcclient.InferenceServerClient(options.url) for _ in range(self.lanes)]
-        self._regions: list[shared_memory.SharedMemory] = []
-        self._cuda_ring = None
+        self._ring = None
         self.shm = self._choose_shm(gpu_frames)  # "system", "cuda" or None
         h, w = self.model.imgsz
         size = options.max_batch_bytes or batch * max(h, w) ** 2 * 3
         if self.shm == "system":
-            self._create_regions(size)
+            self._ring = SystemShmRing(self._client, self.lanes, size)
         elif self.shm == "cuda":
-            from .cuda_shm import CudaShmRing
-
-            self._cuda_ring = CudaShmRing(self._client, self.lanes, size)
+            self._ring = CudaShmRing(self._client, self.lanes, size)
 
     # -- start-up -------------------------------------------------------------------------
     def _check_server(self):
@@ -125,21 +121,6 @@ class TritonBackend:
             return None
         return mode
 
-    def _create_regions(self, size: int) -> None:
-        prefix = f"framestream_{os.getpid()}_{id(self) & 0xFFFF:x}"
-        try:
-            for lane in range(self.lanes):
-                region = shared_memory.SharedMemory(name=f"{prefix}_{lane}", create=True, size=size)
-                self._regions.append(region)
-            self._register_regions()
-        except BaseException:
-            self.close()
-            raise
-
-    def _register_regions(self) -> None:
-        for region in self._regions:
-            self._client.register_system_shared_memory(region.name, "/" + region.name, region.size)
-
     # -- inference ------------------------------------------------------------------------
     def infer(self, lane: int, batch: np.ndarray) -> BatchOutput:
         from tritonclient.utils import InferenceServerException
@@ -171,23 +152,10 @@ class TritonBackend:
     def _infer_once(self, lane: int, batch: np.ndarray) -> BatchOutput:
         grpc = self._grpc
         image = grpc.InferInput(INPUT.name, list(batch.shape), INPUT.triton_dtype)
-        on_gpu = not isinstance(batch, np.ndarray)
-        if self._cuda_ring is not None:
-            if not on_gpu:
-                import cupy
-
-                batch = cupy.asarray(batch)
-            image.set_shared_memory(*self._cuda_ring.write(lane, batch))
-        elif self._regions:
-            region = self._regions[lane]
-            host = np.ndarray(batch.shape, INPUT.numpy_dtype, buffer=region.buf)
-            if on_gpu:
-                batch.get(out=host)  # the one copy from the GPU, straight into shared memory
-            else:
-                host[...] = batch
-            image.set_shared_memory(region.name, host.nbytes)
+        if self._ring is not None:
+            image.set_shared_memory(*self._ring.write(lane, batch))
         else:
-            image.set_data_from_numpy(batch if not on_gpu else batch.get())
+            image.set_data_from_numpy(batch if isinstance(batch, np.ndarray) else batch.get())
         outputs = [grpc.InferRequestedOutput(DETECTIONS.name), grpc.InferRequestedOutput(NUM_DETECTIONS.name)]
         result = self._clients[lane].infer(self.options.model_name, [image], outputs=outputs,
                                            client_timeout=self.options.request_timeout_s)
@@ -195,12 +163,10 @@ class TritonBackend:
 
     def _reregister_quietly(self) -> None:
         """After a server restart its registrations are gone; put ours back (if it is up)."""
-        if not self._regions:
+        if self._ring is None:
             return
         try:
-            status = self._client.get_system_shared_memory_status()
-            if {r.name for r in self._regions} - set(status.regions):
-                self._register_regions()
+            self._ring.reregister()
         except Exception:  # still down: the next retry will tell
             pass
 
@@ -209,20 +175,9 @@ class TritonBackend:
 
     def close(self) -> None:
         """Unregister and unlink every region; safe to call more than once, on any way out."""
-        if self._cuda_ring is not None:
-            self._cuda_ring.close()
-            self._cuda_ring = None
-        for region in self._regions:
-            try:
-                self._client.unregister_system_shared_memory(region.name)
-            except Exception:  # server gone: its registrations went with it
-                pass
-            region.close()
-            try:
-                region.unlink()
-            except FileNotFoundError:
-                pass
-        self._regions.clear()
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
         for client in [self._client, *getattr(self, "_clients", [])]:
             client.close()
         self._clients = []
