@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from .contract import METRICS_PORT, MODEL_NAME
 from .decode import Sampling
 from .errors import FramestreamError, UsageError
 from .pipeline import PipelineConfig
@@ -59,7 +60,7 @@ def parser() -> argparse.ArgumentParser:
     server = p.add_argument_group("Triton (instead of the embedded onnxruntime)")
     server.add_argument("--server", metavar="HOST:PORT", default=None,
                         help="send every batch to Triton's gRPC endpoint at HOST:PORT")
-    server.add_argument("--model-name", default="yolo", help="the model's name on the server")
+    server.add_argument("--model-name", default=MODEL_NAME, help="the model's name on the server")
     server.add_argument("--inflight", type=int, default=None, metavar="K",
                         help="requests outstanding at most (default: 2 per model instance)")
     server.add_argument("--shm", choices=["auto", "system", "cuda", "off"], default="auto",
@@ -68,7 +69,7 @@ def parser() -> argparse.ArgumentParser:
     server.add_argument("--retry-seconds", type=float, default=30.0,
                         help="keep retrying an unreachable server this long before failing the files in flight")
     server.add_argument("--metrics-url", default=None,
-                        help="Triton's Prometheus endpoint (default: http://<server host>:8002/metrics)")
+                        help=f"Triton's Prometheus endpoint (default: http://<server host>:{METRICS_PORT}/metrics)")
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                    help="gpu: NVDEC decoding, CUDA letterbox, GPU inference (or CUDA shared memory to Triton); "
                    "auto takes it when PyNvVideoCodec, CuPy and a GPU all work")
@@ -192,7 +193,8 @@ def _run(args: argparse.Namespace) -> int:
         from .decode.pyav_source import resize_method
 
         log.info("letterbox resize: %s", resize_method())
-    metrics_url = args.metrics_url or (f"http://{args.server.rsplit(':', 1)[0]}:8002/metrics" if args.server else None)
+    metrics_url = args.metrics_url or (
+        f"http://{args.server.rsplit(':', 1)[0]}:{METRICS_PORT}/metrics" if args.server else None)
     try:
         try:
             args.out.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,10 @@ __all__ = [
     "DEFAULT_IMGSZ",
     "MAX_BATCH",
     "PAD_VALUE",
+    "MODEL_NAME",
+    "GRPC_PORT",
+    "HTTP_PORT",
+    "METRICS_PORT",
     "CONTRACT_VERSION",
     "META",
     "COCO_NAMES",
@@ -37,6 +41,8 @@ STRIDE = 32  # H and W of a dynamic model must be multiples of the largest strid
 DEFAULT_IMGSZ = 640
 MAX_BATCH = 32  # Triton's max_batch_size and the largest batch the tests exercise.
 PAD_VALUE = 114  # letterbox grey, as ultralytics pads.
+MODEL_NAME = "yolo"  # the name the model is served under (model_repository/<name>)
+GRPC_PORT, HTTP_PORT, METRICS_PORT = 8001, 8000, 8002  # Triton's standard ports
 DETECTION_COLUMNS = ("x1", "y1", "x2", "y2", "score", "class_id")
 
 

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .decode import DecodedFrame, FrameRange, FrameSource
+from .decode import FrameRange, FrameSource
 from .decode.pyav_source import PyAVSource
 from .discovery import discover
 from .infer import Backend
@@ -251,24 +251,33 @@ def _finish(state: _FileState, ledger: ResumeLedger) -> FileReport:
     return FileReport(c.rel, OK, frames=state.written, seconds=seconds, segments=segments)
 
 
-def _ranges(p: FilePlan) -> tuple[dict[int, int], dict[int, int]]:
-    """A split file's maps, built once and shared by its segments: pts -> index, index -> seq."""
-    index_of_pts = {pts: i for i, pts in enumerate(p.layout.pts)}
-    seq_of = {index: seq for seq, index in enumerate(p.selected)}
-    return index_of_pts, seq_of
+@dataclass(frozen=True)
+class _SplitMaps:
+    """What a split file's segments share, built once per file."""
+
+    index_of_pts: dict[int, int]
+    seq_of: dict[int, int]  # frame index -> position in the file's output
+    selected: frozenset[int]
 
 
-def _job(p: FilePlan, segment: Segment | None, config: PipelineConfig,
-         maps: tuple[dict[int, int], dict[int, int]] | None, letterbox) -> Job:
+def _ranges(p: FilePlan) -> _SplitMaps:
+    return _SplitMaps(
+        index_of_pts={pts: i for i, pts in enumerate(p.layout.pts)},
+        seq_of={index: seq for seq, index in enumerate(p.selected)},
+        selected=frozenset(p.selected),
+    )
+
+
+def _job(p: FilePlan, segment: Segment | None, config: PipelineConfig, maps: _SplitMaps | None, letterbox) -> Job:
     path, sampling, threads = p.candidate.path, config.sampling, config.decode_threads
     if segment is None:
         def cpu() -> FrameSource:
             return PyAVSource(path, sampling=sampling, threads=threads)
         return Job(p.file_id, cpu if letterbox is None else lambda: _open_gpu(p, sampling, letterbox, cpu))
-    index_of_pts, seq_of = maps
-    frame_range = FrameRange(segment.start, segment.end, segment.seek_pts, frozenset(p.selected), index_of_pts)
+    frame_range = FrameRange(segment.start, segment.end, segment.seek_pts, maps.selected, maps.index_of_pts,
+                             expected=segment.work)
     return Job(p.file_id, lambda: PyAVSource(path, sampling=sampling, threads=threads, frame_range=frame_range),
-               segment=segment.seg_id, seq_of=seq_of)
+               segment=segment.seg_id, seq_of=maps.seq_of)
 
 
 def _gpu_letterbox():
@@ -279,36 +288,13 @@ def _gpu_letterbox():
 
 def _open_gpu(p: FilePlan, sampling, letterbox, cpu) -> FrameSource:
     """NVDEC for the file, or PyAV with its frames uploaded (batches never mix host and device)."""
-    from .decode.nvdec_source import NvdecSource, NvdecUnsupported
+    from .decode.nvdec_source import NvdecSource, NvdecUnsupported, UploadedSource
 
     try:
         return NvdecSource(p.candidate.path, sampling=sampling, letterbox=letterbox)
     except NvdecUnsupported as e:
         log.info("%s: %s; decoding it with PyAV", p.candidate.rel, e)
-        return _Uploaded(cpu())
-
-
-class _Uploaded:
-    """A CPU frame source whose letterboxed frames are copied to the GPU."""
-
-    def __init__(self, source: FrameSource) -> None:
-        self._source = source
-        self.path = source.path
-
-    def frames(self, plan_for):
-        import cupy as cp
-
-        for f in self._source.frames(plan_for):
-            yield DecodedFrame(f.index, f.t, cp.asarray(f.image), f.plan)
-
-    def close(self) -> None:
-        self._source.close()
-
-    def __enter__(self) -> "_Uploaded":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        return UploadedSource(cpu())
 
 
 __all__ = ["RunOptions", "RunResult", "run_bulk"]

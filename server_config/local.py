@@ -27,6 +27,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from client.contract import GRPC_PORT, HTTP_PORT, METRICS_PORT
 from client.errors import FramestreamError, UsageError
 
 from .model.paths import DEFAULT_MODEL_PATH, MODEL_NAME, MODEL_REPOSITORY, REPO_ROOT
@@ -48,9 +49,9 @@ class MissingPrerequisiteError(ServerSetupError):
 class LocalServerConfig:
     model_repository: Path = MODEL_REPOSITORY
     host: str = "127.0.0.1"
-    grpc_port: int = 8001
-    http_port: int = 8000
-    metrics_port: int = 8002
+    grpc_port: int = GRPC_PORT
+    http_port: int = HTTP_PORT
+    metrics_port: int = METRICS_PORT
     instances: int | None = None  # CPU instances of each model; None keeps configs/cpu.pbtxt's count
     startup_timeout_s: float = 120.0
     stop_timeout_s: float = 20.0
@@ -276,9 +277,9 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model-repository", type=Path, default=MODEL_REPOSITORY)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 inside a container)")
-    p.add_argument("--grpc-port", type=int, default=8001)
-    p.add_argument("--http-port", type=int, default=8000)
-    p.add_argument("--metrics-port", type=int, default=8002)
+    p.add_argument("--grpc-port", type=int, default=GRPC_PORT)
+    p.add_argument("--http-port", type=int, default=HTTP_PORT)
+    p.add_argument("--metrics-port", type=int, default=METRICS_PORT)
     p.add_argument("--instances", type=int, default=None, help="CPU instances per model (default: the config's)")
     return p
 

@@ -28,7 +28,7 @@ def segments_of(path: Path, sampling: Sampling = Sampling(), workers: int = 8) -
 
 def decode_range(path: Path, p: FilePlan, seg: Segment) -> list[int]:
     index_of_pts = {pts: i for i, pts in enumerate(p.layout.pts)}
-    r = FrameRange(seg.start, seg.end, seg.seek_pts, frozenset(p.selected), index_of_pts)
+    r = FrameRange(seg.start, seg.end, seg.seek_pts, frozenset(p.selected), index_of_pts, expected=seg.work)
     with PyAVSource(path, frame_range=r) as src:
         return [f.index for f in src.frames(lambda hw: plan_letterbox(hw, (320, 320), minimal=True))]
 

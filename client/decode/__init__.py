@@ -47,6 +47,7 @@ class FrameRange:
     seek_pts: int
     selected: frozenset[int]
     index_of_pts: Mapping[int, int]
+    expected: int  # frames of ``selected`` in [start, end), known from planning
 
 
 @dataclass(frozen=True)

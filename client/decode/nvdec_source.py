@@ -106,18 +106,39 @@ class NvdecSource:
                               frames_decoded=count) from e
 
     def _pyav_frames(self, plan_for: PlanFor) -> Iterator[DecodedFrame]:
-        import cupy as cp
-
         from .pyav_source import PyAVSource
 
-        with PyAVSource(self.path, sampling=self.sampling) as source:
-            for f in source.frames(plan_for):
-                yield DecodedFrame(f.index, f.t, cp.asarray(f.image), f.plan)
+        with UploadedSource(PyAVSource(self.path, sampling=self.sampling)) as source:
+            yield from source.frames(plan_for)
 
     def close(self) -> None:
         pass
 
     def __enter__(self) -> "NvdecSource":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class UploadedSource:
+    """A CPU frame source whose letterboxed frames are copied to the GPU, so that files NVDEC
+    does not take still join GPU batches (a batch never mixes host and device arrays)."""
+
+    def __init__(self, source) -> None:
+        self._source = source
+        self.path = source.path
+
+    def frames(self, plan_for: PlanFor) -> Iterator[DecodedFrame]:
+        import cupy as cp
+
+        for f in self._source.frames(plan_for):
+            yield DecodedFrame(f.index, f.t, cp.asarray(f.image), f.plan)
+
+    def close(self) -> None:
+        self._source.close()
+
+    def __enter__(self) -> "UploadedSource":
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -123,7 +123,6 @@ class PyAVSource:
         """A segment: seek to its key frame, emit its selected frames, stop past its end."""
         s = self._configure_decoder()
         start = s.start_time or 0
-        expected = sum(1 for i in r.selected if r.start <= i < r.end)
         emitted = 0
         plan: LetterboxPlan | None = None
         try:
@@ -142,8 +141,8 @@ class PyAVSource:
         except av.FFmpegError as e:
             raise DecodeError(f"decoding frames {r.start}-{r.end - 1} failed after {emitted}: {_reason(e)}",
                               frames_decoded=emitted) from e
-        if emitted < expected:
-            raise DecodeError(f"frames {r.start}-{r.end - 1}: decoded {emitted} of {expected} (damaged data)",
+        if emitted < r.expected:
+            raise DecodeError(f"frames {r.start}-{r.end - 1}: decoded {emitted} of {r.expected} (damaged data)",
                               frames_decoded=emitted)
 
     def _check_complete(self, packets: int, frames: int, last_t: float | None, *, keyframes: bool) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..contract import DETECTIONS, INPUT, NUM_DETECTIONS, DEFAULT_IMGSZ, ModelInfo
+from ..contract import DEFAULT_IMGSZ, DETECTIONS, INPUT, MODEL_NAME, NUM_DETECTIONS, ModelInfo
 from ..errors import ContractMismatchError, ServerError, ServerUnavailableError, UsageError
 from . import BatchOutput
 from .shm import CudaShmRing, SystemShmRing
@@ -32,7 +32,7 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 @dataclass(frozen=True)
 class TritonOptions:
     url: str  # host:port of the gRPC endpoint
-    model_name: str = "yolo"
+    model_name: str = MODEL_NAME
     inflight: int | None = None  # None: 2 per model instance
     shm: str = "auto"
     retry_seconds: float = 30.0
