@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import make_clips, machine, table
-from client.gpu.colour import nv12_to_rgb_reference, select_colour
+from client.colour import nv12_to_rgb_reference, select_colour
 from client.letterbox import letterbox_reference, plan_letterbox
 
 PLAN = lambda hw: plan_letterbox(hw, (640, 640), minimal=True)  # noqa: E731

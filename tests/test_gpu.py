@@ -10,7 +10,7 @@ import pytest
 from client.decode import Sampling
 from client.decode.pyav_source import PyAVSource
 from client.gpu import probe
-from client.gpu.colour import nv12_to_rgb_reference
+from client.colour import nv12_to_rgb_reference
 from client.letterbox import letterbox_reference, plan_letterbox
 
 from .videos import write_video
@@ -58,7 +58,7 @@ def test_gpu_letterbox_matches_the_numpy_reference_on_the_same_nv12(clips, name)
     import PyNvVideoCodec as nvc
 
     from client.decode.nvdec_source import _planes, _surface_copy
-    from client.gpu.colour import select_colour
+    from client.colour import select_colour
     from client.gpu.letterbox import GpuLetterbox
 
     demuxer = nvc.CreateDemuxer(filename=str(clips[name]))
@@ -75,6 +75,20 @@ def test_gpu_letterbox_matches_the_numpy_reference_on_the_same_nv12(clips, name)
     expected = letterbox_reference(nv12_to_rgb_reference(packed, w, h, colour), plan)
     within = np.abs(gpu.astype(int) - expected.astype(int)) <= 2
     assert within.mean() >= 0.999, f"{within.mean():.5f} of pixels within 2 levels"
+
+
+@pytest.mark.parametrize("name", ["1080p_bframes", "360p", "odd"])
+def test_gpu_letterbox_matches_the_cpu_path(clips, name) -> None:
+    """The issue's bar: NVDEC + CUDA letterbox against PyAV + OpenCV, frame by frame."""
+    from client.decode.pyav_source import opencv
+
+    if opencv() is None:
+        pytest.skip("the CPU path is exact only with OpenCV (framestream[exact])")
+    import cupy as cp
+
+    gpu, cpu = nvdec(clips[name]), pyav(clips[name])
+    diff = np.abs(np.stack([cp.asnumpy(f.image) for f in gpu]).astype(int) - np.stack([f.image for f in cpu]))
+    assert (diff <= 2).mean() >= 0.999, f"{(diff <= 2).mean():.5f} of pixels within 2 levels"
 
 
 def test_gpu_embedded_detections_equal_cpu_embedded(clips, model_path, tmp_path) -> None:

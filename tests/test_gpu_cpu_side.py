@@ -12,7 +12,7 @@ import pytest
 from client.decode import Sampling
 from client.decode.nvdec_source import nvdec_refusal
 from client.gpu import probe
-from client.gpu.colour import nv12_to_rgb_reference, select_colour, yuv420p_to_nv12
+from client.colour import nv12_to_rgb_reference, select_colour, yuv420p_to_nv12
 from client.gpu.letterbox import launch_geometry
 from client.infer.shm import region_names
 

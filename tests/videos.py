@@ -30,13 +30,18 @@ def write_video(
     rotation: int = 0,
     pts: list[int] | None = None,
     time_base: Fraction | None = None,
+    colour: tuple[int, int] | None = None,
+    pix_fmt: str = "yuv420p",
 ) -> Path:
-    """Write ``frames`` frames; ``pts`` (in ``time_base`` units) makes the frame rate variable."""
+    """Write ``frames`` frames; ``pts`` (in ``time_base`` units) makes the frame rate variable;
+    ``colour`` tags the stream with FFmpeg's (colorspace, color_range) values."""
     w, h = size_wh
     with av.open(str(path), "w") as out:
         stream = out.add_stream(codec, rate=fps)
         stream.width, stream.height = w, h
-        stream.pix_fmt = "yuv420p"
+        stream.pix_fmt = pix_fmt
+        if colour is not None:
+            stream.codec_context.colorspace, stream.codec_context.color_range = colour
         if codec == "libx264":
             stream.options = {"g": str(gop), "bf": str(bframes), "preset": "ultrafast", "sc_threshold": "0"}
             if gop > 1:

@@ -16,7 +16,7 @@ from typing import Iterator
 import av
 
 from ..errors import DecodeError
-from ..gpu.colour import Colour, select_colour
+from ..colour import Colour, stream_colour
 from ..gpu.letterbox import GpuLetterbox
 from ..letterbox import LetterboxPlan
 from . import DecodedFrame, PlanFor, Sampling
@@ -65,7 +65,7 @@ class NvdecSource:
                 rotation = first.rotation if first is not None else 0
                 cc = s.codec_context
                 self._time_base, self._start = s.time_base, s.start_time or 0
-                self._colour: Colour = select_colour(int(cc.colorspace or 0), int(cc.color_range or 0))
+                self._colour: Colour = stream_colour(cc)
                 self._size_hw = (cc.height, cc.width)
                 refusal = nvdec_refusal(cc.name, rotation or 0, sampling, segmented,
                                         cc.pix_fmt if cc.pix_fmt else None)

@@ -1,7 +1,7 @@
 """Letterbox on the GPU: NVDEC's NV12 surface to RGB uint8, written into a batch slot.
 
 One thread per output pixel: inside the picture it converts the four bilinear neighbours
-from YUV (each rounded and clamped, as :func:`client.gpu.colour.nv12_to_rgb_reference`
+from YUV (each rounded and clamped, as :func:`client.colour.nv12_to_rgb_reference`
 does), blends them with half-pixel-centre weights (as :func:`client.letterbox.
 resize_bilinear_reference`) and rounds; outside it writes the pad grey. The NumPy
 reference, applied to the same NV12 bytes, is the spec this kernel is tested against.
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ..contract import PAD_VALUE
 from ..letterbox import LetterboxPlan
-from .colour import Colour
+from ..colour import Colour
 
 BLOCK = (32, 8)  # 256 threads; x (width) first, so a warp writes 32 consecutive pixels
 
