@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import make_clips, machine, table
+from benchmarks.common import machine, make_clips, table
 from client.colour import nv12_to_rgb_reference, select_colour
 from client.letterbox import letterbox_reference, plan_letterbox
 
@@ -59,16 +59,15 @@ def first_nv12(clip: Path):
 def letterbox_rows(clip: Path, hw: tuple[int, int]) -> list[list[object]]:
     import cupy as cp
 
-    from client.decode.nvdec_source import _planes
     from client.decode.pyav_source import PyAVSource, resize_method
-    from client.gpu.letterbox import GpuLetterbox
+    from client.gpu.letterbox import GpuLetterbox, nv12_planes
 
     nv12 = first_nv12(clip)
     plan = PLAN(hw)
     colour = select_colour(None, None)
     kernel = GpuLetterbox()
     out = cp.empty((*plan.dst_hw, 3), cp.uint8)
-    luma, chroma = _planes(nv12)
+    luma, chroma = nv12_planes(nv12)
     for _ in range(10):
         kernel(luma, chroma, plan, colour, out)
     n = 2000
@@ -110,8 +109,9 @@ def embedded_rows(clips_dir: Path, model: Path) -> list[list[object]]:
     subprocess.run([sys.executable, "-m", "client.bulk", str(clips_dir), "--out", str(out), "--model", str(model),
                     "--device", "gpu", "--batch", "8", "--no-progress", "--overwrite"], check=True)
     e2e = json.loads((out / "summary.json").read_text())["totals"]["fps"]
-    from client.infer.embedded_gpu import EmbeddedGpuBackend
     import cupy as cp
+
+    from client.infer.embedded_gpu import EmbeddedGpuBackend
 
     backend = EmbeddedGpuBackend(model, sessions=1)
     batch = cp.full((8, 384, 640, 3), 114, cp.uint8)

@@ -220,7 +220,7 @@ class Pipeline:
                 pending_ends.append(item)
                 self._put(batch_q, item)  # after the file's frames, in batch order
             else:
-                key = item[2].image.shape[:2]
+                key = item[2].plan.dst_hw
                 groups.setdefault(key, []).append(item)
                 if len(groups[key]) >= self.batch_size:
                     flush(key)
@@ -246,8 +246,12 @@ class Pipeline:
             events.put(_DONE)
 
     def _infer(self, lane: int, batch: _Batch, events: queue.Queue) -> None:
-        images = _stack([f.image for _, _, f in batch.frames])
         try:
+            # Each frame is letterboxed (GPU) or copied (CPU) straight into its slot of the
+            # buffer the backend reads: a shared-memory region, a device or a host buffer.
+            images = self.backend.batch_buffer(lane, (len(batch.frames), *batch.frames[0][2].plan.dst_hw, 3))
+            for slot, (_, _, frame) in enumerate(batch.frames):
+                frame.picture.write_into(images[slot])
             out = self.backend.infer(lane, images)
         except Exception as e:  # a failed batch fails its files; other files go on
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -262,11 +266,3 @@ class Pipeline:
             boxes = boxes_to_source(rows[:, :4], frame.plan)
             events.put(FrameResult(file_id, seq, frame.index, frame.t, np.column_stack([boxes, rows[:, 4:]])))
 
-
-def _stack(images: list):
-    """One batch array, on the host or on the GPU, wherever the frames are."""
-    if isinstance(images[0], np.ndarray):
-        return np.stack(images)
-    import cupy
-
-    return cupy.stack(images)

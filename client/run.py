@@ -287,14 +287,14 @@ def _gpu_letterbox():
 
 
 def _open_gpu(p: FilePlan, sampling, letterbox, cpu) -> FrameSource:
-    """NVDEC for the file, or PyAV with its frames uploaded (batches never mix host and device)."""
-    from .decode.nvdec_source import NvdecSource, NvdecUnsupported, UploadedSource
+    """NVDEC for the file, or PyAV (its frames are uploaded into their slots of the GPU batch)."""
+    from .decode.nvdec_source import NvdecSource, NvdecUnsupported
 
     try:
         return NvdecSource(p.candidate.path, sampling=sampling, letterbox=letterbox)
     except NvdecUnsupported as e:
         log.info("%s: %s; decoding it with PyAV", p.candidate.rel, e)
-        return UploadedSource(cpu())
+        return cpu()
 
 
 __all__ = ["RunOptions", "RunResult", "run_bulk"]

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from client.colour import nv12_to_rgb_reference
 from client.decode import Sampling
 from client.decode.pyav_source import PyAVSource
 from client.gpu import probe
-from client.colour import nv12_to_rgb_reference
 from client.letterbox import letterbox_reference, plan_letterbox
 
 from .videos import write_video
@@ -57,9 +57,9 @@ def test_gpu_letterbox_matches_the_numpy_reference_on_the_same_nv12(clips, name)
     import cupy as cp
     import PyNvVideoCodec as nvc
 
-    from client.decode.nvdec_source import _planes, _surface_copy
     from client.colour import select_colour
-    from client.gpu.letterbox import GpuLetterbox
+    from client.decode.nvdec_source import _surface_copy
+    from client.gpu.letterbox import GpuLetterbox, nv12_planes
 
     demuxer = nvc.CreateDemuxer(filename=str(clips[name]))
     decoder = nvc.CreateDecoder(gpuid=0, codec=demuxer.GetNvCodecId(), usedevicememory=True)
@@ -68,7 +68,7 @@ def test_gpu_letterbox_matches_the_numpy_reference_on_the_same_nv12(clips, name)
     h, w = pyav(clips[name])[0].plan.src_hw
     plan = PLAN((h, w))
     colour = select_colour(None, None)
-    gpu = cp.asnumpy(GpuLetterbox()(*_planes(nv12), plan, colour))
+    gpu = cp.asnumpy(GpuLetterbox()(*nv12_planes(nv12), plan, colour))
     host = cp.asnumpy(nv12)
     surface_h = host.shape[0] * 2 // 3
     packed = np.concatenate([host[:h], host[surface_h : surface_h + h // 2]])
@@ -137,19 +137,25 @@ def test_cuda_shm_ring_writes_through_its_views_and_releases_every_region() -> N
     assert name.endswith("_1") and nbytes == batch.size
     got = cudashm.get_contents_as_numpy(ring.handles[1][1], np.uint8, [nbytes])
     np.testing.assert_array_equal(got, cp.asnumpy(batch).reshape(-1))
+    view = ring.view(2, batch.shape)  # the pipeline's way: frames written in place, no copy
+    assert view.data.ptr == ring.views[2].data.ptr
+    view[...] = batch[::-1]
+    name, nbytes = ring.write(2, view)
+    got = cudashm.get_contents_as_numpy(ring.handles[2][1], np.uint8, [nbytes])
+    np.testing.assert_array_equal(got, cp.asnumpy(batch[::-1]).reshape(-1))
     ring.close()
     assert server.registered == {} and cudashm.allocated_shared_memory_regions() == []
 
 
-def test_a_file_nvdec_does_not_take_is_decoded_by_pyav_and_uploaded(tmp_path) -> None:
+def test_a_file_nvdec_does_not_take_is_decoded_by_pyav_and_uploaded_into_its_slot(tmp_path) -> None:
     import cupy as cp
 
     from client.decode.nvdec_source import NvdecSource, NvdecUnsupported
+    from client.discovery import discover
     from client.gpu.letterbox import GpuLetterbox
     from client.pipeline import PipelineConfig
     from client.run import _job
     from client.schedule import plan
-    from client.discovery import discover
 
     src = tmp_path / "v"
     src.mkdir()
@@ -159,8 +165,25 @@ def test_a_file_nvdec_does_not_take_is_decoded_by_pyav_and_uploaded(tmp_path) ->
     (p,) = plan(discover(src).videos, Sampling(), workers=1, split=False)
     job = _job(p, None, PipelineConfig(gpu=True), None, GpuLetterbox())
     with job.open_source() as source:
-        gpu = list(source.frames(PLAN))
+        frames = list(source.frames(PLAN))
     cpu = pyav(src / "rotated.mp4")
-    assert [f.index for f in gpu] == [f.index for f in cpu]
-    assert all(isinstance(f.image, cp.ndarray) for f in gpu)
-    np.testing.assert_array_equal(cp.asnumpy(gpu[0].image), cpu[0].image)
+    assert [f.index for f in frames] == [f.index for f in cpu]
+    batch = cp.zeros((len(frames), *frames[0].plan.dst_hw, 3), cp.uint8)
+    for slot, f in enumerate(frames):
+        f.picture.write_into(batch[slot])
+    np.testing.assert_array_equal(cp.asnumpy(batch), np.stack([f.image for f in cpu]))
+
+
+def test_nvdec_frames_are_letterboxed_straight_into_their_batch_slots(clips) -> None:
+    """What the pipeline does on the GPU path: each kernel writes into a slot of one buffer
+    (a view of a CUDA shared-memory region, say); the batch equals the frames made alone."""
+    import cupy as cp
+
+    frames = nvdec(clips["1080p_bframes"], Sampling(every=6))
+    flat = cp.full(len(frames) * int(np.prod(frames[0].plan.dst_hw)) * 3 + 64, 7, cp.uint8)
+    batch = flat[: flat.size - 64].reshape(len(frames), *frames[0].plan.dst_hw, 3)
+    for slot, f in enumerate(frames):
+        f.picture.write_into(batch[slot])
+    cp.cuda.get_current_stream().synchronize()
+    np.testing.assert_array_equal(cp.asnumpy(batch), np.stack([cp.asnumpy(f.image) for f in frames]))
+    assert (cp.asnumpy(flat[-64:]) == 7).all()  # nothing written past the batch

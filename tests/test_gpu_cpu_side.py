@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from client.colour import nv12_to_rgb_reference, select_colour, yuv420p_to_nv12
 from client.decode import Sampling
 from client.decode.nvdec_source import nvdec_refusal
 from client.gpu import probe
-from client.colour import nv12_to_rgb_reference, select_colour, yuv420p_to_nv12
 from client.gpu.letterbox import launch_geometry
 from client.infer.shm import region_names
 

@@ -116,6 +116,32 @@ def test_inflight_counter_never_exceeds_the_lane_count_under_load(triton, model_
     assert registered_regions(triton) == [] and our_shm_files() == []
 
 
+def test_a_batch_built_inside_its_lane_region_is_what_the_server_infers(triton, model_path) -> None:
+    from client.errors import ServerError
+
+    from .videos import frame_image
+
+    backend = TritonBackend(TritonOptions(triton.config.grpc_url, inflight=2, shm="system"), batch=4,
+                            local_model=model_path)
+    try:
+        assert backend.shm == "system"
+        frames = np.stack([frame_image(i, 320, 192) for i in range(3)])
+        view = backend.batch_buffer(0, frames.shape)
+        assert np.shares_memory(view, backend._ring._flat[0]) and view.flags.c_contiguous
+        for slot, image in enumerate(frames):  # as the pipeline does: frame by frame, in place
+            view[slot] = image
+        in_place = backend.infer(0, view)
+        copied = backend.infer(1, frames.copy())  # any other array is copied into lane 1's region
+        assert in_place.num_detections.sum() > 0
+        np.testing.assert_array_equal(in_place.num_detections, copied.num_detections)
+        np.testing.assert_allclose(in_place.detections, copied.detections, atol=1e-4)
+        with pytest.raises(ServerError, match="shared-memory regions hold"):
+            backend.batch_buffer(0, (64, 640, 640, 3))
+    finally:
+        backend.close()
+    assert registered_regions(triton) == [] and our_shm_files() == []
+
+
 def test_ctrl_c_mid_run_releases_every_shared_memory_region(triton, tmp_path, model_path) -> None:
     src = tmp_path / "long"
     src.mkdir()

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Protocol
+from typing import Any, Callable, Iterator, Mapping, Protocol
 
-import numpy as np
-
+from ..arrays import copy_into
 from ..letterbox import LetterboxPlan
 
-__all__ = ["Sampling", "VideoInfo", "DecodedFrame", "FrameSource", "FrameRange", "PlanFor"]
+__all__ = ["Sampling", "VideoInfo", "Picture", "Letterboxed", "DecodedFrame", "FrameSource", "FrameRange", "PlanFor"]
 
 
 @dataclass(frozen=True)
@@ -60,12 +59,47 @@ class VideoInfo:
     fps: float | None
 
 
+class Picture(Protocol):
+    """A decoded frame waiting for its batch: the pipeline hands it the batch slot to fill.
+
+    So the GPU path letterboxes straight into the buffer Triton or onnxruntime reads (a
+    CUDA shared-memory region, say) instead of into a frame of its own that is copied again.
+    """
+
+    def write_into(self, out: Any) -> None:
+        """Put the letterboxed RGB frame into ``out``, a contiguous [H, W, 3] uint8 slot (host or device)."""
+        ...
+
+    def array(self) -> Any:
+        """The letterboxed frame as an array of its own (for tests and tools)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Letterboxed:
+    """A frame letterboxed already (the CPU path): filling a slot is one copy, or one upload
+    when the batch lives on the GPU (files NVDEC does not take on the GPU path)."""
+
+    image: Any  # RGB uint8 [H, W, 3], NumPy or CuPy
+
+    def write_into(self, out: Any) -> None:
+        copy_into(out, self.image)
+
+    def array(self) -> Any:
+        return self.image
+
+
 @dataclass(frozen=True)
 class DecodedFrame:
     index: int  # presentation order from 0, over all frames of the file
     t: float  # seconds from the stream's start
-    image: np.ndarray  # letterboxed RGB uint8 [H, W, 3]
+    picture: Picture
     plan: LetterboxPlan
+
+    @property
+    def image(self) -> Any:
+        """The letterboxed RGB uint8 [H, W, 3] frame (the pipeline uses :attr:`picture`)."""
+        return self.picture.array()
 
 
 PlanFor = Callable[[tuple[int, int]], LetterboxPlan]

@@ -15,9 +15,9 @@ from typing import Iterator
 
 import av
 
-from ..errors import DecodeError
 from ..colour import Colour, stream_colour
-from ..gpu.letterbox import GpuLetterbox
+from ..errors import DecodeError
+from ..gpu.letterbox import GpuLetterbox, Nv12Picture
 from ..letterbox import LetterboxPlan
 from . import DecodedFrame, PlanFor, Sampling
 from .sampling import select
@@ -99,46 +99,22 @@ class NvdecSource:
 
         try:
             for index, t, nv12 in select(decoded(), self.sampling):
-                image = self._letterbox(*_planes(nv12), plan, self._colour)
-                yield DecodedFrame(index=index, t=t, image=image, plan=plan)
+                yield DecodedFrame(index, t, Nv12Picture(nv12, plan, self._colour, self._letterbox), plan)
         except Exception as e:  # decoder errors surface as RuntimeError/PyNvVCException
             raise DecodeError(f"NVDEC failed after {count} frames: {str(e).splitlines()[0][:160]}",
                               frames_decoded=count) from e
 
     def _pyav_frames(self, plan_for: PlanFor) -> Iterator[DecodedFrame]:
+        """Host frames; the pipeline uploads each into its slot of the device batch."""
         from .pyav_source import PyAVSource
 
-        with UploadedSource(PyAVSource(self.path, sampling=self.sampling)) as source:
+        with PyAVSource(self.path, sampling=self.sampling) as source:
             yield from source.frames(plan_for)
 
     def close(self) -> None:
         pass
 
     def __enter__(self) -> "NvdecSource":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class UploadedSource:
-    """A CPU frame source whose letterboxed frames are copied to the GPU, so that files NVDEC
-    does not take still join GPU batches (a batch never mixes host and device arrays)."""
-
-    def __init__(self, source) -> None:
-        self._source = source
-        self.path = source.path
-
-    def frames(self, plan_for: PlanFor) -> Iterator[DecodedFrame]:
-        import cupy as cp
-
-        for f in self._source.frames(plan_for):
-            yield DecodedFrame(f.index, f.t, cp.asarray(f.image), f.plan)
-
-    def close(self) -> None:
-        self._source.close()
-
-    def __enter__(self) -> "UploadedSource":
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -159,9 +135,3 @@ def _surface_copy(frame):
     if arr.ndim == 3:
         arr = arr.reshape(arr.shape[0], -1)
     return arr.copy()
-
-
-def _planes(nv12):
-    """Luma and chroma views of an NV12 surface (its height may be padded, e.g. 1088 for 1080)."""
-    surface_h = nv12.shape[0] * 2 // 3
-    return nv12[:surface_h], nv12[surface_h:]

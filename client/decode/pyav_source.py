@@ -19,7 +19,7 @@ import numpy as np
 from ..colour import Colour, stream_colour
 from ..errors import DecodeError
 from ..letterbox import LetterboxPlan, pad_into
-from . import DecodedFrame, FrameRange, PlanFor, Sampling, VideoInfo
+from . import DecodedFrame, FrameRange, Letterboxed, PlanFor, Sampling, VideoInfo
 from .layout import demux_layout
 from .sampling import select
 
@@ -118,7 +118,7 @@ class PyAVSource:
             for index, t, frame in select(decoded(), self.sampling):
                 if plan is None:
                     plan, colour = plan_for(_display_hw(frame)), stream_colour(s.codec_context)
-                yield DecodedFrame(index=index, t=t, image=_letterbox(frame, plan, colour), plan=plan)
+                yield DecodedFrame(index, t, Letterboxed(_letterbox(frame, plan, colour)), plan)
         except av.FFmpegError as e:
             raise DecodeError(f"decoding failed after {frames} frames: {_reason(e)}", frames_decoded=frames) from e
         self._check_complete(packets, frames, last_t, keyframes=keyframe_index is not None)
@@ -141,7 +141,7 @@ class PyAVSource:
                     if plan is None:
                         plan, colour = plan_for(_display_hw(frame)), stream_colour(s.codec_context)
                     t = float((frame.pts - start) * s.time_base)
-                    yield DecodedFrame(index=index, t=t, image=_letterbox(frame, plan, colour), plan=plan)
+                    yield DecodedFrame(index, t, Letterboxed(_letterbox(frame, plan, colour)), plan)
                     emitted += 1
         except av.FFmpegError as e:
             raise DecodeError(f"decoding frames {r.start}-{r.end - 1} failed after {emitted}: {_reason(e)}",

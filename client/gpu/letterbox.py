@@ -5,15 +5,19 @@ from YUV (each rounded and clamped, as :func:`client.colour.nv12_to_rgb_referenc
 does), blends them with half-pixel-centre weights (as :func:`client.letterbox.
 resize_bilinear_reference`) and rounds; outside it writes the pad grey. The NumPy
 reference, applied to the same NV12 bytes, is the spec this kernel is tested against.
+
+:class:`Nv12Picture` defers the launch until the pipeline hands it a slot of the batch
+buffer, so the kernel writes straight into the memory inference reads.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..arrays import copy_into, on_host
+from ..colour import Colour
 from ..contract import PAD_VALUE
 from ..letterbox import LetterboxPlan
-from ..colour import Colour
 
 BLOCK = (32, 8)  # 256 threads; x (width) first, so a warp writes 32 consecutive pixels
 
@@ -90,13 +94,15 @@ class GpuLetterbox:
 
     def __call__(self, luma, chroma, plan: LetterboxPlan, colour: Colour, out=None):
         """``luma`` [Hs, W] and ``chroma`` [Hs/2, W] uint8 CuPy views (pitched is fine); ``out``
-        a C-contiguous [H, W, 3] uint8 CuPy array (e.g. a slot of a batch buffer)."""
+        a C-contiguous [H, W, 3] uint8 CuPy array (e.g. a slot of a batch buffer). The launch
+        is asynchronous on the current stream; whoever reads ``out`` synchronizes first."""
         cp = self._cp
         src_h, src_w = plan.src_hw
         if out is None:
             out = cp.empty((*plan.dst_hw, 3), dtype=cp.uint8)
-        if out.shape != (*plan.dst_hw, 3) or not out.flags.c_contiguous:
-            raise ValueError(f"out must be a contiguous {plan.dst_hw + (3,)} array, got {out.shape}")
+        if on_host(out) or out.shape != (*plan.dst_hw, 3) or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a contiguous {plan.dst_hw + (3,)} device array, got {type(out).__name__} "
+                             f"{out.shape}")
         launch = launch_geometry(plan.dst_hw)
         f32 = cp.float32
         args = (
@@ -107,3 +113,29 @@ class GpuLetterbox:
         )
         self._kernel(launch.grid, launch.block, args)
         return out
+
+
+def nv12_planes(nv12):
+    """Luma and chroma views of an NV12 surface (its height may be padded, e.g. 1088 for 1080)."""
+    surface_h = nv12.shape[0] * 2 // 3
+    return nv12[:surface_h], nv12[surface_h:]
+
+
+@dataclass(frozen=True)
+class Nv12Picture:
+    """A decoded NV12 surface (our own copy, the decoder reuses its surfaces) that the kernel
+    letterboxes when the pipeline knows its batch slot: straight into the batch buffer."""
+
+    nv12: object  # CuPy uint8 [rows, width]: luma over interleaved chroma
+    plan: LetterboxPlan
+    colour: Colour
+    kernel: GpuLetterbox
+
+    def write_into(self, out) -> None:
+        if on_host(out):  # a host batch (not used by the GPU backends, kept correct anyway)
+            copy_into(out, self.array())
+        else:
+            self.kernel(*nv12_planes(self.nv12), self.plan, self.colour, out)
+
+    def array(self):
+        return self.kernel(*nv12_planes(self.nv12), self.plan, self.colour)

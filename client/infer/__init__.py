@@ -28,8 +28,14 @@ class Backend(Protocol):
     model: ModelInfo
     lanes: int
 
+    def batch_buffer(self, lane: int, shape: tuple[int, int, int, int]):
+        """Where ``lane``'s next batch is written: a contiguous uint8 array of ``shape`` (host or
+        device, whichever this backend reads) that :meth:`infer` takes without another copy."""
+        ...
+
     def infer(self, lane: int, batch: np.ndarray) -> BatchOutput:
-        """Blocking inference of ``batch`` [B, H, W, 3] uint8 on ``lane`` (0 <= lane < lanes)."""
+        """Blocking inference of ``batch`` [B, H, W, 3] uint8 on ``lane`` (0 <= lane < lanes).
+        ``batch`` is best :meth:`batch_buffer`'s view; any other array is copied as needed."""
         ...
 
     def close(self) -> None: ...

@@ -17,6 +17,7 @@ import numpy as np
 from ..contract import DETECTIONS, INPUT, NUM_DETECTIONS, ModelInfo
 from ..errors import ContractMismatchError, ModelError
 from . import BatchOutput
+from .buffers import LaneBuffers, host
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,12 @@ class EmbeddedBackend:
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/NoSuchFile types
             raise ModelError(f"{model_path}: onnxruntime cannot load it ({str(e).splitlines()[0][:160]})") from e
         self.model = read_model_info(self._sessions[0], model_path)
+        self._buffers = LaneBuffers(self.lanes, host)
         self._busy = 0.0
         self._lock = threading.Lock()
+
+    def batch_buffer(self, lane: int, shape: tuple[int, int, int, int]) -> np.ndarray:
+        return self._buffers.view(lane, shape)
 
     def infer(self, lane: int, batch: np.ndarray) -> BatchOutput:
         start = time.perf_counter()

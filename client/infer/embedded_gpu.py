@@ -1,8 +1,8 @@
 """In-process inference on the GPU: onnxruntime-gpu, CUDA execution provider, I/O binding.
 
-A batch letterboxed on the GPU is bound by its device pointer, so it never crosses to the
-host; only the few KB of detections come back. Host batches (files PyAV decoded) are
-passed as usual and copied by onnxruntime.
+Each lane's batch buffer is device memory that the letterbox kernel fills and the session
+reads through I/O binding by its pointer, so frames never cross to the host; only the few
+KB of detections come back. A host batch, if handed one, is passed as usual.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 from ..contract import DETECTIONS, INPUT, NUM_DETECTIONS
 from ..errors import ModelError, UsageError
 from . import BatchOutput
+from .buffers import LaneBuffers, device
 from .embedded import read_model_info
 
 
@@ -33,8 +34,12 @@ class EmbeddedGpuBackend:
         except Exception as e:  # onnxruntime's own error types
             raise ModelError(f"{model_path}: onnxruntime-gpu cannot load it ({str(e).splitlines()[0][:160]})") from e
         self.model = read_model_info(self._sessions[0], model_path)
+        self._buffers = LaneBuffers(self.lanes, device)
         self._busy = 0.0
         self._lock = threading.Lock()
+
+    def batch_buffer(self, lane: int, shape: tuple[int, int, int, int]):
+        return self._buffers.view(lane, shape)
 
     def infer(self, lane: int, batch) -> BatchOutput:
         session = self._sessions[lane]

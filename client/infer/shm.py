@@ -1,24 +1,28 @@
 """Rings of Triton shared-memory regions, one region per in-flight lane.
 
-A lane writes its batch into its own region and sends only the region's name, so K lanes
-need exactly K regions. Each ring registers its regions at start and unregisters and frees
-them on every way out (``close``); after a server restart, ``reregister`` puts them back.
+A lane's batch is built in its own region (``view``: the pipeline writes each frame into its
+slot there) and the request carries only the region's name, so K lanes need exactly K
+regions. Each ring registers its regions at start and unregisters and frees them on every
+way out (``close``); after a server restart, ``reregister`` puts them back.
 
-- :class:`SystemShmRing`: POSIX shared memory (``/dev/shm``) for host batches; a GPU batch
-  is copied once, straight into the region.
+- :class:`SystemShmRing`: POSIX shared memory (``/dev/shm``) for host batches.
 - :class:`CudaShmRing`: CUDA IPC memory for GPU batches, each region with one CuPy view
-  made once; tritonclient's ``set_shared_memory_region_from_dlpack`` copies as well, and
-  per-call DLPack views of shared-memory tensors have been reported to leak.
+  made once, which the letterbox kernel writes into; tritonclient's
+  ``set_shared_memory_region_from_dlpack`` copies, and per-call DLPack views of
+  shared-memory tensors have been reported to leak.
+
+``write`` takes the view back without a copy; any other array is copied in once.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from multiprocessing import shared_memory
 
 import numpy as np
 
-from ..contract import INPUT
+from ..arrays import copy_into, on_host
 from ..errors import ServerError
 
 
@@ -30,13 +34,24 @@ def ring_prefix(kind: str) -> str:
     return f"framestream_{kind}_{os.getpid()}_{id(object()) & 0xFFFF:x}"
 
 
+def _check_fits(shape: tuple[int, ...], byte_size: int) -> int:
+    n = math.prod(shape)
+    if n > byte_size:
+        raise ServerError(f"a batch of {list(shape)} needs {n} bytes; the shared-memory regions hold {byte_size}")
+    return n
+
+
 class SystemShmRing:
     def __init__(self, client, lanes: int, byte_size: int) -> None:
         self._client = client
+        self.byte_size = byte_size
         self.regions: list[shared_memory.SharedMemory] = []
+        self._flat: list[np.ndarray] = []  # one NumPy view per region, made once
         try:
             for name in region_names(ring_prefix("sys"), lanes):
-                self.regions.append(shared_memory.SharedMemory(name=name, create=True, size=byte_size))
+                region = shared_memory.SharedMemory(name=name, create=True, size=byte_size)
+                self.regions.append(region)
+                self._flat.append(np.ndarray((byte_size,), np.uint8, buffer=region.buf))
             self.reregister()
         except BaseException:
             self.close()
@@ -48,14 +63,16 @@ class SystemShmRing:
             if region.name not in registered:
                 self._client.register_system_shared_memory(region.name, "/" + region.name, region.size)
 
+    def view(self, lane: int, shape: tuple[int, ...]) -> np.ndarray:
+        """The lane's region as a batch of ``shape``: write frames here, then :meth:`write`."""
+        return self._flat[lane][: _check_fits(shape, self.byte_size)].reshape(shape)
+
     def write(self, lane: int, batch) -> tuple[str, int]:
-        region = self.regions[lane]
-        host = np.ndarray(batch.shape, INPUT.numpy_dtype, buffer=region.buf)
-        if isinstance(batch, np.ndarray):
-            host[...] = batch
-        else:
-            batch.get(out=host)  # the one copy from the GPU, straight into shared memory
-        return region.name, host.nbytes
+        """The region carrying ``batch`` and its size; copied in unless it is :meth:`view`'s."""
+        flat = self._flat[lane]
+        if not (isinstance(batch, np.ndarray) and batch.ctypes.data == flat.ctypes.data):
+            copy_into(self.view(lane, batch.shape), batch)
+        return self.regions[lane].name, int(batch.nbytes)
 
     def close(self) -> None:
         for region in self.regions:
@@ -69,6 +86,7 @@ class SystemShmRing:
             except FileNotFoundError:
                 pass
         self.regions.clear()
+        self._flat.clear()
 
 
 class CudaShmRing:
@@ -102,13 +120,19 @@ class CudaShmRing:
                 self._client.register_cuda_shared_memory(name, self._cudashm.get_raw_handle(handle), self.device_id,
                                                          self.byte_size)
 
+    def view(self, lane: int, shape: tuple[int, ...]):
+        """The lane's region as a CuPy batch of ``shape``: the letterbox kernel writes here."""
+        return self.views[lane][: _check_fits(shape, self.byte_size)].reshape(shape)
+
     def write(self, lane: int, batch) -> tuple[str, int]:
-        """Copy a batch into the lane's region (device to device for CuPy); return (region, bytes)."""
+        """The region carrying ``batch`` once the GPU has finished writing it; copied in
+        (device to device, or uploaded) unless it is :meth:`view`'s."""
         import cupy as cp
 
-        flat = cp.asarray(batch).reshape(-1)
-        self.views[lane][: flat.size] = flat
-        return self.handles[lane][0], int(flat.size)
+        if on_host(batch) or batch.data.ptr != self.views[lane].data.ptr:
+            copy_into(self.view(lane, batch.shape), batch)
+        cp.cuda.get_current_stream().synchronize()  # Triton reads the region from another process
+        return self.handles[lane][0], int(batch.nbytes)
 
     def close(self) -> None:
         for name, handle in self.handles:

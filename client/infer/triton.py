@@ -3,8 +3,10 @@
 tritonclient's ``async_infer`` puts no limit on outstanding requests; here each of K lane
 threads has at most one request out, so at most K are in flight and decoding waits when
 all lanes are busy (the pipeline's queues are bounded). On the same host, inputs travel
-through a ring of K system shared-memory regions, one per lane, registered at start and
-unregistered on every way out (``client/infer/shm.py``).
+through a ring of K shared-memory regions (system memory for CPU frames, CUDA memory for
+GPU frames), one per lane, registered at start and unregistered on every way out
+(``client/infer/shm.py``); the pipeline builds each batch inside its lane's region. Without
+shared memory, GPU frames are copied once into pinned host memory and sent in the request.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..arrays import copy_into, on_host
 from ..contract import DEFAULT_IMGSZ, DETECTIONS, INPUT, MODEL_NAME, NUM_DETECTIONS, ModelInfo
 from ..errors import ContractMismatchError, ServerError, ServerUnavailableError, UsageError
 from . import BatchOutput
+from .buffers import LaneBuffers, device, host, pinned
 from .shm import CudaShmRing, SystemShmRing
 
 log = logging.getLogger(__name__)
@@ -85,6 +89,9 @@ class TritonBackend:
             self._ring = SystemShmRing(self._client, self.lanes, size)
         elif self.shm == "cuda":
             self._ring = CudaShmRing(self._client, self.lanes, size)
+        # Without a ring: batches in host memory, or on the GPU with a pinned staging copy.
+        self._buffers = LaneBuffers(self.lanes, device if gpu_frames else host)
+        self._staging = LaneBuffers(self.lanes, pinned if gpu_frames else host)
 
     # -- start-up -------------------------------------------------------------------------
     def _check_server(self):
@@ -122,6 +129,12 @@ class TritonBackend:
         return mode
 
     # -- inference ------------------------------------------------------------------------
+    def batch_buffer(self, lane: int, shape: tuple[int, int, int, int]):
+        """The lane's shared-memory region when there is a ring, else the lane's own buffer."""
+        if self._ring is not None:
+            return self._ring.view(lane, shape)
+        return self._buffers.view(lane, shape)
+
     def infer(self, lane: int, batch: np.ndarray) -> BatchOutput:
         from tritonclient.utils import InferenceServerException
 
@@ -154,8 +167,12 @@ class TritonBackend:
         image = grpc.InferInput(INPUT.name, list(batch.shape), INPUT.triton_dtype)
         if self._ring is not None:
             image.set_shared_memory(*self._ring.write(lane, batch))
-        else:
-            image.set_data_from_numpy(batch if isinstance(batch, np.ndarray) else batch.get())
+        elif on_host(batch):
+            image.set_data_from_numpy(batch)
+        else:  # one device-to-host copy into pinned memory; the request serializes it
+            staging = self._staging.view(lane, batch.shape)
+            copy_into(staging, batch)
+            image.set_data_from_numpy(staging)
         outputs = [grpc.InferRequestedOutput(DETECTIONS.name), grpc.InferRequestedOutput(NUM_DETECTIONS.name)]
         result = self._clients[lane].infer(self.options.model_name, [image], outputs=outputs,
                                            client_timeout=self.options.request_timeout_s)
