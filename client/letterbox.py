@@ -13,7 +13,8 @@ import numpy as np
 
 from .contract import PAD_VALUE, STRIDE
 
-__all__ = ["LetterboxPlan", "plan_letterbox", "boxes_to_source", "boxes_to_model", "pad_into", "letterbox_reference"]
+__all__ = ["LetterboxPlan", "plan_letterbox", "quarter_turns", "boxes_to_source", "boxes_to_model", "pad_into",
+           "letterbox_reference"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,12 @@ def plan_letterbox(src_hw: tuple[int, int], model_hw: tuple[int, int], *, minima
         dw, dh = dw % STRIDE, dh % STRIDE
     top, left = round(dh / 2 - 0.1), round(dw / 2 - 0.1)
     return LetterboxPlan(src_hw=(h, w), dst_hw=(new_h + dh, new_w + dw), resized_hw=(new_h, new_w), top=top, left=left)
+
+
+def quarter_turns(rotation: float | None) -> int:
+    """Counterclockwise quarter turns that display a frame (FFmpeg's display-matrix angle),
+    0-3: the CPU path turns with ``np.rot90(rgb, turns)``, the CUDA kernel samples the same."""
+    return round((rotation or 0) / 90) % 4
 
 
 def boxes_to_source(xyxy: np.ndarray, plan: LetterboxPlan) -> np.ndarray:

@@ -76,9 +76,7 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
              telemetry: RunTelemetry | None = None) -> RunResult:
     reports, todo = _triage(options, sink, ledger)
     config = options.pipeline
-    if options.split and config.gpu:
-        log.info("key-frame splitting is off on the GPU path: NVDEC decodes whole files here")
-    plans = plan(todo, config.sampling, workers=config.workers, split=options.split and not config.gpu)
+    plans = plan(todo, config.sampling, workers=config.workers, split=options.split)
     split_plans = [p for p in plans if p.split]
     if split_plans:
         log.info("split %d long video(s) into %d segments at key frames", len(split_plans),
@@ -269,15 +267,23 @@ def _ranges(p: FilePlan) -> _SplitMaps:
 
 
 def _job(p: FilePlan, segment: Segment | None, config: PipelineConfig, maps: _SplitMaps | None, letterbox) -> Job:
+    """A job for the whole file or one segment, decoded by NVDEC when ``letterbox`` (the GPU path)."""
     path, sampling, threads = p.candidate.path, config.sampling, config.decode_threads
+    frame_range = None
+    if segment is not None:
+        frame_range = FrameRange(segment.start, segment.end, segment.seek_pts, maps.selected, maps.index_of_pts,
+                                 expected=segment.work)
+
+    def cpu() -> FrameSource:
+        return PyAVSource(path, sampling=sampling, threads=threads, frame_range=frame_range)
+
+    def gpu() -> FrameSource:
+        return _open_gpu(p, sampling, letterbox, frame_range, cpu)
+
+    open_source = cpu if letterbox is None else gpu
     if segment is None:
-        def cpu() -> FrameSource:
-            return PyAVSource(path, sampling=sampling, threads=threads)
-        return Job(p.file_id, cpu if letterbox is None else lambda: _open_gpu(p, sampling, letterbox, cpu))
-    frame_range = FrameRange(segment.start, segment.end, segment.seek_pts, maps.selected, maps.index_of_pts,
-                             expected=segment.work)
-    return Job(p.file_id, lambda: PyAVSource(path, sampling=sampling, threads=threads, frame_range=frame_range),
-               segment=segment.seg_id, seq_of=maps.seq_of)
+        return Job(p.file_id, open_source)
+    return Job(p.file_id, open_source, segment=segment.seg_id, seq_of=maps.seq_of)
 
 
 def _gpu_letterbox():
@@ -286,14 +292,15 @@ def _gpu_letterbox():
     return GpuLetterbox()
 
 
-def _open_gpu(p: FilePlan, sampling, letterbox, cpu) -> FrameSource:
-    """NVDEC for the file, or PyAV (its frames are uploaded into their slots of the GPU batch)."""
+def _open_gpu(p: FilePlan, sampling, letterbox, frame_range: FrameRange | None, cpu) -> FrameSource:
+    """NVDEC for the job, or PyAV (its frames are uploaded into their slots of the GPU batch)."""
     from .decode.nvdec_source import NvdecSource, NvdecUnsupported
 
     try:
-        return NvdecSource(p.candidate.path, sampling=sampling, letterbox=letterbox)
+        return NvdecSource(p.candidate.path, sampling=sampling, letterbox=letterbox, frame_range=frame_range)
     except NvdecUnsupported as e:
-        log.info("%s: %s; decoding it with PyAV", p.candidate.rel, e)
+        if frame_range is None or frame_range.start == 0:  # one line per file
+            log.info("%s: %s; decoding it with PyAV", p.candidate.rel, e)
         return cpu()
 
 

@@ -28,24 +28,38 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "1080p_bframes": write_video(d / "hd.mp4", frames=48, size_wh=(1920, 1080), gop=24, bframes=2),
         "360p": write_video(d / "sd.mp4", frames=30, size_wh=(640, 360), gop=10),
         "odd": write_video(d / "odd.mp4", frames=12, size_wh=(642, 362), gop=12),
+        "rotated": write_video(d / "rot.mp4", frames=20, size_wh=(640, 360), gop=5, bframes=1, rotation=90),
+        "bt709_full": write_video(d / "709.mp4", frames=10, size_wh=(1280, 720), gop=5, colour=(1, 2)),
     }
 
 
-def nvdec(path: Path, sampling: Sampling = Sampling()):
+def nvdec(path: Path, sampling: Sampling = Sampling(), frame_range=None):
     from client.decode.nvdec_source import NvdecSource
     from client.gpu.letterbox import GpuLetterbox
 
-    with NvdecSource(path, sampling=sampling, letterbox=GpuLetterbox()) as src:
+    with NvdecSource(path, sampling=sampling, letterbox=GpuLetterbox(), frame_range=frame_range) as src:
         return list(src.frames(PLAN))
 
 
-def pyav(path: Path, sampling: Sampling = Sampling()):
-    with PyAVSource(path, sampling=sampling) as src:
+def pyav(path: Path, sampling: Sampling = Sampling(), frame_range=None):
+    with PyAVSource(path, sampling=sampling, frame_range=frame_range) as src:
         return list(src.frames(PLAN))
 
 
-@pytest.mark.parametrize("name", ["1080p_bframes", "360p", "odd"])
-@pytest.mark.parametrize("sampling", [Sampling(), Sampling(every=5), Sampling(fps=7)])
+def segments(path: Path) -> list:
+    """One FrameRange per GOP, every frame selected, as the scheduler would cut the file."""
+    from client.decode import FrameRange
+    from client.decode.layout import read_layout
+
+    layout = read_layout(path)
+    index_of_pts = {pts: i for i, pts in enumerate(layout.pts)}
+    keys = [*layout.key_indices, len(layout.pts)]
+    everything = frozenset(range(len(layout.pts)))
+    return [FrameRange(a, b, layout.pts[a], everything, index_of_pts, expected=b - a) for a, b in zip(keys, keys[1:])]
+
+
+@pytest.mark.parametrize("name", ["1080p_bframes", "360p", "odd", "rotated"])
+@pytest.mark.parametrize("sampling", [Sampling(), Sampling(every=5), Sampling(fps=7), Sampling(keyframes=True)])
 def test_nvdec_numbers_and_times_frames_exactly_as_pyav(clips, name, sampling) -> None:
     gpu, cpu = nvdec(clips[name], sampling), pyav(clips[name], sampling)
     assert [f.index for f in gpu] == [f.index for f in cpu]
@@ -77,7 +91,7 @@ def test_gpu_letterbox_matches_the_numpy_reference_on_the_same_nv12(clips, name)
     assert within.mean() >= 0.999, f"{within.mean():.5f} of pixels within 2 levels"
 
 
-@pytest.mark.parametrize("name", ["1080p_bframes", "360p", "odd"])
+@pytest.mark.parametrize("name", ["1080p_bframes", "360p", "odd", "rotated", "bt709_full"])
 def test_gpu_letterbox_matches_the_cpu_path(clips, name) -> None:
     """The issue's bar: NVDEC + CUDA letterbox against PyAV + OpenCV, frame by frame."""
     from client.decode.pyav_source import opencv
@@ -89,6 +103,20 @@ def test_gpu_letterbox_matches_the_cpu_path(clips, name) -> None:
     gpu, cpu = nvdec(clips[name]), pyav(clips[name])
     diff = np.abs(np.stack([cp.asnumpy(f.image) for f in gpu]).astype(int) - np.stack([f.image for f in cpu]))
     assert (diff <= 2).mean() >= 0.999, f"{(diff <= 2).mean():.5f} of pixels within 2 levels"
+
+
+@pytest.mark.parametrize("name", ["1080p_bframes", "rotated"])
+def test_nvdec_segments_give_exactly_the_frames_pyav_segments_give(clips, name) -> None:
+    import cupy as cp
+
+    ranges = segments(clips[name])
+    assert len(ranges) >= 2
+    for r in ranges:
+        gpu, cpu = nvdec(clips[name], frame_range=r), pyav(clips[name], frame_range=r)
+        assert [f.index for f in gpu] == [f.index for f in cpu] == list(range(r.start, r.end))
+        np.testing.assert_allclose([f.t for f in gpu], [f.t for f in cpu], atol=1e-6)
+        diff = np.abs(cp.asnumpy(gpu[-1].image).astype(int) - cpu[-1].image)
+        assert (diff <= 2).mean() >= 0.999
 
 
 def test_gpu_embedded_detections_equal_cpu_embedded(clips, model_path, tmp_path) -> None:
@@ -159,14 +187,14 @@ def test_a_file_nvdec_does_not_take_is_decoded_by_pyav_and_uploaded_into_its_slo
 
     src = tmp_path / "v"
     src.mkdir()
-    write_video(src / "rotated.mp4", frames=4, size_wh=(160, 96), rotation=90)
-    with pytest.raises(NvdecUnsupported, match="rotation"):
-        NvdecSource(src / "rotated.mp4", sampling=Sampling(), letterbox=GpuLetterbox())
+    write_video(src / "lossless.mkv", frames=4, size_wh=(160, 96), codec="ffv1")
+    with pytest.raises(NvdecUnsupported, match="ffv1"):
+        NvdecSource(src / "lossless.mkv", sampling=Sampling(), letterbox=GpuLetterbox())
     (p,) = plan(discover(src).videos, Sampling(), workers=1, split=False)
     job = _job(p, None, PipelineConfig(gpu=True), None, GpuLetterbox())
     with job.open_source() as source:
         frames = list(source.frames(PLAN))
-    cpu = pyav(src / "rotated.mp4")
+    cpu = pyav(src / "lossless.mkv")
     assert [f.index for f in frames] == [f.index for f in cpu]
     batch = cp.zeros((len(frames), *frames[0].plan.dst_hw, 3), cp.uint8)
     for slot, f in enumerate(frames):

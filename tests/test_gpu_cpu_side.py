@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from client.colour import nv12_to_rgb_reference, select_colour, yuv420p_to_nv12
-from client.decode import Sampling
 from client.decode.nvdec_source import nvdec_refusal
 from client.gpu import probe
 from client.gpu.letterbox import launch_geometry
@@ -77,19 +76,18 @@ def test_launch_geometry_rejects_an_empty_output() -> None:
 
 
 @pytest.mark.parametrize(
-    ("codec", "rotation", "sampling", "segmented", "pix_fmt", "reason"),
+    ("codec", "pix_fmt", "reason"),
     [
-        ("h264", 0, Sampling(), False, "yuv420p", None),
-        ("hevc", 0, Sampling(fps=2), False, None, None),
-        ("prores", 0, Sampling(), False, "yuv422p10le", "codec prores"),
-        ("hevc", 0, Sampling(), False, "yuv420p10le", "pixel format"),
-        ("h264", 90, Sampling(), False, "yuv420p", "rotation 90"),
-        ("h264", 0, Sampling(keyframes=True), False, "yuv420p", "--keyframes"),
-        ("h264", 0, Sampling(), True, "yuv420p", "segment"),
+        ("h264", "yuv420p", None),
+        ("hevc", None, None),
+        ("mjpeg", "yuvj420p", None),
+        ("prores", "yuv422p10le", "codec prores"),
+        ("hevc", "yuv420p10le", "pixel format"),
+        ("h264", "yuv444p", "pixel format"),
     ],
 )
-def test_jobs_nvdec_does_not_take_go_to_pyav_with_a_reason(codec, rotation, sampling, segmented, pix_fmt, reason) -> None:
-    refusal = nvdec_refusal(codec, rotation, sampling, segmented, pix_fmt)
+def test_files_nvdec_does_not_take_go_to_pyav_with_a_reason(codec, pix_fmt, reason) -> None:
+    refusal = nvdec_refusal(codec, pix_fmt)
     assert (refusal is None) if reason is None else (reason in refusal)
 
 

@@ -1,9 +1,6 @@
 """CPU decoding with PyAV (FFmpeg): threaded codec; frames are resized only when sampled.
 
-A damaged file is reported, never passed off as complete: besides FFmpeg's own errors we
-check frames out against packets in (decoders conceal some damage by dropping frames), and
-against the frame count and duration the container declares (a truncated Matroska file
-decodes to its end without any error).
+A damaged file is reported, never passed off as complete (``checks.py``).
 """
 
 from __future__ import annotations
@@ -18,8 +15,9 @@ import numpy as np
 
 from ..colour import Colour, stream_colour
 from ..errors import DecodeError
-from ..letterbox import LetterboxPlan, pad_into
-from . import DecodedFrame, FrameRange, Letterboxed, PlanFor, Sampling, VideoInfo
+from ..letterbox import LetterboxPlan, pad_into, quarter_turns
+from . import DecodedFrame, FrameRange, Letterboxed, PlanFor, Sampling
+from .checks import check_complete, check_range, video_info
 from .layout import demux_layout
 from .sampling import select
 
@@ -74,16 +72,7 @@ class PyAVSource:
         if self._stream.codec_context is None:
             self._container.close()
             raise DecodeError("unsupported video codec: this FFmpeg build has no decoder for it")
-        self.info = self._probe()
-
-    def _probe(self) -> VideoInfo:
-        s = self._stream
-        duration = float(s.duration * s.time_base) if s.duration else None
-        if duration is None and self._container.duration and len(self._container.streams) == 1:
-            duration = self._container.duration / av.time_base
-        rate = s.average_rate or s.guessed_rate
-        return VideoInfo(codec=s.codec_context.name, frames=int(s.frames or 0), duration_s=duration,
-                         fps=float(rate) if rate else None)
+        self.info = video_info(self._container, self._stream)
 
     def _configure_decoder(self) -> av.video.stream.VideoStream:
         s = self._stream
@@ -121,7 +110,7 @@ class PyAVSource:
                 yield DecodedFrame(index, t, Letterboxed(_letterbox(frame, plan, colour)), plan)
         except av.FFmpegError as e:
             raise DecodeError(f"decoding failed after {frames} frames: {_reason(e)}", frames_decoded=frames) from e
-        self._check_complete(packets, frames, last_t, keyframes=keyframe_index is not None)
+        check_complete(self.info, packets, frames, last_t, keyframes=keyframe_index is not None)
 
     def _range_frames(self, plan_for: PlanFor, r: FrameRange) -> Iterator[DecodedFrame]:
         """A segment: seek to its key frame, emit its selected frames, stop past its end."""
@@ -146,29 +135,7 @@ class PyAVSource:
         except av.FFmpegError as e:
             raise DecodeError(f"decoding frames {r.start}-{r.end - 1} failed after {emitted}: {_reason(e)}",
                               frames_decoded=emitted) from e
-        if emitted < r.expected:
-            raise DecodeError(f"frames {r.start}-{r.end - 1}: decoded {emitted} of {r.expected} (damaged data)",
-                              frames_decoded=emitted)
-
-    def _check_complete(self, packets: int, frames: int, last_t: float | None, *, keyframes: bool) -> None:
-        info = self.info
-        problem = None
-        if frames == 0:
-            problem = "no frame could be decoded"
-        elif not keyframes and info.frames and frames < info.frames:
-            problem = f"decoded {frames} of the {info.frames} frames the container declares"
-        elif not keyframes and frames < packets:
-            problem = f"{packets - frames} of {packets} packets could not be decoded (corrupt data)"
-        elif info.duration_s and last_t is not None and not keyframes:
-            frame_s = 1 / info.fps if info.fps else 0.04
-            expected = info.duration_s / frame_s
-            if last_t + frame_s < info.duration_s - max(2 * frame_s, 0.1):
-                problem = f"the video ends at {last_t + frame_s:.2f} s of the {info.duration_s:.2f} s declared (truncated)"
-            elif not info.frames and frames < 0.97 * expected - 1:
-                # Matroska declares no frame count; a demuxer that drops damaged blocks shows here.
-                problem = f"decoded {frames} frames where {info.duration_s:.2f} s at {1 / frame_s:g} fps holds about {expected:.0f} (corrupt data)"
-        if problem:
-            raise DecodeError(problem, frames_decoded=frames)
+        check_range(emitted, r.expected, r.start, r.end)
 
     def _keyframe_indices(self) -> dict[int, int]:
         """Presentation index of every key frame, by pts, from one demux pass (no decoding)."""
@@ -191,8 +158,7 @@ def _display_hw(frame: av.VideoFrame) -> tuple[int, int]:
 
 
 def _quarter_turns(frame: av.VideoFrame) -> int:
-    """Counterclockwise quarter turns that display the frame (FFmpeg's display matrix angle)."""
-    return round((frame.rotation or 0) / 90) % 4
+    return quarter_turns(frame.rotation)
 
 
 def _letterbox(frame: av.VideoFrame, plan: LetterboxPlan, colour: Colour) -> np.ndarray:

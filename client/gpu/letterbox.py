@@ -21,12 +21,16 @@ from ..letterbox import LetterboxPlan
 
 BLOCK = (32, 8)  # 256 threads; x (width) first, so a warp writes 32 consecutive pixels
 
-_SOURCE = r"""
+KERNEL_NAME = "letterbox_nv12"
+
+# Plain C but for CUDA's thread indices: tests/kernel_on_cpu.py compiles this same string
+# with g++ and checks it against the NumPy reference where there is no GPU.
+SOURCE = r"""
 extern "C" __global__ void letterbox_nv12(
     const unsigned char* __restrict__ luma, long long luma_pitch,
     const unsigned char* __restrict__ chroma, long long chroma_pitch,
     int src_w, int src_h, unsigned char* __restrict__ out, int out_w, int out_h,
-    int top, int left, int resized_w, int resized_h,
+    int top, int left, int resized_w, int resized_h, int turns,
     float rv, float gu, float gv, float bu, float y_offset, float y_scale, float c_scale, int pad)
 {
     int x = blockIdx.x * blockDim.x + threadIdx.x;
@@ -38,19 +42,28 @@ extern "C" __global__ void letterbox_nv12(
         o[0] = o[1] = o[2] = (unsigned char)pad;
         return;
     }
-    float sx = ((float)rx + 0.5f) * ((float)src_w / (float)resized_w) - 0.5f;
-    float sy = ((float)ry + 0.5f) * ((float)src_h / (float)resized_h) - 0.5f;
-    sx = fminf(fmaxf(sx, 0.0f), (float)(src_w - 1));
-    sy = fminf(fmaxf(sy, 0.0f), (float)(src_h - 1));
+    /* Sample in display space (the coded frame turned counterclockwise `turns` quarter turns,
+       as np.rot90), then fetch each neighbour from the coded surface. */
+    int disp_w = (turns & 1) ? src_h : src_w, disp_h = (turns & 1) ? src_w : src_h;
+    float sx = ((float)rx + 0.5f) * ((float)disp_w / (float)resized_w) - 0.5f;
+    float sy = ((float)ry + 0.5f) * ((float)disp_h / (float)resized_h) - 0.5f;
+    sx = fminf(fmaxf(sx, 0.0f), (float)(disp_w - 1));
+    sy = fminf(fmaxf(sy, 0.0f), (float)(disp_h - 1));
     int x0 = (int)floorf(sx), y0 = (int)floorf(sy);
-    int x1 = min(x0 + 1, src_w - 1), y1 = min(y0 + 1, src_h - 1);
+    int x1 = min(x0 + 1, disp_w - 1), y1 = min(y0 + 1, disp_h - 1);
     float fx = sx - (float)x0, fy = sy - (float)y0;
     int xs[2] = {x0, x1}, ys[2] = {y0, y1};
     float row[2][3];
     for (int j = 0; j < 2; ++j) {
         float px[2][3];
         for (int i = 0; i < 2; ++i) {
-            int cx = xs[i], cy = ys[j];
+            int dx = xs[i], dy = ys[j], cx, cy;
+            switch (turns & 3) {
+                case 1: cx = src_w - 1 - dy; cy = dx; break;
+                case 2: cx = src_w - 1 - dx; cy = src_h - 1 - dy; break;
+                case 3: cx = dy; cy = src_h - 1 - dx; break;
+                default: cx = dx; cy = dy;
+            }
             float Y = ((float)luma[cy * luma_pitch + cx] - y_offset) * y_scale;
             const unsigned char* c = chroma + (cy >> 1) * chroma_pitch + (cx >> 1) * 2;
             float U = ((float)c[0] - 128.0f) * c_scale;
@@ -90,14 +103,15 @@ class GpuLetterbox:
         import cupy
 
         self._cp = cupy
-        self._kernel = cupy.RawKernel(_SOURCE, "letterbox_nv12")
+        self._kernel = cupy.RawKernel(SOURCE, KERNEL_NAME)
 
-    def __call__(self, luma, chroma, plan: LetterboxPlan, colour: Colour, out=None):
+    def __call__(self, luma, chroma, plan: LetterboxPlan, colour: Colour, out=None, turns: int = 0):
         """``luma`` [Hs, W] and ``chroma`` [Hs/2, W] uint8 CuPy views (pitched is fine); ``out``
-        a C-contiguous [H, W, 3] uint8 CuPy array (e.g. a slot of a batch buffer). The launch
-        is asynchronous on the current stream; whoever reads ``out`` synchronizes first."""
+        a C-contiguous [H, W, 3] uint8 CuPy array (e.g. a slot of a batch buffer); ``turns``
+        counterclockwise quarter turns from the coded frame to ``plan.src_hw`` (display). The
+        launch is asynchronous on the current stream; whoever reads ``out`` synchronizes first."""
         cp = self._cp
-        src_h, src_w = plan.src_hw
+        src_h, src_w = plan.src_hw[::-1] if turns % 2 else plan.src_hw  # the coded surface
         if out is None:
             out = cp.empty((*plan.dst_hw, 3), dtype=cp.uint8)
         if on_host(out) or out.shape != (*plan.dst_hw, 3) or not out.flags.c_contiguous:
@@ -109,7 +123,7 @@ class GpuLetterbox:
             luma, cp.int64(luma.strides[0]), chroma, cp.int64(chroma.strides[0]),
             cp.int32(src_w), cp.int32(src_h), out, cp.int32(plan.dst_hw[1]), cp.int32(plan.dst_hw[0]),
             cp.int32(plan.top), cp.int32(plan.left), cp.int32(plan.resized_hw[1]), cp.int32(plan.resized_hw[0]),
-            *(f32(v) for v in colour.as_kernel_args()), cp.int32(PAD_VALUE),
+            cp.int32(turns % 4), *(f32(v) for v in colour.as_kernel_args()), cp.int32(PAD_VALUE),
         )
         self._kernel(launch.grid, launch.block, args)
         return out
@@ -130,12 +144,13 @@ class Nv12Picture:
     plan: LetterboxPlan
     colour: Colour
     kernel: GpuLetterbox
+    turns: int = 0  # display rotation, counterclockwise quarter turns
 
     def write_into(self, out) -> None:
         if on_host(out):  # a host batch (not used by the GPU backends, kept correct anyway)
             copy_into(out, self.array())
         else:
-            self.kernel(*nv12_planes(self.nv12), self.plan, self.colour, out)
+            self.kernel(*nv12_planes(self.nv12), self.plan, self.colour, out, self.turns)
 
     def array(self):
-        return self.kernel(*nv12_planes(self.nv12), self.plan, self.colour)
+        return self.kernel(*nv12_planes(self.nv12), self.plan, self.colour, turns=self.turns)
