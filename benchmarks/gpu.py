@@ -1,6 +1,7 @@
-"""GPU measurements for benchmarks/gpu_check.sh: NVDEC decoders, the CUDA letterbox, end to end.
+"""GPU measurements for benchmarks/gpu_check.sh: NVDEC decoders, the CUDA letterbox, the NVDEC
+source writing into batch slots, a long file whole against split at key frames, end to end.
 
-    python -m benchmarks.gpu --out DIR [--clips 8] [--frames 240]
+    python -m benchmarks.gpu --out DIR [--clips 4] [--frames 150] [--long-frames 600]
 
 Writes DIR/gpu_check.md (and prints it). Rows that need a part this machine lacks
 (onnxruntime-gpu for the embedded GPU run) say so instead of a figure.
@@ -95,6 +96,59 @@ def letterbox_rows(clip: Path, hw: tuple[int, int]) -> list[list[object]]:
     ]
 
 
+def source_fps(path: Path, frame_ranges: list, batch: int = 8) -> float:
+    """Frames/s of NvdecSource jobs run concurrently (one thread each, as decode workers do),
+    every frame letterboxed by the kernel into a slot of a per-thread batch buffer."""
+    import cupy as cp
+
+    from client.decode import Sampling
+    from client.decode.nvdec_source import NvdecSource
+    from client.gpu.letterbox import GpuLetterbox
+
+    kernel = GpuLetterbox()
+    counts = [0] * len(frame_ranges)
+
+    def work(i: int) -> None:
+        with NvdecSource(path, sampling=Sampling(), letterbox=kernel, frame_range=frame_ranges[i]) as src:
+            buffer = None
+            for frame in src.frames(PLAN):
+                if buffer is None:
+                    buffer = cp.empty((batch, *frame.plan.dst_hw, 3), cp.uint8)
+                frame.picture.write_into(buffer[counts[i] % batch])
+                counts[i] += 1
+        cp.cuda.get_current_stream().synchronize()
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(frame_ranges))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - start)
+
+
+def split_rows(long_clip: Path, parts: int = 4) -> list[list[object]]:
+    """The seed's long-file bound on the GPU path: one long file whole, then cut at key
+    frames into ``parts`` segments decoded at once (as the scheduler does)."""
+    from client.decode import FrameRange
+    from client.decode.layout import read_layout
+
+    layout = read_layout(long_clip)
+    n = len(layout.pts)
+    index_of_pts = {pts: i for i, pts in enumerate(layout.pts)}
+    everything = frozenset(range(n))
+    cuts = [0]
+    for k in range(1, parts):  # the key frame nearest each 1/parts of the file
+        cuts.append(min(layout.key_indices, key=lambda i: abs(i - k * n / parts)))
+    bounds = sorted(set(cuts)) + [n]
+    ranges = [FrameRange(a, b, layout.pts[a], everything, index_of_pts, expected=b - a) for a, b in zip(bounds, bounds[1:])]
+    whole = source_fps(long_clip, [None])
+    split = source_fps(long_clip, ranges)
+    return [[f"NvdecSource + letterbox into slots, one {n}-frame file whole, frames/s", whole, "1 decoder"],
+            [f"the same file as {len(ranges)} key-frame segments at once, frames/s", split,
+             f"{len(ranges)} decoders; speedup {split / whole:.2f}x"]]
+
+
 def embedded_rows(clips_dir: Path, model: Path) -> list[list[object]]:
     import onnxruntime as ort
 
@@ -125,11 +179,23 @@ def embedded_rows(clips_dir: Path, model: Path) -> list[list[object]]:
             ["bare onnxruntime-gpu, same batch and shape", bare, ""], ["ratio (goal >= 0.9)", e2e / bare, ""]]
 
 
+def attempt(what: str, measure) -> list[list[object]]:
+    """One section's rows, or a row saying why it failed: a one-shot device run keeps the rest."""
+    try:
+        return measure()
+    except Exception as e:  # reported in the table, with the traceback in the log
+        import traceback
+
+        traceback.print_exc()
+        return [[what, "failed", f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"]]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--clips", type=int, default=4)
     p.add_argument("--frames", type=int, default=150)
+    p.add_argument("--long-frames", type=int, default=600, help="frames of the long file split into segments")
     p.add_argument("--model", type=Path, default=None)
     args = p.parse_args()
     work = args.out / "work"
@@ -139,9 +205,22 @@ def main() -> None:
     print(f"clips made in {time.perf_counter() - t0:.1f} s", flush=True)
     rows = [[f"NVDEC decode, {n} concurrent decoder(s), frames/s", nvdec_fps(clips, n), "1080p H.264, B-frames"]
             for n in (1, 4, 8)]
-    rows += letterbox_rows(clips[0], (1080, 1920))
+    rows += attempt("CUDA letterbox", lambda: letterbox_rows(clips[0], (1080, 1920)))
+
+    def slots() -> list[list[object]]:
+        whole = source_fps(clips[0], [None])
+        return [["NvdecSource + letterbox into batch slots, 1 decoder, frames/s", whole,
+                 f"{whole / rows[0][1]:.2f} of bare NVDEC decode (row 1)"]]
+
+    rows += attempt("NvdecSource into slots", slots)
+
+    def split() -> list[list[object]]:
+        (long_clip,) = make_clips(work / "long1080", count=1, frames=args.long_frames, size_wh=(1920, 1080), gop=30)
+        return split_rows(long_clip)
+
+    rows += attempt("long file split", split)
     if args.model is not None:
-        rows += embedded_rows(clips_dir, args.model)
+        rows += attempt("embedded GPU", lambda: embedded_rows(clips_dir, args.model))
     import cupy as cp
 
     gpu = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
