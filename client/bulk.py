@@ -55,7 +55,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None,
                    help="decoders running at once (each takes the next file or segment, longest first); "
                    f"default {CPU_WORKERS} on the CPU path (inference is the bottleneck there), "
-                   f"{GPU_WORKERS} on the GPU path (NVDEC sessions: 1 -> 4 gave 4.6x on an H200, 8 little more)")
+                   f"{GPU_WORKERS} on the GPU path (NVDEC sessions: 1 -> 4 gave 3.0-4.6x on an H200, 8 little more)")
     p.add_argument("--no-split", action="store_true",
                    help="never cut long videos into segments at key frames (for comparison)")
     p.add_argument("--sessions", type=int, default=None,
