@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from client.colour import Colour
-from client.contract import PAD_VALUE
-from client.gpu.letterbox import KERNEL_NAME, SOURCE, launch_geometry
+from client.gpu.letterbox import KERNEL_NAME, SOURCE, kernel_args, launch_geometry
 from client.letterbox import LetterboxPlan
 
 _SHIM = r"""
@@ -71,13 +70,12 @@ def build(workdir: Path) -> ctypes.CDLL:
 
 def letterbox(dll: ctypes.CDLL, nv12: np.ndarray, plan: LetterboxPlan, colour: Colour, out: np.ndarray,
               turns: int = 0) -> np.ndarray:
-    """What ``GpuLetterbox.__call__`` launches, on the CPU: NV12 ``nv12`` into ``out`` (a slot)."""
+    """What ``GpuLetterbox.__call__`` launches, on the CPU: NV12 ``nv12`` into ``out`` (a slot),
+    with the arguments from the same :func:`kernel_args`."""
     assert out.flags.c_contiguous and out.shape == (*plan.dst_hw, 3) and out.dtype == np.uint8
     surface_h = nv12.shape[0] * 2 // 3
     luma, chroma = np.ascontiguousarray(nv12[:surface_h]), np.ascontiguousarray(nv12[surface_h:])
-    coded_h, coded_w = (plan.src_hw[1], plan.src_hw[0]) if turns % 2 else plan.src_hw
+    args = kernel_args(luma, chroma, out, plan, colour, turns, i32=int, i64=int, f32=float)
     launch = launch_geometry(plan.dst_hw)
-    dll.launch(*launch.grid, *launch.block, luma.ctypes.data, luma.strides[0], chroma.ctypes.data, chroma.strides[0],
-               coded_w, coded_h, out.ctypes.data, plan.dst_hw[1], plan.dst_hw[0], plan.top, plan.left,
-               plan.resized_hw[1], plan.resized_hw[0], turns, *colour.as_kernel_args(), PAD_VALUE)
+    dll.launch(*launch.grid, *launch.block, *(a.ctypes.data if isinstance(a, np.ndarray) else a for a in args))
     return out

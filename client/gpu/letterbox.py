@@ -111,22 +111,27 @@ class GpuLetterbox:
         counterclockwise quarter turns from the coded frame to ``plan.src_hw`` (display). The
         launch is asynchronous on the current stream; whoever reads ``out`` synchronizes first."""
         cp = self._cp
-        src_h, src_w = plan.src_hw[::-1] if turns % 2 else plan.src_hw  # the coded surface
         if out is None:
             out = cp.empty((*plan.dst_hw, 3), dtype=cp.uint8)
         if on_host(out) or out.shape != (*plan.dst_hw, 3) or not out.flags.c_contiguous:
             raise ValueError(f"out must be a contiguous {plan.dst_hw + (3,)} device array, got {type(out).__name__} "
                              f"{out.shape}")
         launch = launch_geometry(plan.dst_hw)
-        f32 = cp.float32
-        args = (
-            luma, cp.int64(luma.strides[0]), chroma, cp.int64(chroma.strides[0]),
-            cp.int32(src_w), cp.int32(src_h), out, cp.int32(plan.dst_hw[1]), cp.int32(plan.dst_hw[0]),
-            cp.int32(plan.top), cp.int32(plan.left), cp.int32(plan.resized_hw[1]), cp.int32(plan.resized_hw[0]),
-            cp.int32(turns % 4), *(f32(v) for v in colour.as_kernel_args()), cp.int32(PAD_VALUE),
-        )
+        args = kernel_args(luma, chroma, out, plan, colour, turns, i32=cp.int32, i64=cp.int64, f32=cp.float32)
         self._kernel(launch.grid, launch.block, args)
         return out
+
+
+def kernel_args(luma, chroma, out, plan: LetterboxPlan, colour: Colour, turns: int, *, i32, i64, f32) -> tuple:
+    """The kernel's arguments in order. The number types are the caller's (CuPy's on a GPU,
+    Python's for the CPU build in the tests), so both launch exactly the same arguments."""
+    src_h, src_w = plan.src_hw[::-1] if turns % 2 else plan.src_hw  # the coded surface
+    return (
+        luma, i64(luma.strides[0]), chroma, i64(chroma.strides[0]),
+        i32(src_w), i32(src_h), out, i32(plan.dst_hw[1]), i32(plan.dst_hw[0]),
+        i32(plan.top), i32(plan.left), i32(plan.resized_hw[1]), i32(plan.resized_hw[0]),
+        i32(turns % 4), *(f32(v) for v in colour.as_kernel_args()), i32(PAD_VALUE),
+    )
 
 
 def nv12_planes(nv12):
@@ -147,7 +152,7 @@ class Nv12Picture:
     turns: int = 0  # display rotation, counterclockwise quarter turns
 
     def write_into(self, out) -> None:
-        if on_host(out):  # a host batch (not used by the GPU backends, kept correct anyway)
+        if on_host(out):  # a host batch (system shared memory): letterbox, then one download
             copy_into(out, self.array())
         else:
             self.kernel(*nv12_planes(self.nv12), self.plan, self.colour, out, self.turns)
