@@ -215,3 +215,25 @@ def test_nvdec_frames_are_letterboxed_straight_into_their_batch_slots(clips) -> 
     cp.cuda.get_current_stream().synchronize()
     np.testing.assert_array_equal(cp.asnumpy(batch), np.stack([cp.asnumpy(f.image) for f in frames]))
     assert (cp.asnumpy(flat[-64:]) == 7).all()  # nothing written past the batch
+
+
+def test_gpu_frames_reach_host_slots_and_pinned_staging_unchanged(clips) -> None:
+    """The two host destinations of GPU frames: a system shared-memory slot (one download per
+    frame) and the pinned staging buffer a GPU batch is copied into when there is no shm."""
+    import cupy as cp
+
+    from client.arrays import copy_into
+    from client.infer.buffers import LaneBuffers, device, pinned
+
+    frames = nvdec(clips["360p"], Sampling(every=10))
+    shape = (len(frames), *frames[0].plan.dst_hw, 3)
+    host_batch = np.zeros(shape, np.uint8)
+    device_batch = LaneBuffers(1, device).view(0, shape)
+    for slot, f in enumerate(frames):
+        f.picture.write_into(host_batch[slot])
+        f.picture.write_into(device_batch[slot])
+    staging = LaneBuffers(1, pinned).view(0, shape)
+    copy_into(staging, device_batch)
+    expected = np.stack([cp.asnumpy(f.image) for f in frames])
+    np.testing.assert_array_equal(host_batch, expected)
+    np.testing.assert_array_equal(staging, expected)
