@@ -93,9 +93,11 @@ def yuv420_to_rgb_reference(y: np.ndarray, u: np.ndarray, v: np.ndarray, colour:
 
 
 def nv12_to_rgb_reference(nv12: np.ndarray, width: int, height: int, colour: Colour) -> np.ndarray:
-    """NV12 (Y plane over interleaved UV, ``height * 3 // 2`` rows; even sizes, as NVDEC gives)
-    to RGB uint8 [H, W, 3] with :func:`yuv420_to_rgb_reference`."""
-    uv = nv12[height : height + height // 2, : width // 2 * 2].reshape(height // 2, width // 2, 2)
+    """NV12 (Y plane over interleaved UV; even sizes, as NVDEC gives) to RGB uint8 [H, W, 3]
+    with :func:`yuv420_to_rgb_reference`. The surface may have padding rows below the
+    picture (1088 for 1080): the chroma plane starts at 2/3 of its rows."""
+    surface_h = nv12.shape[0] * 2 // 3
+    uv = nv12[surface_h : surface_h + height // 2, : width // 2 * 2].reshape(height // 2, width // 2, 2)
     return yuv420_to_rgb_reference(nv12[:height, :width], uv[..., 0], uv[..., 1], colour)
 
 

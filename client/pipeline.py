@@ -200,7 +200,6 @@ class Pipeline:
 
     def _batcher(self, frame_q: queue.Queue, batch_q: queue.Queue, producers: int, lanes: int) -> None:
         groups: dict[tuple[int, int], list] = {}
-        pending_ends: list[FileEnded] = []
         live = producers
 
         def flush(key: tuple[int, int]) -> bool:
@@ -217,7 +216,6 @@ class Pipeline:
             if item is _DONE:
                 live -= 1
             elif isinstance(item, FileEnded):
-                pending_ends.append(item)
                 self._put(batch_q, item)  # after the file's frames, in batch order
             else:
                 key = item[2].plan.dst_hw

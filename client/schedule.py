@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
 import av
 
 from .decode import Sampling
@@ -107,6 +108,9 @@ def lpt_order(plans: list[FilePlan]) -> list[tuple[FilePlan, Segment | None]]:
     """Every unit of work (a whole file or one segment), longest first; ties in path order."""
     units: list[tuple[FilePlan, Segment | None]] = []
     for p in plans:
-        units.extend((p, s) for s in p.segments) if p.split else units.append((p, None))
+        if p.split:
+            units.extend((p, s) for s in p.segments)
+        else:
+            units.append((p, None))
     return sorted(units, key=lambda u: (-(u[1].work if u[1] else u[0].work), u[0].candidate.rel,
                                         u[1].seg_id if u[1] else 0))

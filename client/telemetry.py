@@ -32,6 +32,7 @@ class RunTelemetry:
             self._server, self._thread = start_http_server(port, addr=addr, registry=self.registry)
         except OSError as e:
             raise UsageError(f"--metrics-port {port}: {e.strerror}") from e
+        self._frames_done = 0  # read by the sampler (the Counter's value has no public getter)
         self._sources: list[Callable[[], None]] = []
         self._stop = threading.Event()
         self._sampler = threading.Thread(target=self._sample, name="telemetry", daemon=True)
@@ -47,6 +48,7 @@ class RunTelemetry:
 
     def frame(self) -> None:
         self.frames.inc()
+        self._frames_done += 1
 
     def file_done(self, status: str) -> None:
         self.files.labels(status).inc()
@@ -54,7 +56,7 @@ class RunTelemetry:
     def _sample(self) -> None:
         last_frames, last_t = 0.0, time.monotonic()
         while not self._stop.wait(1.0):
-            now, frames = time.monotonic(), self.frames._value.get()
+            now, frames = time.monotonic(), self._frames_done
             self.fps.set((frames - last_frames) / (now - last_t))
             last_frames, last_t = frames, now
             for sample in list(self._sources):

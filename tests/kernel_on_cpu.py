@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from client.colour import Colour
-from client.gpu.letterbox import KERNEL_NAME, SOURCE, kernel_args, launch_geometry
+from client.gpu.letterbox import KERNEL_NAME, SOURCE, kernel_args, launch_geometry, nv12_planes
 from client.letterbox import LetterboxPlan
 
 _SHIM = r"""
@@ -73,8 +73,7 @@ def letterbox(dll: ctypes.CDLL, nv12: np.ndarray, plan: LetterboxPlan, colour: C
     """What ``GpuLetterbox.__call__`` launches, on the CPU: NV12 ``nv12`` into ``out`` (a slot),
     with the arguments from the same :func:`kernel_args`."""
     assert out.flags.c_contiguous and out.shape == (*plan.dst_hw, 3) and out.dtype == np.uint8
-    surface_h = nv12.shape[0] * 2 // 3
-    luma, chroma = np.ascontiguousarray(nv12[:surface_h]), np.ascontiguousarray(nv12[surface_h:])
+    luma, chroma = nv12_planes(np.ascontiguousarray(nv12))
     args = kernel_args(luma, chroma, out, plan, colour, turns, i32=int, i64=int, f32=float)
     launch = launch_geometry(plan.dst_hw)
     dll.launch(*launch.grid, *launch.block, *(a.ctypes.data if isinstance(a, np.ndarray) else a for a in args))

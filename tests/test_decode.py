@@ -94,12 +94,12 @@ def reference_letterbox(path: Path, plan) -> np.ndarray:
     import av
 
     from client.colour import nv12_to_rgb_reference, stream_colour, yuv420p_to_nv12
-    from client.decode.pyav_source import _plane
+    from client.decode.pyav_source import yuv_planes
 
     with av.open(str(path)) as c:
         frame = next(c.decode(video=0))
         colour = stream_colour(c.streams.video[0].codec_context)
-        nv12 = yuv420p_to_nv12(*(_plane(frame, i) for i in range(3)))
+        nv12 = yuv420p_to_nv12(*yuv_planes(frame))
     return letterbox_reference(nv12_to_rgb_reference(nv12, frame.width, frame.height, colour), plan)
 
 
@@ -136,15 +136,16 @@ def test_odd_sized_frames_are_converted_with_the_stream_colour(tmp_path: Path) -
     import av
 
     from client.colour import stream_colour, yuv420_to_rgb_reference
-    from client.decode.pyav_source import _plane
+    from client.decode.pyav_source import yuv_planes
 
     path = write_video(tmp_path / "odd.mkv", frames=1, size_wh=(321, 181), codec="ffv1", colour=BT709_LIMITED)
     (frame,) = decode(path)
     with av.open(str(path)) as c:
         raw = next(c.decode(video=0))
         colour = stream_colour(c.streams.video[0].codec_context)
-        rgb = yuv420_to_rgb_reference(*(_plane(raw, i) for i in range(3)), colour)
-    assert colour.name == "bt709-limited" and _plane(raw, 1).shape == (91, 161)
+        planes = yuv_planes(raw)
+        rgb = yuv420_to_rgb_reference(*planes, colour)
+    assert colour.name == "bt709-limited" and planes[1].shape == (91, 161)
     diff = np.abs(frame.image.astype(int) - letterbox_reference(rgb, frame.plan).astype(int))
     assert (diff <= 1).mean() >= 0.998 and diff.max() <= 2
 

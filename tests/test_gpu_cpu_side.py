@@ -48,14 +48,15 @@ def test_reference_conversion_agrees_with_ffmpeg_on_a_real_frame(tmp_path: Path)
     import av
 
     path = write_video(tmp_path / "c.mp4", frames=1, size_wh=(320, 192))
+    from client.colour import stream_colour
+    from client.decode.pyav_source import yuv_planes
+
     with av.open(str(path)) as c:
         frame = next(c.decode(video=0))
-        planes = [np.frombuffer(p, np.uint8).reshape(-1, p.line_size)[:, : w] for p, w in
-                  zip(frame.planes, (320, 160, 160))]
+        nv12 = yuv420p_to_nv12(*yuv_planes(frame))
         ffmpeg = frame.to_ndarray(format="rgb24")
-        cc = c.streams.video[0].codec_context
-        colour = select_colour(int(cc.colorspace or 0), int(cc.color_range or 0))
-    ours = nv12_to_rgb_reference(yuv420p_to_nv12(*planes), 320, 192, colour)
+        colour = stream_colour(c.streams.video[0].codec_context)
+    ours = nv12_to_rgb_reference(nv12, 320, 192, colour)
     close = np.abs(ours.astype(int) - ffmpeg.astype(int)) <= 2
     assert close.mean() > 0.9  # swscale interpolates chroma; the rest is rounding
 

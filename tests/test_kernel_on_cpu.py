@@ -40,9 +40,7 @@ def nv12_of(w: int, h: int, seed: int, surface_h: int | None = None) -> np.ndarr
 
 
 def reference(nv12: np.ndarray, w: int, h: int, colour, plan, turns: int) -> np.ndarray:
-    surface_h = nv12.shape[0] * 2 // 3
-    packed = np.vstack([nv12[:h], nv12[surface_h : surface_h + h // 2]])
-    return letterbox_reference(np.rot90(nv12_to_rgb_reference(packed, w, h, colour), turns), plan)
+    return letterbox_reference(np.rot90(nv12_to_rgb_reference(nv12, w, h, colour), turns), plan)
 
 
 @pytest.mark.parametrize("turns", [0, 1, 2, 3])
@@ -75,14 +73,14 @@ def test_kernel_writes_its_slot_only_and_pads_with_grey(kernel) -> None:
 def test_kernel_on_a_real_decoded_frame(kernel, tmp_path: Path) -> None:
     import av
 
-    from client.decode.pyav_source import _plane
+    from client.decode.pyav_source import yuv_planes
 
     from .videos import write_video
 
     path = write_video(tmp_path / "c.mp4", frames=1, size_wh=(640, 360), colour=(1, 1))
     with av.open(str(path)) as c:
         frame = next(c.decode(video=0))
-        nv12 = yuv420p_to_nv12(*(_plane(frame, i) for i in range(3)))
+        nv12 = yuv420p_to_nv12(*yuv_planes(frame))
     plan = plan_letterbox((360, 640), (320, 320), minimal=True)
     conversion = select_colour(1, 1)
     got = kernel_on_cpu.letterbox(kernel, nv12, plan, conversion, np.zeros((*plan.dst_hw, 3), np.uint8))
