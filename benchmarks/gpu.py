@@ -89,7 +89,7 @@ def letterbox_rows(clip: Path, hw: tuple[int, int]) -> list[list[object]]:
     return [
         [f"CUDA letterbox {w}x{h} -> {plan.dst_hw[1]}x{plan.dst_hw[0]}, frames/s", 1000 / per_frame_ms, "CUDA events, 2000 launches"],
         ["pixels within 2 levels of the NumPy reference (same NV12)", f"{vs_ref:.5f}", "goal >= 0.999"],
-        ["pixels within 2 levels of the CPU path (PyAV)", f"{vs_cpu:.5f}", f"CPU resize: {resize_method()}"],
+        ["pixels within 2 levels of the CPU path (PyAV)", f"{vs_cpu:.5f}", f"CPU letterbox: {resize_method()}"],
     ]
 
 

@@ -195,7 +195,7 @@ def _run(args: argparse.Namespace) -> int:
     if not gpu:
         from .decode.pyav_source import resize_method
 
-        log.info("letterbox resize: %s", resize_method())
+        log.info("letterbox: %s", resize_method())
     metrics_url = args.metrics_url or (
         f"http://{args.server.rsplit(':', 1)[0]}:{METRICS_PORT}/metrics" if args.server else None)
     try:

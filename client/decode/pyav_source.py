@@ -46,8 +46,9 @@ def opencv():
 
 
 def resize_method() -> str:
-    return "OpenCV INTER_LINEAR (as ultralytics)" if opencv() else (
-        "swscale bilinear (pip install 'framestream[exact]' for ultralytics' exact resize)")
+    """How the CPU path converts and resizes, for the one log line at start."""
+    return "reference YUV->RGB and OpenCV INTER_LINEAR (as ultralytics)" if opencv() else (
+        "swscale YUV->RGB and bilinear (pip install 'framestream[exact]' for the reference letterbox)")
 
 
 class PyAVSource:
