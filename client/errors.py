@@ -14,6 +14,8 @@ __all__ = [
     "DecodeError",
     "ServerError",
     "ServerUnavailableError",
+    "OutputError",
+    "OutputStorageError",
 ]
 
 
@@ -47,3 +49,13 @@ class ServerError(FramestreamError, RuntimeError):
 
 class ServerUnavailableError(ServerError, ConnectionError):
     """Triton could not be reached (or stayed unreachable past the retry budget)."""
+
+
+class OutputError(FramestreamError, OSError):
+    """One video's output could not be written (a name the file system refuses, a symlink in
+    the way): that video fails, the run goes on."""
+
+
+class OutputStorageError(OutputError):
+    """The output location itself is unusable (disk full, read-only, folder gone): no video
+    can be written, so the run stops cleanly and a rerun resumes."""
