@@ -1,13 +1,15 @@
 """python -m client.bulk DIR: run a YOLO detector over every video under DIR.
 
 Exit codes: 0 every video ok; 1 usage error (bad DIR, missing model, bad option);
-2 the run finished but some videos failed (see summary.json); 130 interrupted.
+2 some videos failed or were not processed (see summary.json); 130 interrupted by Ctrl-C
+(SIGINT), 143 by SIGTERM (``docker stop``): both keep partial outputs and write summary.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -16,12 +18,12 @@ from .contract import METRICS_PORT, MODEL_NAME
 from .decode import Sampling
 from .errors import FramestreamError, UsageError
 from .pipeline import PipelineConfig
-from .report import ERROR, print_schedule, print_table, totals, write_summary
+from .report import OK, SKIPPED, print_schedule, print_table, totals, write_summary
 from .sinks import FORMATS
 
 log = logging.getLogger("client.bulk")
 
-EXIT_OK, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 DEFAULT_OUT = Path("framestream-out")
 CPU_WORKERS, GPU_WORKERS = 1, 4  # default decoders (see benchmarks/results: bulk_scalability, gpu_check)
 
@@ -32,12 +34,31 @@ def _default_model() -> Path:
     return DEFAULT_MODEL_PATH
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so it stops the run exactly as Ctrl-C does."""
+
+    signal_name = "SIGTERM"
+    exit_code = EXIT_TERMINATED
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake exits 1 (exit 2 means "some videos failed")."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"error: {message} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python -m client.bulk",
         description="Run a YOLO detector over every video under DIR (recursively); "
         "write one OUT/<video>.jsonl per video and OUT/summary.json.",
-        epilog="Exit codes: 0 all videos ok; 1 usage error; 2 finished, but some videos failed; 130 interrupted.",
+        epilog="Exit codes: 0 all videos ok; 1 usage error; 2 some videos failed or were not processed; "
+        "130 interrupted (Ctrl-C), 143 terminated (SIGTERM); partial outputs and summary.json are kept.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("dir", type=Path, metavar="DIR", help="directory of videos (searched recursively)")
@@ -129,14 +150,27 @@ def _resolve_model(path: Path | None, *, build: bool = True) -> Path | None:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _configure_logging(args.verbose)
+    previous = _on_sigterm(_raise_terminated)
     try:
         return _run(args)
     except FramestreamError as e:  # usage, model or server problems, found before any file was touched
         log.error("error: %s", e)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        log.error("interrupted: complete outputs were kept, partial ones are marked .partial; rerun to resume")
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as e:  # outside the run itself (which handles its own): nothing in flight
+        log.error("interrupted; complete outputs are kept, rerun to resume")
+        return getattr(e, "exit_code", EXIT_INTERRUPTED)
+    finally:
+        if previous is not None:
+            _on_sigterm(previous)
+
+
+def _on_sigterm(handler):
+    """Install ``handler`` for SIGTERM; returns the previous one (None off the main thread,
+    where signals cannot be handled: an embedding program keeps its own)."""
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        return None
 
 
 def _use_gpu(args: argparse.Namespace) -> tuple[bool, str]:
@@ -227,6 +261,7 @@ def _run(args: argparse.Namespace) -> int:
     summary = {
         "files": [f.to_json() for f in files],
         "totals": summary_totals,
+        "stopped": result.stopped,
         "schedule": result.schedule,
         "model": {"path": str(model_path) if model_path else None, **backend.model.to_summary()},
         "options": {**options, "batch": args.batch, "workers": config.workers,
@@ -235,14 +270,26 @@ def _run(args: argparse.Namespace) -> int:
     }
     if server is not None:
         summary["server"] = server
-    write_summary(args.out, summary)
+    try:
+        write_summary(args.out, summary)
+    except OSError as e:
+        log.error("cannot write %s: %s", args.out / "summary.json", e.strerror or e)
+        written = False
+    else:
+        written = True
     print_table(files, summary_totals, sys.stderr)
     print_schedule(result.schedule, sys.stderr)
     if server is not None:
         log.info("server: %d inferences in %d executions (avg batch %.2f), queue %.2f ms and compute %.2f ms per "
                  "request, %d failed requests", server["inferences"], server["executions"], server["avg_batch_size"],
                  server["queue_ms_per_request"], server["compute_ms_per_request"], server["request_failures"])
-    return EXIT_FAILED if any(f.status == ERROR for f in files) else EXIT_OK
+    if result.stopped:
+        log.error("run stopped (%s): %s; rerun the same command to resume", result.stopped,
+                  "see summary.json" if written else "summary.json could not be written")
+    if result.interrupt is not None:
+        return getattr(result.interrupt, "exit_code", EXIT_INTERRUPTED)
+    complete = written and all(f.status in (OK, SKIPPED) for f in files)
+    return EXIT_OK if complete else EXIT_FAILED
 
 
 def _telemetry(port: int | None):

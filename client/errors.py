@@ -16,6 +16,7 @@ __all__ = [
     "ServerUnavailableError",
     "OutputError",
     "OutputStorageError",
+    "PipelineCrash",
 ]
 
 
@@ -59,3 +60,8 @@ class OutputError(FramestreamError, OSError):
 class OutputStorageError(OutputError):
     """The output location itself is unusable (disk full, read-only, folder gone): no video
     can be written, so the run stops cleanly and a rerun resumes."""
+
+
+class PipelineCrash(FramestreamError, RuntimeError):
+    """A pipeline stage failed outside any one file's work (a bug): the run stops, keeps what
+    it has as partial outputs, and says so."""

@@ -23,7 +23,7 @@ import numpy as np
 
 from .contract import ModelInfo
 from .decode import DecodedFrame, FrameSource, Sampling
-from .errors import FramestreamError, ServerUnavailableError
+from .errors import FramestreamError, PipelineCrash, ServerUnavailableError
 from .infer import Backend
 from .letterbox import boxes_to_source, plan_letterbox
 
@@ -110,6 +110,7 @@ class Pipeline:
         self._plan_for = lambda hw: plan_letterbox(hw, model.imgsz, minimal=minimal)
         self._stop = threading.Event()
         self._queues: dict[str, queue.Queue] = {}
+        self._crash: tuple[str, BaseException] | None = None  # (stage, error) of a stage that died
 
     def queue_depths(self) -> dict[str, int]:
         """Items waiting between stages now (for telemetry)."""
@@ -128,15 +129,10 @@ class Pipeline:
         batch_q: queue.Queue = queue.Queue(maxsize=self.config.batches_ahead * lanes)
         events: queue.Queue = queue.Queue()
         self._queues = {"jobs": job_q, "frames": frame_q, "batches": batch_q}
-        workers = [
-            threading.Thread(target=self._decode_worker, args=(job_q, frame_q, events), name=f"decode-{i}", daemon=True)
-            for i in range(self.config.workers)
-        ]
-        batcher = threading.Thread(target=self._batcher, args=(frame_q, batch_q, len(workers), lanes), name="batcher", daemon=True)
-        lane_threads = [
-            threading.Thread(target=self._lane, args=(lane, batch_q, events), name=f"lane-{lane}", daemon=True)
-            for lane in range(lanes)
-        ]
+        workers = [self._thread(f"decode-{i}", self._decode_worker, job_q, frame_q, events)
+                   for i in range(self.config.workers)]
+        batcher = self._thread("batcher", self._batcher, frame_q, batch_q, len(workers), lanes)
+        lane_threads = [self._thread(f"lane-{lane}", self._lane, lane, batch_q, events) for lane in range(lanes)]
         threads = [*workers, batcher, *lane_threads]
         for t in threads:
             t.start()
@@ -152,9 +148,28 @@ class Pipeline:
                 else:
                     yield item
         finally:
+            # Every stage polls the stop flag, so each thread ends within one poll (a lane
+            # within its current request); the backend may close its buffers only after this.
             self._stop.set()
             for t in threads:
-                t.join(timeout=5)
+                t.join()
+        if self._crash is not None:
+            raise PipelineCrash(f"the {self._crash[0]} stage failed: {self._crash[1]}") from self._crash[1]
+
+    def _thread(self, name: str, stage: Callable[..., None], *args: object) -> threading.Thread:
+        """A stage thread; if the stage itself raises (a bug: per-file failures are caught
+        inside it), the run is stopped and :meth:`run` raises instead of hanging or losing files."""
+
+        def guarded() -> None:
+            try:
+                stage(*args)
+            except BaseException as e:  # noqa: BLE001 - recorded and re-raised by run()
+                log.debug("pipeline stage %s failed", name, exc_info=True)
+                if self._crash is None:
+                    self._crash = (name, e)
+                self._stop.set()
+
+        return threading.Thread(target=guarded, name=name, daemon=True)
 
     # -- stages ---------------------------------------------------------------------------
     def _put(self, q: queue.Queue, item: object) -> bool:
@@ -244,6 +259,8 @@ class Pipeline:
             events.put(_DONE)
 
     def _infer(self, lane: int, batch: _Batch, events: queue.Queue) -> None:
+        """One batch: fill, infer, map boxes back. Any failure on the way fails this batch's
+        frames (their files end as errors); the lane and the other files go on."""
         try:
             # Each frame is letterboxed (GPU) or copied (CPU) straight into its slot of the
             # buffer the backend reads: a shared-memory region, a device or a host buffer.
@@ -251,7 +268,9 @@ class Pipeline:
             for slot, (_, _, frame) in enumerate(batch.frames):
                 frame.picture.write_into(images[slot])
             out = self.backend.infer(lane, images)
-        except Exception as e:  # a failed batch fails its files; other files go on
+            results = [_frame_result(out.rows(i), file_id, seq, frame)
+                       for i, (file_id, seq, frame) in enumerate(batch.frames)]
+        except Exception as e:
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             log.debug("batch failed on lane %s", lane, exc_info=True)
             counts: dict[int, int] = {}
@@ -259,8 +278,11 @@ class Pipeline:
                 counts[file_id] = counts.get(file_id, 0) + 1
             events.put(BatchFailed(counts, reason, fatal=isinstance(e, ServerUnavailableError)))
             return
-        for i, (file_id, seq, frame) in enumerate(batch.frames):
-            rows = out.rows(i)
-            boxes = boxes_to_source(rows[:, :4], frame.plan)
-            events.put(FrameResult(file_id, seq, frame.index, frame.t, np.column_stack([boxes, rows[:, 4:]])))
+        for result in results:  # all or nothing: no frame is both a result and lost
+            events.put(result)
 
+
+def _frame_result(rows: np.ndarray, file_id: int, seq: int, frame: DecodedFrame) -> FrameResult:
+    """Detections of one frame in source pixels."""
+    boxes = boxes_to_source(rows[:, :4], frame.plan)
+    return FrameResult(file_id, seq, frame.index, frame.t, np.column_stack([boxes, rows[:, 4:]]))

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TextIO
 
 OK, ERROR, SKIPPED = "ok", "error", "skipped"
+NOT_PROCESSED = "not_processed"  # the run stopped (interrupt, backend gone, disk full) before it started
 
 
 @dataclass
@@ -19,7 +20,8 @@ class FileReport:
     seconds: float = 0.0
     error: str | None = None
     resumed: bool = False  # complete output from an earlier run, not redone
-    partial_output: str | None = None
+    partial_output: str | None = None  # relative to OUT
+    outputs: list[str] = field(default_factory=list)  # complete outputs, relative to OUT
     segments: list[dict[str, object]] = field(default_factory=list)  # per segment: frames, seconds
 
     @property
@@ -40,6 +42,7 @@ def totals(files: list[FileReport], wall_s: float) -> dict[str, object]:
         OK: sum(f.status == OK for f in files),
         ERROR: sum(f.status == ERROR for f in files),
         SKIPPED: sum(f.status == SKIPPED for f in files),
+        NOT_PROCESSED: sum(f.status == NOT_PROCESSED for f in files),
         "resumed": sum(f.resumed for f in files),
         "frames": frames,
         "wall_seconds": round(wall_s, 3),
@@ -58,10 +61,18 @@ def print_schedule(schedule: dict[str, object], stream: TextIO) -> None:
 
 
 def write_summary(out: Path, summary: dict[str, object]) -> Path:
+    """Atomically, and flushed to disk before it replaces the last one."""
     path = out / "summary.json"
     tmp = out / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(json.dumps(summary, indent=2) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -74,7 +85,8 @@ def print_table(files: list[FileReport], summary_totals: dict[str, object], stre
         print(f"{name:<{width}}  {f.status:<7} {f.frames:>7} {f.fps:>7.1f}  {note}", file=stream)
     t = summary_totals
     print(
-        f"{t['files']} files: {t[OK]} ok ({t['resumed']} resumed), {t[ERROR]} error, {t[SKIPPED]} skipped; "
+        f"{t['files']} files: {t[OK]} ok ({t['resumed']} resumed), {t[ERROR]} error, {t[SKIPPED]} skipped"
+        + (f", {t[NOT_PROCESSED]} not processed" if t[NOT_PROCESSED] else "") + "; "
         f"{t['frames']} frames in {t['wall_seconds']:.1f} s ({t['fps']:.1f} frames/s)",
         file=stream,
     )

@@ -6,6 +6,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from .decode import FrameRange, FrameSource
 from .decode.pyav_source import PyAVSource
@@ -13,7 +14,8 @@ from .discovery import discover
 from .infer import Backend
 from .pipeline import BatchFailed, FileEnded, FileStarted, FrameResult, Job, Pipeline, PipelineConfig
 from .progress import Progress
-from .report import ERROR, OK, SKIPPED, FileReport
+from .errors import OutputError, OutputStorageError, PipelineCrash
+from .report import ERROR, NOT_PROCESSED, OK, SKIPPED, FileReport
 from .resume import ResumeLedger
 from .schedule import FilePlan, Segment, lpt_order, plan
 from .sinks import FileWriter, Sink
@@ -36,17 +38,19 @@ class RunOptions:
 class RunResult:
     files: list[FileReport]
     schedule: dict[str, object]
+    stopped: str | None = None  # why the run stopped before every file was done (None: it finished)
+    interrupt: KeyboardInterrupt | None = None  # the signal that stopped it, if one did
 
 
 @dataclass
 class _FileState:
     plan: FilePlan
-    writer: FileWriter
+    writer: FileWriter | None  # None: its output could not be opened (the file fails)
     started: float
     segments_ended: int = 0
     expected: int = 0  # frames announced by the ended segments
     written: int = 0
-    lost: int = 0  # frames of failed batches
+    lost: int = 0  # frames of failed batches, or dropped after its output failed
     error: str | None = None
     pending: dict[int, FrameResult] = field(default_factory=dict)  # reorder buffer by seq
     segment_times: list[dict[str, object]] = field(default_factory=list)
@@ -61,6 +65,10 @@ class _FileState:
 
     def drain(self, force: bool = False) -> None:
         """Write buffered results in frame order; ``force`` writes across gaps left by failures."""
+        if self.writer is None:
+            self.lost += len(self.pending)
+            self.pending.clear()
+            return
         while self.pending:
             nxt = min(self.pending) if force else self.written + self.lost
             if nxt not in self.pending:
@@ -74,6 +82,13 @@ class _FileState:
 
 def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLedger,
              telemetry: RunTelemetry | None = None) -> RunResult:
+    """Process every video under ``options.root``; never raises for a file's fault.
+
+    An interrupt (Ctrl-C, SIGTERM) or a fault no file can survive (backend gone, output
+    storage unusable, a pipeline bug) stops the run the same way: threads stopped and
+    joined, files in flight kept as partial outputs, files not started reported as not
+    processed, and a result returned so the caller can still write ``summary.json``.
+    """
     reports, todo = _triage(options, sink, ledger)
     config = options.pipeline
     plans = plan(todo, config.sampling, workers=config.workers, split=options.split)
@@ -90,26 +105,28 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
     if telemetry is not None:
         in_flight = getattr(backend, "in_flight", None)
         telemetry.watch(queue_depths=pipeline.queue_depths, inflight=lambda: in_flight.now if in_flight else 0)
-    collector = _Collector(plans, sink, ledger, progress, telemetry, stop=pipeline.stop)
+    collector = _Collector(plans, sink, ledger, progress, telemetry, out=options.out, stop=pipeline.stop)
     busy_before = backend.busy_seconds()
     start = time.monotonic()
+    interrupt: KeyboardInterrupt | None = None
     events = pipeline.run(jobs)
     try:
         for event in events:
             collector.handle(event)
-    except BaseException:
-        pipeline.stop()
-        collector.keep_partials()
-        raise
+    except KeyboardInterrupt as e:  # SIGTERM arrives as a KeyboardInterrupt subclass (see client.bulk)
+        interrupt = e
+        collector.stop_run(f"interrupted ({getattr(e, 'signal_name', 'SIGINT')})")
+    except PipelineCrash as e:
+        collector.stop_run(f"internal error: {e}")
     finally:
-        events.close()
+        events.close()  # stops and joins every pipeline thread
         progress.close()
     makespan = time.monotonic() - start
-    reports.update(collector.finish_after_fatal())
+    reports.update(collector.finish_stopped())
     reports.update(collector.reports)
     busy = backend.busy_seconds() - busy_before
     schedule = _schedule_report(config.workers, len(jobs), makespan, busy, backend.lanes, collector.decode_times)
-    return RunResult([reports[rel] for rel in sorted(reports)], schedule)
+    return RunResult([reports[rel] for rel in sorted(reports)], schedule, collector.stopped, interrupt)
 
 
 def _triage(options: RunOptions, sink: Sink, ledger: ResumeLedger) -> tuple[dict[str, FileReport], list]:
@@ -122,11 +139,13 @@ def _triage(options: RunOptions, sink: Sink, ledger: ResumeLedger) -> tuple[dict
         reports[c.rel] = FileReport(c.rel, ERROR, error=reason)
     todo = []
     for c in found.videos:
-        frames = None if options.overwrite else ledger.completed_frames(c.path, c.rel, sink.outputs(c.rel))
+        outputs = sink.outputs(c.rel)
+        frames = None if options.overwrite else ledger.completed_frames(c.path, c.rel, outputs)
         if frames is None:
             todo.append(c)
         else:
-            reports[c.rel] = FileReport(c.rel, OK, frames=frames, resumed=True)
+            reports[c.rel] = FileReport(c.rel, OK, frames=frames, resumed=True,
+                                        outputs=[_rel_out(p, options.out) for p in outputs])
     if found.videos and len(todo) < len(found.videos):
         log.info("resuming: %d of %d videos already complete", len(found.videos) - len(todo), len(found.videos))
     return reports, todo
@@ -135,28 +154,28 @@ def _triage(options: RunOptions, sink: Sink, ledger: ResumeLedger) -> tuple[dict
 class _Collector:
     """Turns the pipeline's events into outputs written in frame order and file reports.
 
-    Runs in the caller's thread: it alone touches the sinks and the resume ledger.
+    Runs in the caller's thread: it alone touches the sinks and the resume ledger. An output
+    error costs its file; an output storage error (disk full, OUT gone) stops the run.
     """
 
     def __init__(self, plans: list[FilePlan], sink: Sink, ledger: ResumeLedger, progress: Progress,
-                 telemetry: RunTelemetry | None, *, stop) -> None:
-        self.plans, self.sink, self.ledger = plans, sink, ledger
-        self.progress, self.telemetry, self.stop = progress, telemetry, stop
+                 telemetry: RunTelemetry | None, *, out: Path, stop: Callable[[], None]) -> None:
+        self.plans, self.sink, self.ledger, self.out = plans, sink, ledger, out
+        self.progress, self.telemetry, self._stop_pipeline = progress, telemetry, stop
         self.states: dict[int, _FileState] = {}
         self.reports: dict[str, FileReport] = {}
         self.decode_times: list[float] = []
-        self.fatal: str | None = None
+        self.stopped: str | None = None
 
     def handle(self, event) -> None:
         if isinstance(event, FileStarted):
             if event.file_id not in self.states:
-                p = self.plans[event.file_id]
-                self.states[event.file_id] = _FileState(p, self.sink.open(p.candidate.rel), time.monotonic())
+                self._start(self.plans[event.file_id])
             return
         if isinstance(event, FrameResult):
             state = self.states[event.file_id]
             state.pending[event.seq] = event
-            state.drain()
+            self._output(state, state.drain)
             self.progress.frame()
             if self.telemetry is not None:
                 self.telemetry.frame()
@@ -171,21 +190,53 @@ class _Collector:
             self.decode_times.append(event.decode_s)
             touched = [event.file_id]
         elif isinstance(event, BatchFailed):
-            if event.fatal and self.fatal is None:
-                self.fatal = event.reason
-                log.error("%s: stopping; files in flight are marked failed, rerun to resume", self.fatal)
-                self.stop()
+            if event.fatal:
+                self.stop_run(event.reason)
             for file_id, n in event.frames_by_file.items():
                 state = self.states[file_id]
                 state.lost += n
                 state.error = state.error or f"inference failed: {event.reason}"
-                state.drain()
+                self._output(state, state.drain)
             touched = list(event.frames_by_file)
         else:
             raise TypeError(f"unknown pipeline event {event!r}")
         for file_id in touched:
             if file_id in self.states and self.states[file_id].done:
-                self._report(_finish(self.states.pop(file_id), self.ledger))
+                self._report(self._finish(self.states.pop(file_id)))
+
+    def _start(self, p: FilePlan) -> None:
+        state = _FileState(p, None, time.monotonic())
+        self.states[p.file_id] = state
+        try:
+            state.writer = self.sink.open(p.candidate.rel)
+        except OutputStorageError as e:
+            state.error = f"output: {e}"
+            self.stop_run(f"cannot write outputs: {e}")
+        except OutputError as e:
+            state.error = f"output: {e}"
+
+    def _output(self, state: _FileState, action: Callable[[], object]) -> object:
+        """Run one output step of a file; its failure fails that file (or, for storage, the run)."""
+        if state.writer is None:
+            return action()  # nothing to write to: drain only counts what it drops
+        try:
+            return action()
+        except OutputError as e:
+            state.error = state.error or f"output: {e}"
+            self._abandon(state)
+            if isinstance(e, OutputStorageError):
+                self.stop_run(f"cannot write outputs: {e}")
+        return None
+
+    def _abandon(self, state: _FileState) -> None:
+        """After a write failed: drop the file's writer, keeping what it wrote if that can be kept."""
+        writer, state.writer = state.writer, None
+        state.lost += len(state.pending)
+        state.pending.clear()
+        try:
+            writer.fail()
+        except OutputError:
+            pass
 
     def _report(self, report: FileReport) -> None:
         self.reports[report.path] = report
@@ -193,22 +244,55 @@ class _Collector:
         if self.telemetry is not None:
             self.telemetry.file_done(report.status)
 
-    def keep_partials(self) -> None:
-        """Interrupted: what each open file has so far becomes its partial output."""
-        for state in self.states.values():
-            state.drain(force=True)
-            state.writer.fail()
+    def stop_run(self, reason: str) -> None:
+        """Stop taking work; :meth:`finish_stopped` reports what was in flight and not started."""
+        if self.stopped is None:
+            self.stopped = reason
+            log.error("%s: stopping; files in flight are kept as partial outputs, rerun to resume", reason)
+        self._stop_pipeline()
 
-    def finish_after_fatal(self) -> dict[str, FileReport]:
-        """After the backend was lost: files in flight and files never started are errors."""
-        if self.fatal is None:
+    def finish_stopped(self) -> dict[str, FileReport]:
+        """After a stop: files in flight are errors with their partial outputs; files never
+        started are reported as not processed. Empty when the run finished."""
+        if self.stopped is None:
             return {}
         for state in list(self.states.values()):
-            state.error = state.error or f"interrupted: {self.fatal}"
-            self._report(_finish(state, self.ledger))
+            state.error = state.error or f"not finished: {self.stopped}"
+            self._output(state, lambda: state.drain(force=True))
+            self._report(self._finish(state))
         self.states.clear()
-        return {p.candidate.rel: FileReport(p.candidate.rel, ERROR, error=f"not processed: {self.fatal}")
+        return {p.candidate.rel: FileReport(p.candidate.rel, NOT_PROCESSED, error=f"not started: {self.stopped}")
                 for p in self.plans if p.candidate.rel not in self.reports}
+
+    def _finish(self, state: _FileState) -> FileReport:
+        c = state.plan.candidate
+        seconds = time.monotonic() - state.started
+        segments = sorted(state.segment_times, key=lambda s: s["segment"])
+        if not state.error:
+            self._output(state, state.drain)
+            outputs = self._output(state, state.writer.complete) if not state.error else None
+            if not state.error:
+                self._output(state, lambda: self.ledger.record(c.path, c.rel, state.written, outputs))
+            if not state.error:
+                return FileReport(c.rel, OK, frames=state.written, seconds=seconds, segments=segments,
+                                  outputs=[_rel_out(p, self.out) for p in outputs])
+        partial = None
+        if state.writer is not None:
+            self._output(state, lambda: state.drain(force=True))
+        if state.writer is not None:  # still there: the drain did not fail
+            partial = self._output(state, state.writer.fail)
+        self.ledger.forget(c.rel)
+        log.warning("%s: %s", c.rel, state.error)
+        return FileReport(c.rel, ERROR, frames=state.written, seconds=seconds, error=state.error,
+                          partial_output=_rel_out(partial, self.out) if partial else None, segments=segments)
+
+
+def _rel_out(path: Path, out: Path) -> str:
+    """An output's path relative to OUT (as summary.json lists it)."""
+    try:
+        return path.relative_to(out).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _schedule_report(workers: int, segments: int, makespan: float, busy: float, lanes: int,
@@ -230,23 +314,6 @@ def _schedule_report(workers: int, segments: int, makespan: float, busy: float, 
         "efficiency": round(lower / makespan, 3) if makespan > 0 else 0.0,
         "busy_fraction": round(busy / (lanes * makespan), 3) if makespan > 0 and lanes else 0.0,
     }
-
-
-def _finish(state: _FileState, ledger: ResumeLedger) -> FileReport:
-    c = state.plan.candidate
-    seconds = time.monotonic() - state.started
-    segments = sorted(state.segment_times, key=lambda s: s["segment"])
-    if state.error:
-        state.drain(force=True)
-        partial = state.writer.fail()
-        ledger.forget(c.rel)
-        log.warning("%s: %s", c.rel, state.error)
-        return FileReport(c.rel, ERROR, frames=state.written, seconds=seconds, error=state.error,
-                          partial_output=str(partial) if partial else None, segments=segments)
-    state.drain()
-    outputs = state.writer.complete()
-    ledger.record(c.path, c.rel, state.written, outputs)
-    return FileReport(c.rel, OK, frames=state.written, seconds=seconds, segments=segments)
 
 
 @dataclass(frozen=True)

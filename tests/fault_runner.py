@@ -1,0 +1,57 @@
+"""``python -m tests.fault_runner OUT_READY DELAY_S -- BULK ARGS``: the real bulk CLI in its own
+process, with its backend slowed once the first video is complete, so a test can send a
+signal while files are in flight however fast the machine is.
+
+The slow-down is the only change: decoding, inference, outputs and signal handling are
+the real ones. ``OUT_READY`` is created when the slow-down starts (the test's event).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from client import bulk
+
+
+class SlowAfterFirstComplete:
+    """Delegates to the real backend; once a video is recorded complete, each batch waits."""
+
+    def __init__(self, inner, out: Path, ready: Path, delay_s: float) -> None:
+        self.inner, self.out, self.ready, self.delay_s = inner, out, ready, delay_s
+        self.model, self.lanes = inner.model, inner.lanes
+
+    def _slow(self) -> bool:
+        if self.ready.exists():
+            return True
+        if any((self.out / ".framestream").rglob("*.json")):  # a video's resume record: it is complete
+            self.ready.touch()
+            return True
+        return False
+
+    def batch_buffer(self, lane, shape):
+        return self.inner.batch_buffer(lane, shape)
+
+    def infer(self, lane, batch):
+        if self._slow():
+            time.sleep(self.delay_s)
+        return self.inner.infer(lane, batch)
+
+    def busy_seconds(self) -> float:
+        return self.inner.busy_seconds()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def main(argv: list[str]) -> int:
+    ready, delay_s, rest = Path(argv[0]), float(argv[1]), argv[3:]
+    out = Path(rest[rest.index("--out") + 1])
+    make_backend = bulk._make_backend
+    bulk._make_backend = lambda *a, **k: SlowAfterFirstComplete(make_backend(*a, **k), out, ready, delay_s)
+    return bulk.main(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
