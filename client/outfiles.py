@@ -84,9 +84,9 @@ def _fit(name: str, limit: int, key: str, *, keep_extension: bool) -> str:
 class OutTree:
     """The output folder: safe names for a video's outputs, and directory handles below it."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, *, name_max: int | None = None) -> None:
         self.out = Path(out)
-        self._name_max: int | None = None
+        self._name_max = name_max  # None: asked of the file system when first needed
 
     @property
     def name_max(self) -> int:
@@ -106,7 +106,8 @@ class OutTree:
         with room for any suffix (``NAME_RESERVE``). A shortened component ends with a hash of
         the relative path up to it, so two long names never share an output."""
         parts = rel.split("/")
-        fitted = [_fit(p, self.name_max, "/".join(parts[: i + 1]), keep_extension=False) for i, p in enumerate(parts[:-1])]
+        fitted = [_fit(p, self.name_max, "/".join(parts[: i + 1]), keep_extension=False)
+                  for i, p in enumerate(parts[:-1])]
         fitted.append(_fit(parts[-1], self.name_max - NAME_RESERVE, rel, keep_extension=True))
         return tuple(fitted)
 
