@@ -101,11 +101,14 @@ class OutTree:
                 self._name_max = 255
         return self._name_max
 
-    def stem(self, rel: str) -> tuple[str, ...]:
+    def stem(self, rel: str, *, dataset: bool = False) -> tuple[str, ...]:
         """The components of a video's output stem: each fits the name limit, the file name
         with room for any suffix (``NAME_RESERVE``). A shortened component ends with a hash of
-        the relative path up to it, so two long names never share an output."""
+        the relative path up to it, so two long names never share an output. ``dataset``: no
+        component starts with '_' (dataset readers skip those), escaped as '%_' ('%' as '%%')."""
         parts = rel.split("/")
+        if dataset:
+            parts = [f"%{p}" if p[:1] in ("_", "%") else p for p in parts]
         fitted = [_fit(p, self.name_max, "/".join(parts[: i + 1]), keep_extension=False)
                   for i, p in enumerate(parts[:-1])]
         fitted.append(_fit(parts[-1], self.name_max - NAME_RESERVE, rel, keep_extension=True))

@@ -9,9 +9,9 @@ that looks complete ever is incomplete. Names, symlinks and OS errors are handle
 :class:`~client.errors.OutputError`, from every method below.
 
 Every processed frame is recorded in every format, with or without detections. A video
-that completes in one format removes its outputs of the other format (made by an earlier
-run with other options): OUT then holds one current result per video, the one the resume
-ledger vouches for.
+that completes (or fails) in one format removes its outputs of the other format, made by an
+earlier run with other options: OUT then holds one current result per video, the one the
+resume ledger vouches for, and a Parquet dataset never mixes two runs' results.
 """
 
 from __future__ import annotations
@@ -36,16 +36,13 @@ FORMATS = ("jsonl", "parquet")
 Parts = tuple[str, ...]
 
 
-def _final(kind: str, stem: Parts) -> Parts:
+def _layout(kind: str, tree: OutTree, rel: str) -> tuple[Parts, Parts]:
+    """A video's final and partial output, as components below OUT."""
     if kind == "jsonl":
-        return (*stem[:-1], f"{stem[-1]}.jsonl")
-    return ("detections", *stem[:-1], f"{stem[-1]}.parquet")
-
-
-def _partial(kind: str, stem: Parts) -> Parts:
-    if kind == "jsonl":
-        return (*stem[:-1], f"{stem[-1]}.partial.jsonl")
-    return ("partial", *stem[:-1], f"{stem[-1]}.parquet")
+        *dirs, name = tree.stem(rel)
+        return (*dirs, f"{name}.jsonl"), (*dirs, f"{name}.partial.jsonl")
+    *dirs, name = tree.stem(rel, dataset=True)
+    return ("detections", *dirs, f"{name}.parquet"), ("partial", *dirs, f"{name}.parquet")
 
 
 class FileWriter(Protocol):
@@ -75,10 +72,9 @@ class _Writer:
     kind = ""
 
     def __init__(self, tree: OutTree, rel: str) -> None:
-        stem = tree.stem(rel)
         self.tree, self.rel = tree, rel
-        self.final, self.partial = _final(self.kind, stem), _partial(self.kind, stem)
-        self.stale = [f(k, stem) for k in FORMATS if k != self.kind for f in (_final, _partial)]
+        self.final, self.partial = _layout(self.kind, tree, rel)
+        self.stale = [parts for k in FORMATS if k != self.kind for parts in _layout(k, tree, rel)]
         self.count = 0  # frames written
         self._broken = False  # a write failed: what the temporary holds cannot be trusted
         self._done = False
@@ -207,7 +203,7 @@ class _FileSink:
         self.tree = OutTree(self.out)
 
     def outputs(self, rel: str) -> list[Path]:
-        return [self.tree.path(_final(self.kind, self.tree.stem(rel)))]
+        return [self.tree.path(_layout(self.kind, self.tree, rel)[0])]
 
 
 class JsonlSink(_FileSink):
@@ -271,7 +267,9 @@ class _ParquetWriter(_Writer):
 class ParquetSink(_FileSink):
     """One dataset ``OUT/detections/``: a file per video, one row per detection, and one row
     per processed frame without detections (its detection columns null), so every inferred
-    frame is in the dataset. Partial outputs go to ``OUT/partial/`` (outside the dataset)."""
+    frame is in the dataset. A name part starting with '_' (which dataset readers skip) is
+    written as '%_', one starting with '%' as '%%'. Partial outputs go to ``OUT/partial/``
+    (outside the dataset)."""
 
     kind = "parquet"
 

@@ -235,6 +235,16 @@ def test_parquet_has_a_row_for_every_frame_with_null_detections_where_none_were_
     assert rows[0]["class_id"] == 3 and rows[2]["score"] == pytest.approx(0.9)
 
 
+def test_names_that_dataset_readers_would_skip_are_still_read_with_the_dataset(tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    rels = ["_x.mp4", "_sub/a.mp4", "%_x.mp4", "plain.mp4"]
+    sink = ParquetSink(tmp_path)
+    for rel in rels:
+        write_frames(sink, rel, frames=1).complete()
+    assert len({p for rel in rels for p in sink.outputs(rel)}) == 4
+    assert set(pq.read_table(tmp_path / "detections").column("video").to_pylist()) == set(rels)
+
+
 def test_a_video_completed_in_another_format_leaves_no_stale_output_of_the_first(tmp_path: Path) -> None:
     pytest.importorskip("pyarrow")
     write_frames(JsonlSink(tmp_path), "a.mp4").complete()
@@ -269,15 +279,17 @@ def tiny_out(tmp_path: Path):
     subprocess.run(["umount", str(mount)], check=True)
 
 
-def test_a_full_disk_is_a_storage_error_and_the_failed_output_frees_its_space(tiny_out: Path) -> None:
-    writer = JsonlSink(tiny_out).open("a.mp4")
-    many = np.tile(BOX, (300, 1))
+@pytest.mark.parametrize("kind", ["jsonl", "parquet"])
+def test_a_full_disk_is_a_storage_error_and_the_failed_output_frees_its_space(tiny_out: Path, kind: str) -> None:
+    pytest.importorskip("pyarrow")
+    writer = (JsonlSink(tiny_out) if kind == "jsonl" else ParquetSink(tiny_out)).open("a.mp4")
+    noise = np.random.default_rng(0).random((1000, 300, 6), np.float32)  # does not compress away
     with pytest.raises(OutputStorageError, match="No space left on device"):
         for i in range(1000):
-            writer.write(i, i / 10, many)
+            writer.write(i, i / 10, noise[i])
         writer.complete()
     assert writer.fail() is None  # a cut-off temporary is no partial output
-    assert os.listdir(tiny_out) == []
+    assert [name for _, _, files in os.walk(tiny_out) for name in files] == []
 
 
 def test_a_read_only_or_vanished_out_is_a_storage_error(tiny_out: Path, tmp_path: Path) -> None:
