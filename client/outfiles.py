@@ -48,11 +48,15 @@ def display_rel(rel: str) -> str:
     return os.fsencode(rel).decode("utf-8", "backslashreplace")
 
 
-def translate(e: OSError, what: str) -> OutputError:
-    """The one place OS errors become output errors; ``what`` names the file or folder."""
+def translate(e: OSError, what: str, out: Path | None = None) -> OutputError:
+    """The one place OS errors become output errors; ``what`` names the file or folder, ``out``
+    the output folder, whose disappearance is a storage error too."""
     if isinstance(e, OutputError):
         return e
     reason = e.strerror or str(e)
+    if e.errno == errno.ENOENT and out is not None and not out.is_dir():
+        return OutputStorageError(f"cannot write {what}: the output folder {out} no longer exists; "
+                                  "recreate it (or choose another --out) and rerun to resume")
     if e.errno in _STORAGE_ERRNOS:
         return OutputStorageError(f"cannot write {what}: {reason}; free space or choose another --out, "
                                   "then rerun to resume")
@@ -60,11 +64,11 @@ def translate(e: OSError, what: str) -> OutputError:
 
 
 @contextmanager
-def boundary(what: str) -> Iterator[None]:
+def boundary(what: str, out: Path | None = None) -> Iterator[None]:
     try:
         yield
     except OSError as e:
-        raise translate(e, what) from e
+        raise translate(e, what, out) from e
 
 
 def _fit(name: str, limit: int, key: str, *, keep_extension: bool) -> str:

@@ -171,7 +171,7 @@ class ResumeLedger:
             "outputs": [{"name": self._name(o.path), "size": o.size, DIGEST: o.sha256} for o in outputs],
         }).encode()
         parts = self._record_parts(rel)
-        with boundary(str(self.tree.path(parts))):
+        with boundary(str(self.tree.path(parts)), self.tree.out):
             d = self.tree.open_dir(parts[:-1], create=True)
             try:
                 tmp, fd = self.tree.create_hidden(parts[-1], d)
@@ -186,5 +186,5 @@ class ResumeLedger:
 
     def forget(self, rel: str) -> None:
         parts = self._record_parts(rel)
-        with boundary(str(self.tree.path(parts))):
+        with boundary(str(self.tree.path(parts)), self.tree.out):
             self.tree.remove(parts)

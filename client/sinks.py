@@ -78,7 +78,7 @@ class _Writer:
         self.count = 0  # frames written
         self._broken = False  # a write failed: what the temporary holds cannot be trusted
         self._done = False
-        with boundary(str(self.final_path)):
+        with boundary(str(self.final_path), tree.out):
             self._dir = tree.open_dir(self.final[:-1], create=True)
             try:
                 tree.check_replaceable(self.final, self._dir)
@@ -114,7 +114,7 @@ class _Writer:
             self._write(index, t, detections)
         except OSError as e:
             self._broken = True
-            raise translate(e, str(self.final_path)) from e
+            raise translate(e, str(self.final_path), self.tree.out) from e
         self.count += 1
 
     def _write(self, index: int, t: float, detections: np.ndarray) -> None:
@@ -135,7 +135,7 @@ class _Writer:
             self._remove_stale()
         except OSError as e:
             self._broken = True
-            raise translate(e, str(self.final_path)) from e
+            raise translate(e, str(self.final_path), self.tree.out) from e
         self._close_dir()
         return [Output(self.final_path, self._file.size, digest)]
 
@@ -145,7 +145,7 @@ class _Writer:
         if self._done:
             return None
         try:
-            with boundary(str(self.partial_path)):
+            with boundary(str(self.partial_path), self.tree.out):
                 kept = self._close_after_failure()
                 self.tree.remove(self.final)
                 self._remove_stale()

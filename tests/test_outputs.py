@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -290,6 +291,15 @@ def test_a_full_disk_is_a_storage_error_and_the_failed_output_frees_its_space(ti
         writer.complete()
     assert writer.fail() is None  # a cut-off temporary is no partial output
     assert [name for _, _, files in os.walk(tiny_out) for name in files] == []
+
+
+def test_out_removed_while_a_video_is_written_is_a_storage_error(tmp_path: Path) -> None:
+    out = made(tmp_path / "out")
+    writer = write_frames(JsonlSink(out), "sub/a.mp4")
+    shutil.rmtree(out)
+    with pytest.raises(OutputStorageError, match="no longer exists"):
+        writer.complete()
+    assert writer.fail() is None
 
 
 def test_a_read_only_or_vanished_out_is_a_storage_error(tiny_out: Path, tmp_path: Path) -> None:
