@@ -1,62 +1,190 @@
-"""Resume: remember which videos have complete outputs for this model and these options."""
+"""Resume: remember which videos have complete outputs for this model and these options,
+and verify those outputs by content before trusting them.
+
+One small JSON record per completed video under ``OUT/.framestream/done/`` holds the model's
+digest and the options separately, the source's size and mtime, and each output's name,
+size and SHA-256 (computed while it was written). ``check`` says why a video must be redone,
+one reason of a fixed set, so a run can log one line per reason.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import OutputError
+from .outfiles import DIGEST, Output, OutTree, boundary, display_rel
+
+__all__ = ["ResumeLedger", "Resume", "model_digest", "fingerprint", "redo_lines", "STATE_DIR", "REASONS"]
+
 STATE_DIR = ".framestream"
+_VERSION = 2
+
+NO_RECORD = "no record of a complete output"
+MODEL_CHANGED = "the model changed"
+OPTIONS_CHANGED = "the options changed"  # followed by ": <the option names>"
+SOURCE_CHANGED = "the source changed"
+OUTPUT_MISSING = "its output is missing"
+OUTPUT_DAMAGED = "its output is damaged"
+REASONS = (NO_RECORD, MODEL_CHANGED, OPTIONS_CHANGED, SOURCE_CHANGED, OUTPUT_MISSING, OUTPUT_DAMAGED)
+
+
+@dataclass(frozen=True)
+class Resume:
+    """A video's resume verdict: its frames when complete, else why it is redone."""
+
+    frames: int | None
+    reason: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.frames is not None
+
+
+def _file_digest(f) -> str:
+    h = hashlib.new(DIGEST)
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def model_digest(model_path: Path) -> str:
+    """The model's identity: a digest of its bytes."""
+    with open(model_path, "rb") as f:
+        return _file_digest(f)[:32]
 
 
 def fingerprint(model_path: Path, options: dict[str, object]) -> str:
-    """Identity of a run's results: the model's bytes and the options that change outputs."""
-    h = hashlib.sha256()
-    with open(model_path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    """One opaque identity of model and options (kept for callers not yet passing them apart)."""
+    h = hashlib.sha256(model_digest(model_path).encode())
     h.update(json.dumps(options, sort_keys=True).encode())
     return h.hexdigest()[:32]
 
 
+def _canonical(options: Mapping[str, object]) -> dict[str, object]:
+    """Options as they read back from JSON, so a tuple and a list compare equal."""
+    return json.loads(json.dumps(dict(options), sort_keys=True, default=str))
+
+
+def redo_lines(verdicts: Iterable[Resume]) -> list[str]:
+    """One line per reason: "redoing 3 videos: the model changed"."""
+    counts = Counter(v.reason for v in verdicts if v.reason is not None)
+    return [f"redoing {n} video{'s' if n != 1 else ''}: {reason}" for reason, n in counts.most_common()]
+
+
 class ResumeLedger:
-    """One small JSON record per completed video under ``OUT/.framestream/done/``."""
+    """Records of completed videos, keyed by the same (possibly shortened) names as the outputs."""
 
-    def __init__(self, out: Path, run_fingerprint: str) -> None:
-        self.root = out / STATE_DIR / "done"
-        self.fingerprint = run_fingerprint
+    def __init__(self, out: Path, model_digest: str, options: Mapping[str, object] | None = None) -> None:
+        self.tree = OutTree(Path(out))
+        self.model_digest = model_digest
+        self.options = _canonical(options or {})
 
-    def _record_path(self, rel: str) -> Path:
-        return self.root / f"{rel}.json"
+    def _record_parts(self, rel: str) -> tuple[str, ...]:
+        stem = self.tree.stem(rel)
+        return (STATE_DIR, "done", *stem[:-1], f"{stem[-1]}.json")
+
+    def _name(self, path: Path) -> str:
+        return Path(path).relative_to(self.tree.out).as_posix()
+
+    def check(self, video: Path, rel: str, outputs: list[Path]) -> Resume:
+        """Complete (with its frames) only if a record matches model, options and source and
+        every output has the recorded size and digest; else the first reason that fails."""
+        record = self._read(rel)
+        if record is None:
+            return Resume(None, NO_RECORD)
+        try:
+            return self._compare(record, video, outputs)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return Resume(None, NO_RECORD)  # a record damaged in a way JSON still parses
+
+    def _compare(self, record: dict, video: Path, outputs: list[Path]) -> Resume:
+        if record["model"] != self.model_digest:
+            return Resume(None, MODEL_CHANGED)
+        theirs = record["options"]
+        changed = sorted(k for k in set(theirs) | set(self.options) if theirs.get(k) != self.options.get(k))
+        if changed:
+            return Resume(None, f"{OPTIONS_CHANGED}: {', '.join(changed)}")
+        try:
+            st = video.stat()
+        except OSError:
+            return Resume(None, SOURCE_CHANGED)
+        if record["source"] != {"size": st.st_size, "mtime_ns": st.st_mtime_ns}:
+            return Resume(None, SOURCE_CHANGED)
+        recorded = record["outputs"]
+        if [o["name"] for o in recorded] != [self._name(p) for p in outputs]:
+            return Resume(None, OUTPUT_MISSING)
+        for o in recorded:
+            verdict = self._verify(o)
+            if verdict is not None:
+                return Resume(None, verdict)
+        return Resume(int(record["frames"]), None)
 
     def completed_frames(self, video: Path, rel: str, outputs: list[Path]) -> int | None:
-        """Frames of a complete earlier output for the same source, model and options, else None."""
+        """``check(...).frames``: for callers that need no reason."""
+        return self.check(video, rel, outputs).frames
+
+    def _read(self, rel: str) -> dict | None:
+        f = self.tree.open_regular(self._record_parts(rel))
+        if f is None:
+            return None
         try:
-            record = json.loads(self._record_path(rel).read_text())
-            st = video.stat()
+            with f:
+                record = json.loads(f.read())
         except (OSError, ValueError):
             return None
-        same = (
-            record.get("fingerprint") == self.fingerprint
-            and record.get("source") == [st.st_size, st.st_mtime_ns]
-            and all(p.is_file() and p.stat().st_size == size for p, size in zip(outputs, record.get("sizes", [])))
-            and len(record.get("sizes", [])) == len(outputs)
-        )
-        return int(record["frames"]) if same else None
+        keys = {"version", "model", "options", "source", "frames", "outputs"}
+        if not isinstance(record, dict) or record.get("version") != _VERSION or not keys <= set(record):
+            return None  # an older framestream's record, or not ours: redo
+        return record
 
-    def record(self, video: Path, rel: str, frames: int, outputs: list[Path]) -> None:
-        st = video.stat()
-        path = self._record_path(rel)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps({
-            "fingerprint": self.fingerprint,
-            "source": [st.st_size, st.st_mtime_ns],
+    def _verify(self, recorded: dict) -> str | None:
+        f = self.tree.open_regular(tuple(recorded["name"].split("/")))
+        if f is None:
+            return OUTPUT_MISSING
+        with f:
+            if os.fstat(f.fileno()).st_size != recorded["size"]:
+                return OUTPUT_DAMAGED
+            try:
+                same = _file_digest(f) == recorded[DIGEST]
+            except OSError:
+                return OUTPUT_DAMAGED
+        return None if same else OUTPUT_DAMAGED
+
+    def record(self, video: Path, rel: str, frames: int, outputs: list[Output]) -> None:
+        """Remember a completed video; the outputs were fsynced and renamed into place before."""
+        try:
+            st = video.stat()
+        except OSError as e:
+            raise OutputError(f"{display_rel(rel)} changed during the run ({e.strerror}); rerun to redo it") from e
+        data = json.dumps({
+            "version": _VERSION,
+            "model": self.model_digest,
+            "options": self.options,
+            "source": {"size": st.st_size, "mtime_ns": st.st_mtime_ns},
             "frames": frames,
-            "sizes": [p.stat().st_size for p in outputs],
-        }))
-        os.replace(tmp, path)
+            "outputs": [{"name": self._name(o.path), "size": o.size, DIGEST: o.sha256} for o in outputs],
+        }).encode()
+        parts = self._record_parts(rel)
+        with boundary(str(self.tree.path(parts)), self.tree.out):
+            d = self.tree.open_dir(parts[:-1], create=True)
+            try:
+                tmp, fd = self.tree.create_hidden(parts[-1], d)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, parts[-1], src_dir_fd=d, dst_dir_fd=d)
+                os.fsync(d)
+            finally:
+                os.close(d)
 
     def forget(self, rel: str) -> None:
-        self._record_path(rel).unlink(missing_ok=True)
+        parts = self._record_parts(rel)
+        with boundary(str(self.tree.path(parts)), self.tree.out):
+            self.tree.remove(parts)

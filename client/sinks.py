@@ -1,13 +1,23 @@
 """Where results go: one JSON-lines file per video, or one Parquet dataset.
 
-Every output is written under a temporary name and renamed only when its video is
-complete; a video that failed keeps what was decoded in a ``.partial`` file. Nothing that
-looks complete ever is incomplete.
+Every output is written under a hidden temporary name, fsynced, and renamed only when its
+video is complete; a video that failed keeps what was written in a partial output. Nothing
+that looks complete ever is incomplete. Names, symlinks and OS errors are handled by
+:mod:`client.outfiles`: a video name too long for the file system gets a shortened output name
+(``Sink.outputs`` says which), a symlink inside OUT is refused, a full disk raises
+:class:`~client.errors.OutputStorageError` and any other write failure
+:class:`~client.errors.OutputError`, from every method below.
+
+Every processed frame is recorded in every format, with or without detections. A video
+that completes (or fails) in one format removes its outputs of the other format, made by an
+earlier run with other options: OUT then holds one current result per video, the one the
+resume ledger vouches for, and a Parquet dataset never mixes two runs' results.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Protocol
@@ -15,18 +25,31 @@ from typing import Protocol
 import numpy as np
 
 from .contract import DETECTION_COLUMNS
-from .errors import UsageError
+from .errors import OutputError, UsageError
+from .outfiles import HashingFile, Output, OutTree, boundary, display_rel, translate
 
-__all__ = ["Sink", "FileWriter", "JsonlSink", "ParquetSink", "make_sink", "FORMATS"]
+__all__ = ["Sink", "FileWriter", "Output", "JsonlSink", "ParquetSink", "make_sink", "display_rel", "FORMATS"]
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("jsonl", "parquet")
+Parts = tuple[str, ...]
+
+
+def _layout(kind: str, tree: OutTree, rel: str) -> tuple[Parts, Parts]:
+    """A video's final and partial output, as components below OUT."""
+    if kind == "jsonl":
+        *dirs, name = tree.stem(rel)
+        return (*dirs, f"{name}.jsonl"), (*dirs, f"{name}.partial.jsonl")
+    *dirs, name = tree.stem(rel, dataset=True)
+    return ("detections", *dirs, f"{name}.parquet"), ("partial", *dirs, f"{name}.parquet")
 
 
 class FileWriter(Protocol):
     def write(self, index: int, t: float, detections: np.ndarray) -> None: ...
 
-    def complete(self) -> list[Path]:
-        """Publish the output under its final name; return the files written."""
+    def complete(self) -> list[Output]:
+        """Publish the output under its final name; the files written, with size and digest."""
         ...
 
     def fail(self) -> Path | None:
@@ -38,107 +61,159 @@ class Sink(Protocol):
     def open(self, rel: str) -> FileWriter: ...
 
     def outputs(self, rel: str) -> list[Path]:
-        """The final outputs of a video, for the resume check."""
+        """The final outputs of a video (shortened names included), for the resume check."""
         ...
 
 
-def _publish(tmp: Path, final: Path) -> None:
-    os.replace(tmp, final)
+class _Writer:
+    """Writes a hidden temporary beside the final output; ``complete`` publishes it, ``fail``
+    keeps it as the partial output. Refuses at open a symlink at the final or partial place."""
 
+    kind = ""
 
-def _keep_partial(tmp: Path, partial: Path, frames: int) -> Path | None:
-    """A failed video's frames go to its partial output; with no frame there is nothing to keep."""
-    if frames == 0:
-        tmp.unlink(missing_ok=True)
-        partial.unlink(missing_ok=True)
-        return None
-    _publish(tmp, partial)
-    return partial
-
-
-class _AtomicWriter:
-    """Writes to a hidden temporary file; ``complete`` publishes it, ``fail`` keeps it as partial."""
-
-    def __init__(self, final: Path, partial: Path) -> None:
-        self.final, self.partial = final, partial
-        final.parent.mkdir(parents=True, exist_ok=True)
-        # A leading '.' also hides the file from dataset readers until it is complete.
-        self.tmp = final.with_name(f".{final.name}.tmp")
+    def __init__(self, tree: OutTree, rel: str) -> None:
+        self.tree, self.rel = tree, rel
+        self.final, self.partial = _layout(self.kind, tree, rel)
+        self.stale = [parts for k in FORMATS if k != self.kind for parts in _layout(k, tree, rel)]
         self.count = 0  # frames written
+        self._broken = False  # a write failed: what the temporary holds cannot be trusted
+        self._done = False
+        with boundary(str(self.final_path), tree.out):
+            self._dir = tree.open_dir(self.final[:-1], create=True)
+            try:
+                tree.check_replaceable(self.final, self._dir)
+                self._check_partial_place()
+                self._tmp, fd = tree.create_hidden(self.final[-1], self._dir)
+            except BaseException:
+                os.close(self._dir)
+                raise
+        self._file = HashingFile(fd)
 
-    def _close(self) -> None:
+    @property
+    def final_path(self) -> Path:
+        return self.tree.path(self.final)
+
+    @property
+    def partial_path(self) -> Path:
+        return self.tree.path(self.partial)
+
+    def _check_partial_place(self) -> None:
+        try:
+            d = self.tree.open_dir(self.partial[:-1], create=False)
+        except FileNotFoundError:
+            return
+        try:
+            self.tree.check_replaceable(self.partial, d)
+        finally:
+            os.close(d)
+
+    def write(self, index: int, t: float, detections: np.ndarray) -> None:
+        if self._done:
+            raise RuntimeError(f"{self.final_path}: written after complete() or fail()")
+        try:
+            self._write(index, t, detections)
+        except OSError as e:
+            self._broken = True
+            raise translate(e, str(self.final_path), self.tree.out) from e
+        self.count += 1
+
+    def _write(self, index: int, t: float, detections: np.ndarray) -> None:
         raise NotImplementedError
 
-    def complete(self) -> list[Path]:
-        self._close()
-        _publish(self.tmp, self.final)
-        self.partial.unlink(missing_ok=True)
-        return [self.final]
+    def _end(self) -> None:
+        """Finish the format's bytes (a Parquet footer); nothing for JSON lines."""
+
+    def complete(self) -> list[Output]:
+        if self._done or self._broken:
+            raise OutputError(f"{self.final_path}: cannot complete an output whose writing failed or ended")
+        try:
+            self._end()
+            digest = self._file.sync_close()
+            os.replace(self._tmp, self.final[-1], src_dir_fd=self._dir, dst_dir_fd=self._dir)
+            os.fsync(self._dir)  # the rename is durable before the ledger records it
+            self.tree.remove(self.partial)
+            self._remove_stale()
+        except OSError as e:
+            self._broken = True
+            raise translate(e, str(self.final_path), self.tree.out) from e
+        self._close_dir()
+        return [Output(self.final_path, self._file.size, digest)]
 
     def fail(self) -> Path | None:
-        self._close()
-        self.final.unlink(missing_ok=True)  # an older complete output no longer matches the source
-        self.partial.parent.mkdir(parents=True, exist_ok=True)
-        return _keep_partial(self.tmp, self.partial, self.count)
+        """The frames written so far go to the partial output; an older complete output is
+        removed (it no longer matches the source). None when nothing trustworthy was written."""
+        if self._done:
+            return None
+        try:
+            with boundary(str(self.partial_path), self.tree.out):
+                kept = self._close_after_failure()
+                self.tree.remove(self.final)
+                self._remove_stale()
+                if not kept or self.count == 0:
+                    self.tree.remove((*self.final[:-1], self._tmp))
+                    self.tree.remove(self.partial)
+                    return None
+                d = self.tree.open_dir(self.partial[:-1], create=True)
+                try:
+                    os.replace(self._tmp, self.partial[-1], src_dir_fd=self._dir, dst_dir_fd=d)
+                finally:
+                    os.close(d)
+                return self.partial_path
+        finally:
+            self._close_dir()
+
+    def _close_after_failure(self) -> bool:
+        """Close the temporary; False if its bytes cannot be trusted."""
+        if self._broken:
+            self._file.close_quietly()
+            return False
+        try:
+            self._end()
+        except OSError:
+            self._file.close_quietly()
+            return False
+        return self._file.close_quietly()
+
+    def _remove_stale(self) -> None:
+        for parts in self.stale:
+            if self.tree.remove(parts):
+                log.info("%s: removed %s, an output of an earlier run in another format",
+                         display_rel(self.rel), self.tree.path(parts))
+
+    def _close_dir(self) -> None:
+        if not self._done:
+            self._done = True
+            os.close(self._dir)
 
 
-class _JsonlWriter(_AtomicWriter):
-    def __init__(self, final: Path, partial: Path) -> None:
-        super().__init__(final, partial)
-        self._f = open(self.tmp, "w", encoding="utf-8")
+class _JsonlWriter(_Writer):
+    kind = "jsonl"
 
-    def write(self, index: int, t: float, detections: np.ndarray) -> None:
-        self.count += 1
+    def _write(self, index: int, t: float, detections: np.ndarray) -> None:
         rows = [[round(float(v), 2) for v in r[:4]] + [round(float(r[4]), 4), int(r[5])] for r in detections]
-        self._f.write(json.dumps({"frame": index, "t": round(t, 6), "detections": rows}, separators=(",", ":")) + "\n")
-
-    def _close(self) -> None:
-        self._f.close()
+        line = json.dumps({"frame": index, "t": round(t, 6), "detections": rows}, separators=(",", ":")) + "\n"
+        self._file.write(line.encode())
 
 
-class JsonlSink:
-    """``OUT/<path relative to DIR>.jsonl``: one object per processed frame."""
+class _FileSink:
+    kind = ""
 
     def __init__(self, out: Path) -> None:
-        self.out = out
+        self.out = Path(out)
+        self.tree = OutTree(self.out)
 
     def outputs(self, rel: str) -> list[Path]:
-        return [self.out / f"{rel}.jsonl"]
+        return [self.tree.path(_layout(self.kind, self.tree, rel)[0])]
+
+
+class JsonlSink(_FileSink):
+    """``OUT/<path relative to DIR>.jsonl``: one object per processed frame (``detections``
+    empty when nothing was found); the partial output is ``OUT/<path>.partial.jsonl``."""
+
+    kind = "jsonl"
 
     def open(self, rel: str) -> _JsonlWriter:
-        return _JsonlWriter(self.out / f"{rel}.jsonl", self.out / f"{rel}.partial.jsonl")
-
-
-class _ParquetWriter(_AtomicWriter):
-    _ROWS_PER_GROUP = 50_000
-
-    def __init__(self, rel: str, final: Path, partial: Path) -> None:
-        super().__init__(final, partial)
-        self.rel = rel
-        self._rows: list[tuple] = []
-        self._writer = None
-
-    def write(self, index: int, t: float, detections: np.ndarray) -> None:
-        self.count += 1
-        for r in detections:
-            self._rows.append((self.rel, index, t, *map(float, r[:5]), int(r[5])))
-        if len(self._rows) >= self._ROWS_PER_GROUP:
-            self._flush()
-
-    def _flush(self) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        columns = list(zip(*self._rows)) if self._rows else [[]] * len(_SCHEMA_FIELDS)
-        table = pa.table({name: pa.array(col, type=kind) for (name, kind), col in zip(_schema(), columns)})
-        if self._writer is None:
-            self._writer = pq.ParquetWriter(self.tmp, table.schema)
-        self._writer.write_table(table)
-        self._rows.clear()
-
-    def _close(self) -> None:
-        self._flush()
-        self._writer.close()
+        return _JsonlWriter(self.tree, rel)
 
 
 _SCHEMA_FIELDS = ("video", "frame", "t", *DETECTION_COLUMNS)
@@ -148,24 +223,65 @@ def _schema():
     import pyarrow as pa
 
     kinds = [pa.string(), pa.int64(), pa.float64()] + [pa.float32()] * 5 + [pa.int32()]
-    return list(zip(_SCHEMA_FIELDS, kinds))
+    return pa.schema([pa.field(name, kind, nullable=name not in _SCHEMA_FIELDS[:3])
+                      for name, kind in zip(_SCHEMA_FIELDS, kinds)])
 
 
-class ParquetSink:
-    """One dataset ``OUT/detections/``: a file per video, one row per detection."""
+class _ParquetWriter(_Writer):
+    kind = "parquet"
+    _ROWS_PER_GROUP = 50_000
+    _NO_DETECTION = (None,) * len(DETECTION_COLUMNS)
+
+    def __init__(self, tree: OutTree, rel: str) -> None:
+        super().__init__(tree, rel)
+        self.video = display_rel(rel)  # Parquet strings are UTF-8: undecodable bytes as \xNN
+        self._rows: list[tuple] = []
+        self._writer = None
+
+    def _write(self, index: int, t: float, detections: np.ndarray) -> None:
+        if len(detections) == 0:
+            self._rows.append((self.video, index, t, *self._NO_DETECTION))
+        for r in detections:
+            self._rows.append((self.video, index, t, *map(float, r[:5]), int(r[5])))
+        if len(self._rows) >= self._ROWS_PER_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        schema = _schema()
+        columns = list(zip(*self._rows)) if self._rows else [[]] * len(schema)
+        table = pa.table([pa.array(col, type=f.type) for f, col in zip(schema, columns)], schema=schema)
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._file.raw, schema)
+        self._writer.write_table(table)
+        self._rows.clear()
+
+    def _end(self) -> None:
+        self._flush()
+        self._writer.close()
+        self._file.rehash()
+
+
+class ParquetSink(_FileSink):
+    """One dataset ``OUT/detections/``: a file per video, one row per detection, and one row
+    per processed frame without detections (its detection columns null), so every inferred
+    frame is in the dataset. A name part starting with '_' (which dataset readers skip) is
+    written as '%_', one starting with '%' as '%%'. Partial outputs go to ``OUT/partial/``
+    (outside the dataset)."""
+
+    kind = "parquet"
 
     def __init__(self, out: Path) -> None:
         try:
             import pyarrow  # noqa: F401
         except ImportError as e:
             raise UsageError("--format parquet needs pyarrow: pip install 'framestream[parquet]'") from e
-        self.out = out
-
-    def outputs(self, rel: str) -> list[Path]:
-        return [self.out / "detections" / f"{rel}.parquet"]
+        super().__init__(out)
 
     def open(self, rel: str) -> _ParquetWriter:
-        return _ParquetWriter(rel, self.out / "detections" / f"{rel}.parquet", self.out / "partial" / f"{rel}.parquet")
+        return _ParquetWriter(self.tree, rel)
 
 
 def make_sink(kind: str, out: Path) -> Sink:

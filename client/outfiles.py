@@ -1,0 +1,265 @@
+"""Files under OUT: names the file system accepts, no symlink followed, durable renames.
+
+Everything framestream writes below OUT goes through here. Directories are walked one
+component at a time with ``dir_fd`` and ``O_NOFOLLOW``, so a symlink placed inside OUT (at an
+output's place or on the way to it) is refused instead of written through; OUT itself is
+the user's choice and may be a symlink. OS errors are translated at this boundary: a full,
+read-only or vanished OUT is an :class:`OutputStorageError` (the run stops), anything else an
+:class:`OutputError` (that video fails).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import OutputError, OutputStorageError
+
+__all__ = ["Output", "OutTree", "HashingFile", "translate", "boundary", "display_rel", "DIGEST"]
+
+DIGEST = "sha256"
+# Room left in every file name for what any output adds to a video's name: the longest is
+# the hidden temporary of a partial output, "." + NAME + ".partial.jsonl" + ".tmp".
+NAME_RESERVE = 32
+_HASH_CHARS = 12  # of the full relative path, in a shortened name: 48 bits, collision-free in practice
+_KEPT_EXTENSION = 16  # a video extension up to this many bytes stays visible in a shortened name
+_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass(frozen=True)
+class Output:
+    """A complete output: where it is, and the size and digest the resume check verifies."""
+
+    path: Path
+    size: int
+    sha256: str
+
+
+def display_rel(rel: str) -> str:
+    """A relative path as valid UTF-8 text: bytes that are not UTF-8 (a Linux name like
+    b"caf\\xe9.mp4", which Python holds as surrogate escapes) are written as ``\\xe9``."""
+    return os.fsencode(rel).decode("utf-8", "backslashreplace")
+
+
+def translate(e: OSError, what: str, out: Path | None = None) -> OutputError:
+    """The one place OS errors become output errors; ``what`` names the file or folder, ``out``
+    the output folder, whose disappearance is a storage error too."""
+    if isinstance(e, OutputError):
+        return e
+    reason = e.strerror or str(e)
+    if e.errno == errno.ENOENT and out is not None and not out.is_dir():
+        return OutputStorageError(f"cannot write {what}: the output folder {out} no longer exists; "
+                                  "recreate it (or choose another --out) and rerun to resume")
+    if e.errno in _STORAGE_ERRNOS:
+        return OutputStorageError(f"cannot write {what}: {reason}; free space or choose another --out, "
+                                  "then rerun to resume")
+    return OutputError(f"cannot write {what}: {reason}")
+
+
+@contextmanager
+def boundary(what: str, out: Path | None = None) -> Iterator[None]:
+    try:
+        yield
+    except OSError as e:
+        raise translate(e, what, out) from e
+
+
+def _fit(name: str, limit: int, key: str, *, keep_extension: bool) -> str:
+    """``name`` if its encoded length fits ``limit``, else a truncated name + a hash of ``key``."""
+    if len(os.fsencode(name)) <= limit:
+        return name
+    digest = hashlib.sha256(os.fsencode(key)).hexdigest()[:_HASH_CHARS]
+    stem, dot, ext = name.rpartition(".")
+    tail = f".{ext}" if keep_extension and dot and stem and len(os.fsencode(ext)) < _KEPT_EXTENSION else ""
+    head = stem if tail else name
+    room = limit - len(f"~{digest}{tail}")
+    while len(os.fsencode(head)) > room:  # by characters: a multi-byte one is never split
+        head = head[:-1]
+    return f"{head}~{digest}{tail}"
+
+
+class OutTree:
+    """The output folder: safe names for a video's outputs, and directory handles below it."""
+
+    def __init__(self, out: Path, *, name_max: int | None = None) -> None:
+        self.out = Path(out)
+        self._name_max = name_max  # None: asked of the file system when first needed
+
+    @property
+    def name_max(self) -> int:
+        """The file system's longest name in bytes, asked of OUT (or its nearest existing parent)."""
+        if self._name_max is None:
+            probe = self.out
+            while not probe.exists() and probe != probe.parent:
+                probe = probe.parent
+            try:
+                self._name_max = min(255, os.pathconf(probe, "PC_NAME_MAX"))
+            except (OSError, ValueError):
+                self._name_max = 255
+        return self._name_max
+
+    def stem(self, rel: str, *, dataset: bool = False) -> tuple[str, ...]:
+        """The components of a video's output stem: each fits the name limit, the file name
+        with room for any suffix (``NAME_RESERVE``). A shortened component ends with a hash of
+        the relative path up to it, so two long names never share an output. ``dataset``: no
+        component starts with '_' (dataset readers skip those), escaped as '%_' ('%' as '%%')."""
+        parts = rel.split("/")
+        if dataset:
+            parts = [f"%{p}" if p[:1] in ("_", "%") else p for p in parts]
+        fitted = [_fit(p, self.name_max, "/".join(parts[: i + 1]), keep_extension=False)
+                  for i, p in enumerate(parts[:-1])]
+        fitted.append(_fit(parts[-1], self.name_max - NAME_RESERVE, rel, keep_extension=True))
+        return tuple(fitted)
+
+    def path(self, parts: tuple[str, ...]) -> Path:
+        return self.out.joinpath(*parts)
+
+    def open_dir(self, parts: tuple[str, ...], *, create: bool) -> int:
+        """A file descriptor of ``OUT/parts`` (the caller closes it), made when ``create``.
+
+        Raises FileNotFoundError when a part is missing and not ``create``; OutputError when one
+        is a symlink or not a folder; OutputStorageError when OUT itself is gone.
+        """
+        try:
+            fd = os.open(self.out, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError as e:
+            raise OutputStorageError(f"the output folder {self.out} no longer exists; "
+                                     "recreate it (or choose another --out) and rerun to resume") from e
+        try:
+            for i, name in enumerate(parts):
+                created = False
+                if create:
+                    try:
+                        os.mkdir(name, dir_fd=fd)
+                        created = True
+                    except FileExistsError:
+                        pass
+                try:
+                    child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except OSError as e:
+                    if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                        raise self.refusal(parts[: i + 1], fd, name) from e
+                    raise
+                if created:
+                    os.fsync(fd)  # the new folder's entry is durable before files appear in it
+                os.close(fd)
+                fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def refusal(self, parts: tuple[str, ...], dir_fd: int, name: str) -> OutputError:
+        """Why ``name`` (in ``dir_fd``) cannot be used: a symlink, or not what it should be."""
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "in the way (not a regular file or folder)"
+        return OutputError(f"{self.path(parts)} is {kind}; remove it (framestream never writes through it)")
+
+    def check_replaceable(self, parts: tuple[str, ...], dir_fd: int) -> None:
+        """Refuse an output's place that holds a symlink or anything but a regular file."""
+        try:
+            st = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISREG(st.st_mode):
+            raise self.refusal(parts, dir_fd, parts[-1])
+
+    def create_hidden(self, name: str, dir_fd: int) -> tuple[str, int]:
+        """A fresh hidden temporary ``.name.tmp`` in ``dir_fd``, opened read-write, never through a link."""
+        tmp = f".{name}.tmp"
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)  # a leftover of an interrupted run (or a link: removed, not followed)
+        except FileNotFoundError:
+            pass
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        return tmp, os.open(tmp, flags, 0o666, dir_fd=dir_fd)
+
+    def open_regular(self, parts: tuple[str, ...]):
+        """A regular file below OUT opened for reading, or None if missing, a symlink or unreadable."""
+        try:
+            d = self.open_dir(parts[:-1], create=False)
+        except (OSError, OutputError):
+            return None
+        try:
+            fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=d)
+        except OSError:
+            return None
+        finally:
+            os.close(d)
+        f = os.fdopen(fd, "rb")
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            f.close()
+            return None
+        return f
+
+    def remove(self, parts: tuple[str, ...]) -> bool:
+        """Remove a regular file below OUT if there is one; never follows a link. True if removed."""
+        try:
+            d = self.open_dir(parts[:-1], create=False)
+        except FileNotFoundError:
+            return False
+        except OutputError:
+            return False  # a symlink on the way: what lies behind it is not ours to remove
+        try:
+            st = os.stat(parts[-1], dir_fd=d, follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode):
+                return False
+            os.unlink(parts[-1], dir_fd=d)
+            return True
+        except FileNotFoundError:
+            return False
+        finally:
+            os.close(d)
+
+
+class HashingFile:
+    """A temporary output being written: buffered, hashed and counted as it goes."""
+
+    def __init__(self, fd: int) -> None:
+        self._f = os.fdopen(fd, "w+b", buffering=1 << 16)
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    @property
+    def raw(self):
+        """The file object, for writers (pyarrow) that write themselves; call ``rehash`` after."""
+        return self._f
+
+    def write(self, data: bytes) -> None:
+        self._f.write(data)
+        self._hash.update(data)
+        self.size += len(data)
+
+    def rehash(self) -> None:
+        """Hash what is in the file, once, when another library wrote it."""
+        self._f.flush()
+        self._f.seek(0)
+        self._hash, self.size = hashlib.sha256(), 0
+        for chunk in iter(lambda: self._f.read(1 << 20), b""):
+            self._hash.update(chunk)
+            self.size += len(chunk)
+
+    def sync_close(self) -> str:
+        """Flush, fsync and close; the digest of the bytes written."""
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+        return self._hash.hexdigest()
+
+    def close_quietly(self) -> bool:
+        """Close after a failure; False if buffered bytes could not be written (the file is short).
+        The descriptor is closed either way (the buffered file closes its raw file in a finally)."""
+        if self._f.closed:
+            return True
+        try:
+            self._f.close()
+            return True
+        except OSError:
+            return False
