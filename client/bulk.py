@@ -215,7 +215,7 @@ def _make_backend(args: argparse.Namespace, model_path: Path | None, gpu: bool):
 
 def _run(args: argparse.Namespace) -> int:
     from .metrics import scrape, server_report
-    from .resume import ResumeLedger, fingerprint
+    from .resume import ResumeLedger, model_digest
     from .run import RunOptions, run_bulk
     from .sinks import make_sink
 
@@ -240,8 +240,8 @@ def _run(args: argparse.Namespace) -> int:
         workers = args.workers or (GPU_WORKERS if gpu else CPU_WORKERS)
         config = PipelineConfig(batch=args.batch, workers=workers, square=args.square, sampling=sampling, gpu=gpu)
         options = {"sampling": sampling.describe(), "square": args.square, "format": args.format}
-        identity = fingerprint(model_path, options) if model_path else f"{args.server}/{args.model_name}/{options}"
-        ledger = ResumeLedger(args.out, identity)
+        digest = model_digest(model_path) if model_path else f"{args.server}/{args.model_name}"
+        ledger = ResumeLedger(args.out, digest, options)
         run = RunOptions(args.dir, args.out, config, overwrite=args.overwrite, split=not args.no_split,
                          progress=False if args.no_progress else None)
         before = scrape(metrics_url, args.model_name) if metrics_url else None
@@ -266,7 +266,7 @@ def _run(args: argparse.Namespace) -> int:
         "model": {"path": str(model_path) if model_path else None, **backend.model.to_summary()},
         "options": {**options, "batch": args.batch, "workers": config.workers,
                     "backend": "triton" if args.server else "embedded", "device": "gpu" if gpu else "cpu"},
-        "backend": _backend_report(backend, wall),
+        "backend": {**_backend_report(backend), "busy_fraction": result.schedule["busy_fraction"]},
     }
     if server is not None:
         summary["server"] = server
@@ -302,11 +302,9 @@ def _telemetry(port: int | None):
     return telemetry
 
 
-def _backend_report(backend, wall_s: float) -> dict[str, object]:
-    report: dict[str, object] = {
-        "lanes": backend.lanes,
-        "busy_fraction": round(backend.busy_seconds() / (backend.lanes * wall_s), 3) if wall_s > 0 else 0.0,
-    }
+def _backend_report(backend) -> dict[str, object]:
+    """How the backend was used; its busy fraction is the schedule's (one figure, one place)."""
+    report: dict[str, object] = {"lanes": backend.lanes}
     in_flight = getattr(backend, "in_flight", None)
     if in_flight is not None:
         report["inflight_limit"] = backend.lanes

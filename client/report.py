@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from .outfiles import display_rel
+
 OK, ERROR, SKIPPED = "ok", "error", "skipped"
 NOT_PROCESSED = "not_processed"  # the run stopped (interrupt, backend gone, disk full) before it started
 
@@ -30,6 +32,7 @@ class FileReport:
 
     def to_json(self) -> dict[str, object]:
         d = asdict(self)
+        d["path"] = display_rel(self.path)  # names that are not UTF-8 stay readable JSON text
         d["seconds"] = round(self.seconds, 3)
         d["fps"] = round(self.fps, 2)
         return d

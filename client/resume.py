@@ -20,7 +20,7 @@ from pathlib import Path
 from .errors import OutputError
 from .outfiles import DIGEST, Output, OutTree, boundary, display_rel
 
-__all__ = ["ResumeLedger", "Resume", "model_digest", "fingerprint", "redo_lines", "STATE_DIR", "REASONS"]
+__all__ = ["ResumeLedger", "Resume", "model_digest", "redo_lines", "STATE_DIR", "REASONS"]
 
 STATE_DIR = ".framestream"
 _VERSION = 2
@@ -57,13 +57,6 @@ def model_digest(model_path: Path) -> str:
     """The model's identity: a digest of its bytes."""
     with open(model_path, "rb") as f:
         return _file_digest(f)[:32]
-
-
-def fingerprint(model_path: Path, options: dict[str, object]) -> str:
-    """One opaque identity of model and options (kept for callers not yet passing them apart)."""
-    h = hashlib.sha256(model_digest(model_path).encode())
-    h.update(json.dumps(options, sort_keys=True).encode())
-    return h.hexdigest()[:32]
 
 
 def _canonical(options: Mapping[str, object]) -> dict[str, object]:

@@ -16,7 +16,8 @@ from .pipeline import BatchFailed, FileEnded, FileStarted, FrameResult, Job, Pip
 from .progress import Progress
 from .errors import OutputError, OutputStorageError, PipelineCrash
 from .report import ERROR, NOT_PROCESSED, OK, SKIPPED, FileReport
-from .resume import ResumeLedger
+from .outfiles import display_rel
+from .resume import NO_RECORD, ResumeLedger, redo_lines
 from .schedule import FilePlan, Segment, lpt_order, plan
 from .sinks import FileWriter, Sink
 from .telemetry import RunTelemetry
@@ -137,17 +138,23 @@ def _triage(options: RunOptions, sink: Sink, ledger: ResumeLedger) -> tuple[dict
         reports[c.rel] = FileReport(c.rel, SKIPPED, error=reason)
     for c, reason in found.errors:
         reports[c.rel] = FileReport(c.rel, ERROR, error=reason)
-    todo = []
+    todo, verdicts = [], []
     for c in found.videos:
         outputs = sink.outputs(c.rel)
-        frames = None if options.overwrite else ledger.completed_frames(c.path, c.rel, outputs)
-        if frames is None:
+        verdict = ledger.check(c.path, c.rel, outputs)
+        if options.overwrite or not verdict.complete:
             todo.append(c)
+            verdicts.append(verdict)
         else:
-            reports[c.rel] = FileReport(c.rel, OK, frames=frames, resumed=True,
+            reports[c.rel] = FileReport(c.rel, OK, frames=verdict.frames, resumed=True,
                                         outputs=[_rel_out(p, options.out) for p in outputs])
     if found.videos and len(todo) < len(found.videos):
         log.info("resuming: %d of %d videos already complete", len(found.videos) - len(todo), len(found.videos))
+    if options.overwrite:
+        log.info("--overwrite: redoing all %d videos", len(todo))
+    else:
+        for line in redo_lines(v for v in verdicts if v.reason != NO_RECORD):
+            log.info("%s", line)  # say why earlier outputs are replaced
     return reports, todo
 
 
@@ -275,7 +282,7 @@ class _Collector:
                 self._output(state, lambda: self.ledger.record(c.path, c.rel, state.written, outputs))
             if not state.error:
                 return FileReport(c.rel, OK, frames=state.written, seconds=seconds, segments=segments,
-                                  outputs=[_rel_out(p, self.out) for p in outputs])
+                                  outputs=[_rel_out(o.path, self.out) for o in outputs])
         partial = None
         if state.writer is not None:
             self._output(state, lambda: state.drain(force=True))
@@ -288,11 +295,8 @@ class _Collector:
 
 
 def _rel_out(path: Path, out: Path) -> str:
-    """An output's path relative to OUT (as summary.json lists it)."""
-    try:
-        return path.relative_to(out).as_posix()
-    except ValueError:
-        return str(path)
+    """An output's path relative to OUT, as summary.json lists it (valid UTF-8 text)."""
+    return display_rel(path.relative_to(out).as_posix())
 
 
 def _schedule_report(workers: int, segments: int, makespan: float, busy: float, lanes: int,

@@ -336,7 +336,7 @@ def test_a_video_whose_name_is_not_utf8_is_ok(tmp_path: Path, model_path: Path) 
     os.rename(os.fsencode(src / "plain.mp4"), os.fsencode(src) + b"/caf\xe9.mp4")
     rc, summary = bulk_main(src, out, model_path)
     rel = os.fsdecode(b"caf\xe9.mp4")
-    assert rc == 0 and entries(summary)[rel]["status"] == "ok"
+    assert rc == 0 and entries(summary)["caf\\xe9.mp4"]["status"] == "ok"  # summary.json: valid UTF-8 text
     assert len(read_jsonl(out / f"{rel}.jsonl")) == 3
     assert json.loads((out / "summary.json").read_text())["files"][0]["frames"] == 3
 
