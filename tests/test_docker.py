@@ -1,4 +1,7 @@
-"""docker/compose.yaml's invariants, checked offline (no Docker engine on these machines)."""
+"""docker/compose.yaml's and the Dockerfiles' invariants, checked without a Docker engine.
+
+tests/test_compose.py runs the cpu profile for real where an engine runs; the GPU profile
+cannot run on these machines, so what it shares with the cpu profile is checked here."""
 
 from __future__ import annotations
 
@@ -21,6 +24,21 @@ LONG_RUNNING = ["triton", "triton-cpu", "prometheus", "grafana"]
 BULK = ["bulk", "bulk-cpu"]
 
 
+def default(value: str) -> str:
+    """What compose substitutes for ``${VAR:-default}`` when VAR is unset (the value itself otherwise)."""
+    m = re.fullmatch(r"\$\{\w+:-(.*)\}", value)
+    return m.group(1) if m else value
+
+
+def dockerfile_base(dockerfile: str) -> tuple[str, str]:
+    """(build arg, its default) of the image a Dockerfile builds FROM: every stage the same."""
+    text = (DOCKER / dockerfile).read_text()
+    froms = set(re.findall(r"^FROM \$\{(\w+)\}", text, re.M))
+    assert len(froms) == 1 and len(re.findall(r"^FROM ", text, re.M)) >= 1, f"{dockerfile}: FROM ${{ARG}} in every stage"
+    (arg,) = froms
+    return arg, re.search(rf"^ARG {arg}=(\S+)$", text, re.M).group(1)
+
+
 def volumes(service: str) -> dict[str, str]:
     """container path -> mode ('ro' or 'rw') of each mount."""
     out = {}
@@ -34,7 +52,7 @@ def volumes(service: str) -> dict[str, str]:
 def test_every_service_has_a_pinned_image_or_a_build() -> None:
     for name, service in SERVICES.items():
         assert "image" in service or "build" in service, name
-        image = service.get("image", "")
+        image = default(service.get("image", ""))
         if "build" not in service:
             assert re.search(r":[\w.-]+$", image) and not image.endswith(":latest"), f"{name}: pin {image!r}"
 
@@ -43,6 +61,7 @@ def test_published_ports_bind_to_loopback_only() -> None:
     for name, service in SERVICES.items():
         for port in service.get("ports", []):
             assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond this host"
+            assert re.fullmatch(r"127\.0\.0\.1:(\d+|\$\{\w+:-\d+\}):\d+", port), port
 
 
 def test_model_repository_and_input_are_read_only_output_writable() -> None:
@@ -111,10 +130,47 @@ def test_prometheus_scrapes_triton_and_the_client() -> None:
 @pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.cpu"])
 def test_images_run_as_a_non_root_user_from_a_pinned_base(dockerfile: str) -> None:
     text = (DOCKER / dockerfile).read_text()
-    base = re.search(r"^FROM (\S+)", text, re.M).group(1)
+    _, base = dockerfile_base(dockerfile)
     assert re.search(r":\d[\w.-]*$", base), f"pin the base image: {base}"
     users = re.findall(r"^USER (\S+)", text, re.M)
     assert users and users[-1] not in ("root", "0")
+
+
+@pytest.mark.parametrize(("service", "dockerfile"), [("bulk", "Dockerfile"), ("bulk-cpu", "Dockerfile.cpu")])
+def test_base_images_are_build_args_whose_compose_default_is_the_dockerfiles(service: str, dockerfile: str) -> None:
+    build = SERVICES[service]["build"]
+    assert build["dockerfile"] == f"docker/{dockerfile}"
+    arg, base = dockerfile_base(dockerfile)
+    value = build["args"][arg]
+    assert value.startswith("${FRAMESTREAM_") and default(value) == base  # overridable; docker build agrees
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.cpu"])
+def test_both_images_install_from_the_wheelhouse_without_an_index_when_it_holds_wheels(dockerfile: str) -> None:
+    text = (DOCKER / dockerfile).read_text()
+    assert "COPY docker/wheelhouse/ /wheels/" in text
+    assert re.search(r"if ls /wheels/\*\.whl .*; then set -- --no-index --find-links /wheels; fi", text)
+    assert re.search(r"pip install \"\$@\" '/src\[[\w,]+\]'", text)
+    # The wheels stay in the build stage: the final image copies the virtual environment alone.
+    final = text.rsplit("\nFROM ", 1)[1]
+    assert "/wheels" not in final and "COPY --from=build /opt/venv /opt/venv" in final
+
+
+def test_the_wheelhouse_directory_is_in_git_and_its_wheels_are_not() -> None:
+    assert (DOCKER / "wheelhouse" / ".gitignore").read_text().split() == ["*", "!.gitignore"]
+
+
+def test_prometheus_image_can_be_replaced_and_model_files_stay_out_of_the_build_context() -> None:
+    assert SERVICES["prometheus"]["image"].startswith("${FRAMESTREAM_PROMETHEUS_IMAGE:-prom/prometheus:")
+    ignored = (REPO_ROOT / ".dockerignore").read_text().split()
+    assert "**/*.onnx" in ignored  # a model built on the host (model_repository/yolo/1/) is not baked in
+
+
+def test_cpu_triton_runs_as_the_bulk_clients_user_who_owns_the_shared_memory_regions() -> None:
+    # The client creates its system shared-memory regions with mode 0600 (multiprocessing's
+    # default): only a server running as the same user can open them.
+    assert SERVICES["triton-cpu"]["user"] == SERVICES["bulk-cpu"]["user"]
+    assert SERVICES["bulk-cpu"]["user"].startswith("${FRAMESTREAM_UID:-10001}:")
 
 
 def test_compose_file_validates_with_docker_compose() -> None:
