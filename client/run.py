@@ -119,6 +119,9 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
         collector.stop_run(f"interrupted ({getattr(e, 'signal_name', 'SIGINT')})")
     except PipelineCrash as e:
         collector.stop_run(f"internal error: {e}")
+    except Exception as e:  # a bug in the collector: stop as cleanly as any other stop
+        log.debug("collecting results failed", exc_info=True)
+        collector.stop_run(f"internal error: {type(e).__name__}: {e}")
     finally:
         events.close()  # stops and joins every pipeline thread
         progress.close()
