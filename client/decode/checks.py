@@ -35,7 +35,8 @@ def video_info(container: av.container.InputContainer, stream: av.video.stream.V
     frames = int(s.frames or 0)
     if for_estimate and not frames and duration and rate:
         frames = round(duration * float(rate))
-    return VideoInfo(codec=s.codec_context.name, frames=frames, duration_s=duration,
+    codec = s.codec_context.name if s.codec_context is not None else "unknown"  # no decoder: decoding says so
+    return VideoInfo(codec=codec, frames=frames, duration_s=duration,
                      fps=float(rate) if rate else None)
 
 
@@ -43,7 +44,7 @@ def declared_rate(container: av.container.InputContainer, stream: av.video.strea
     """The frame rate the file declares. A raw stream's only honest one is its bitstream's
     (an H.264 SPS, say): the demuxer's average rate there is its 25 fps default, made up."""
     if container.format.flags & _NO_TIMESTAMPS:
-        rate = stream.codec_context.framerate
+        rate = stream.codec_context.framerate if stream.codec_context is not None else None
         return Fraction(rate) if rate else None
     rate = stream.average_rate or stream.guessed_rate
     return Fraction(rate) if rate else None

@@ -61,14 +61,16 @@ class Driver(Protocol[T]):
 @dataclass(frozen=True)
 class Clock:
     """A frame's time in seconds: from its pts, or, for a stream without timestamps (a raw
-    .h264), from its presentation index and the rate the bitstream declares. Never made up."""
+    .h264, whose pts are absent or made up by FFmpeg from a default rate), from its
+    presentation index and the rate the bitstream declares. Never made up."""
 
     time_base: Fraction
     start: int
     rate: Fraction | None
+    timed: bool = True  # the container carries timestamps
 
     def t(self, pts: int | None, index: int) -> float:
-        if pts is not None:
+        if pts is not None and self.timed:
             return float((pts - self.start) * self.time_base)
         if self.rate:
             return float(index / self.rate)

@@ -2,8 +2,9 @@
 
 Both key-frame sampling and key-frame segments need each frame's presentation index and
 which frames are key frames; packets carry both (pts and the key flag), so demuxing is
-enough, at a small fraction of decoding's cost. Raw elementary streams (.h264) carry no
-pts: their layout says so (``untimed``), and they are neither split nor key-frame mapped.
+enough, at a small fraction of decoding's cost. Raw elementary streams (.h264, .mjpeg)
+carry no pts (or pts FFmpeg made up from a default rate): their layout says so
+(``untimed``), and they are neither split nor key-frame mapped.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import av
 
+from .checks import has_timestamps
 from .container import open_input
 
 
@@ -38,6 +40,8 @@ class Layout:
 def demux_layout(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> Layout:
     """Demux ``stream`` from where the container is now to its end."""
     packets = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.size]
+    if not has_timestamps(container):  # FFmpeg's pts here, if any, come from a made-up rate
+        return Layout((), (), Fraction(stream.time_base), 0, untimed=len(packets))
     timed = [(pts, key) for pts, key in packets if pts is not None]
     pts = sorted(p for p, _ in timed)
     order = {p: i for i, p in enumerate(pts)}

@@ -23,7 +23,7 @@ from ..errors import DecodeError
 from ..gpu.letterbox import GpuLetterbox, Nv12Picture
 from ..letterbox import LetterboxPlan, quarter_turns
 from . import DecodedFrame, FrameRange, PlanFor, Sampling
-from .checks import declared_rate, video_info
+from .checks import declared_rate, has_timestamps, video_info
 from .container import open_video
 from .frames import Clock, Cut, Feed
 from .layout import Layout, demux_layout
@@ -66,10 +66,10 @@ class NvdecSource:
                     raise DecodeError("no frame could be decoded")
                 cc = s.codec_context
                 refusal = nvdec_refusal(cc.name, cc.pix_fmt or None)
-                if refusal is None and first.pts is None:
+                if refusal is None and (first.pts is None or not has_timestamps(container)):
                     refusal = "the stream has no timestamps (NVDEC's frames are placed by pts)"
                 self.info = video_info(container, s)
-                self._clock = Clock(s.time_base, s.start_time or 0, declared_rate(container, s))
+                self._clock = Clock(s.time_base, s.start_time or 0, declared_rate(container, s), True)
                 self._colour: Colour = stream_colour(cc)
                 self._turns = quarter_turns(first.rotation)
                 coded_hw = (first.height, first.width)

@@ -15,12 +15,13 @@ import av
 import numpy as np
 
 from ..colour import Colour, stream_colour
+from ..errors import DecodeError
 from ..letterbox import LetterboxPlan, pad_into, quarter_turns
 from . import DecodedFrame, FrameRange, Letterboxed, PlanFor, Sampling
-from .checks import declared_rate, video_info
+from .checks import declared_rate, has_timestamps, video_info
 from .container import open_video
 from .frames import Clock, Cut, Feed
-from .layout import demux_layout
+from .layout import read_layout
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +69,13 @@ class PyAVSource:
         c, s = self._container, self._stream
         layout = None
         if self.sampling.keyframes and self.frame_range is None:
-            layout = demux_layout(c, s)  # where the key frames are, from one demux pass (no decoding)
-            c.seek(0, stream=s, backward=True, any_frame=False)
-        clock = Clock(s.time_base, s.start_time or 0, declared_rate(c, s))
+            # Where the key frames are, from one demux pass (no decoding), on an open of its
+            # own: a raw stream cannot seek back.
+            try:
+                layout = read_layout(self.path)
+            except av.FFmpegError as e:
+                raise DecodeError(f"cannot demux: {_reason(e)}") from e
+        clock = Clock(s.time_base, s.start_time or 0, declared_rate(c, s), has_timestamps(c))
         cut = Cut(self.info, clock, self.sampling, self.frame_range, layout)
         yield from cut.frames(_PyAVDriver(c, s, self.threads), plan_for)
 
