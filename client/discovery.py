@@ -9,6 +9,9 @@ from pathlib import Path
 
 import av
 
+from .decode.checks import video_info
+from .decode.container import NotAllowedFormat, open_input
+
 log = logging.getLogger(__name__)
 
 # Files with these extensions that FFmpeg cannot open are damaged videos (an error), not
@@ -85,18 +88,22 @@ def _classify(candidate: Candidate, found: Discovery) -> None:
 
 
 def probe(path: Path) -> tuple[str | None, int, float]:
-    """(None, frames, seconds) for a file FFmpeg opens with a video stream, else (why not, 0, 0)."""
+    """(None, frames, seconds) for a file FFmpeg opens with a video stream, else (why not, 0, 0).
+
+    Opened as decoding opens it (local file, allowed formats only: a playlist is refused, not
+    followed); frames and seconds are the container's declarations read by the decoder's own
+    rule (``video_info``), with the estimate's fallbacks.
+    """
     try:
         if path.stat().st_size == 0:
             return "empty file", 0, 0.0
-        with av.open(str(path)) as container:
+        with open_input(path) as container:
             if not container.streams.video:
                 return "no video stream", 0, 0.0
-            s = container.streams.video[0]
-            duration = float(s.duration * s.time_base) if s.duration else (container.duration or 0) / av.time_base
-            rate = s.average_rate or s.guessed_rate
-            frames = int(s.frames or 0) or (round(duration * float(rate)) if rate else 0)
-            return None, frames, duration
+            info = video_info(container, container.streams.video[0], for_estimate=True)
+            return None, info.frames, info.duration_s or 0.0
+    except NotAllowedFormat as e:
+        return str(e), 0, 0.0
     except av.FFmpegError as e:
         return f"not a readable video ({getattr(e, 'strerror', None) or e})", 0, 0.0
     except OSError as e:
