@@ -35,9 +35,8 @@ def _default_model() -> Path:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread so it stops the run exactly as Ctrl-C does."""
+    """SIGTERM before or after the run itself (which stops cleanly on its own): as Ctrl-C."""
 
-    signal_name = "SIGTERM"
     exit_code = EXIT_TERMINATED
 
 
@@ -287,7 +286,7 @@ def _run(args: argparse.Namespace) -> int:
         log.error("run stopped (%s): %s; rerun the same command to resume", result.stopped,
                   "see summary.json" if written else "summary.json could not be written")
     if result.interrupt is not None:
-        return getattr(result.interrupt, "exit_code", EXIT_INTERRUPTED)
+        return EXIT_TERMINATED if result.interrupt == "SIGTERM" else EXIT_INTERRUPTED
     complete = written and all(f.status in (OK, SKIPPED) for f in files)
     return EXIT_OK if complete else EXIT_FAILED
 
