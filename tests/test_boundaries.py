@@ -144,3 +144,69 @@ def test_metrics_addr_chooses_where_the_metrics_port_listens(taken_port, tmp_pat
                         "--metrics-port", str(port)])
     assert rc == 1
     assert f"--metrics-addr 127.0.0.1 --metrics-port {port}: Address already in use" in caplog.text
+
+
+# -- dependencies: one onnxruntime per environment, floors that were run -------------------------
+
+# The lowest versions the code was run on, and what breaks below each. Checked by installing
+# the floors together (numpy 1.24.4, av 14.1.0, onnx 1.16.0, onnxruntime 1.18.0,
+# opencv-python-headless 4.8.0.76, pyarrow 14.0.0, prometheus-client 0.20.0) and running the
+# suite outside Triton and the GPU. av 14.0 and prometheus-client 0.19 failed it.
+FLOORS = {
+    "av": ("14.1", "VideoFrame.rotation: without it every file fails as an internal error"),
+    "numpy": ("1.24", "ran the suite"),
+    "onnx": ("1.16", "ran the suite (models are written with IR version 8)"),
+    "onnxruntime": ("1.18", "ran the suite"),
+    "onnxruntime-gpu": ("1.19", "the first onnxruntime-gpu on PyPI built for CUDA 12 (cupy-cuda12x, the CUDA 12 image)"),
+    "opencv-python-headless": ("4.8", "ran the suite"),
+    "pyarrow": ("14", "ran the suite"),
+    "prometheus-client": ("0.20", "start_http_server returns (server, thread), which RunTelemetry shuts down"),
+}
+# Where the project installs itself; each must give exactly one onnxruntime.
+INSTALLERS = [".ci/run", "docker/Dockerfile", "docker/Dockerfile.cpu"]
+ONNXRUNTIME = re.compile(r"onnxruntime([-_.].+)?")
+
+
+def project() -> dict:
+    tomllib = pytest.importorskip("tomllib", reason="reads pyproject.toml with Python 3.11's tomllib")
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def requirements(extras: set[str] = frozenset()) -> list:
+    """The base requirements and those of ``extras``, as pyproject.toml declares them."""
+    from packaging.requirements import Requirement
+
+    declared = project()
+    unknown = extras - set(declared["optional-dependencies"])
+    assert not unknown, f"no such extra: {unknown}"
+    texts = declared["dependencies"] + [r for e in sorted(extras) for r in declared["optional-dependencies"][e]]
+    return [Requirement(t) for t in texts]
+
+
+def onnxruntimes(extras: set[str] = frozenset()) -> set[str]:
+    return {r.name.lower() for r in requirements(extras) if ONNXRUNTIME.fullmatch(r.name.lower())}
+
+
+def test_the_base_brings_no_onnxruntime_and_cpu_or_gpu_brings_exactly_one() -> None:
+    others = set(project()["optional-dependencies"]) - {"cpu", "gpu"}
+    assert onnxruntimes() == set()  # so the gpu extra never lands beside a CPU onnxruntime
+    assert onnxruntimes({"cpu"}) == {"onnxruntime"} and onnxruntimes({"gpu"}) == {"onnxruntime-gpu"}
+    assert {e: onnxruntimes({e}) for e in others} == {e: set() for e in others}
+
+
+@pytest.mark.parametrize("path", INSTALLERS)
+def test_each_scripted_install_brings_exactly_one_onnxruntime(path: str) -> None:
+    installs = re.findall(r"pip install [^\n]*-e '\.\[([a-z0-9,-]+)\]'", (ROOT / path).read_text())
+    assert installs, f"{path}: no pip install -e '.[...]' found"
+    for extras in installs:
+        assert len(onnxruntimes(set(extras.split(",")))) == 1, f"{path}: '.[{extras}]'"
+
+
+@pytest.mark.parametrize("name", sorted(FLOORS))
+def test_each_dependency_floor_is_the_version_the_code_was_run_on(name: str) -> None:
+    from packaging.version import Version
+
+    everything = requirements(set(project()["optional-dependencies"]))
+    floors = [s.version for r in everything if r.name.lower() == name for s in r.specifier if s.operator == ">="]
+    assert floors, f"{name} has no floor in pyproject.toml"
+    assert min(floors, key=Version) == FLOORS[name][0], f"{name}: {FLOORS[name][1]}"
