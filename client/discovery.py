@@ -69,7 +69,7 @@ def _walk(walk: _Walk, directory: Path, seen_dirs: set[tuple[int, int]], found: 
         return
     key = (st.st_dev, st.st_ino)
     if key in seen_dirs:
-        found.skipped.append((_candidate(root, directory), "directory already visited (symlink loop)"))
+        found.skipped.append((_candidate(root, directory), "directory already visited (a symlink loop, or a second link to it)"))
         return
     seen_dirs.add(key)
     try:

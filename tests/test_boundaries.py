@@ -6,6 +6,8 @@ import logging
 import os
 import re
 import socket
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -210,3 +212,16 @@ def test_each_dependency_floor_is_the_version_the_code_was_run_on(name: str) -> 
     floors = [s.version for r in everything if r.name.lower() == name for s in r.specifier if s.operator == ">="]
     assert floors, f"{name} has no floor in pyproject.toml"
     assert min(floors, key=Version) == FLOORS[name][0], f"{name}: {FLOORS[name][1]}"
+
+
+def test_without_any_onnxruntime_the_embedded_run_says_which_extra_to_install(tmp_path: Path, model_path: Path) -> None:
+    src = tmp_path / "v"
+    src.mkdir()
+    write_video(src / "a.mp4", frames=2)
+    blocked = ("import sys; sys.modules['onnxruntime'] = None  # as after 'pip install -e .': no onnxruntime\n"
+               "from client import bulk; sys.exit(bulk.main(sys.argv[1:]))")
+    done = subprocess.run([sys.executable, "-c", blocked, str(src), "--out", str(tmp_path / "out"), "--model",
+                           str(model_path), "--no-progress", "--device", "cpu"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    assert "pip install 'framestream[cpu]'" in done.stderr and "Traceback" not in done.stderr
