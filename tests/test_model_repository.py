@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from google.protobuf import text_format
 
@@ -81,3 +82,10 @@ def test_every_letterbox_the_client_sends_fits_both_configs() -> None:
     assert all(lo <= o <= hi for lo, o, hi in zip(low, opt, high))
     misfits = [hw for hw in sorted(shapes) if not all(lo <= n <= hi for lo, n, hi in zip(low[1:3], hw, high[1:3]))]
     assert not misfits, f"TensorRT profile {low}..{high} rejects {misfits}"
+
+
+def test_the_model_infers_at_the_profile_extremes(session) -> None:
+    """The thinnest letterboxes the profile admits (32 high or wide) run through the graph."""
+    for batch, h, w in [(1, 32, 640), (2, 640, 32), (1, 32, 32)]:
+        det, num = session.run(None, {INPUT.name: np.full((batch, h, w, 3), 114, np.uint8)})
+        assert det.shape == (batch, *DETECTIONS.dims) and num.shape == (batch, *NUM_DETECTIONS.dims)
