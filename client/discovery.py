@@ -1,4 +1,11 @@
-"""Find the videos under a directory: recursive, symlinks followed, loops detected, probed by content."""
+"""Find the videos under a directory: recursive, loops detected, probed by content.
+
+Symlinks: a symlink to a FILE is followed wherever it points (one link names one file the
+user chose to put there, e.g. a folder of links to videos kept elsewhere). A symlink to a
+DIRECTORY is followed only while its target stays inside the root; one that leads out
+(a link to ``/`` or a whole disk) is listed as skipped unless ``follow_links`` is set
+(``--follow-links``), because the walk would not be bounded by the DIR the user named.
+"""
 
 from __future__ import annotations
 
@@ -36,15 +43,28 @@ class Discovery:
     errors: list[tuple[Candidate, str]] = field(default_factory=list)  # looked like videos, unusable
 
 
-def discover(root: Path) -> Discovery:
-    """Walk ``root`` in sorted order; hidden entries are ignored, each directory entered once."""
+@dataclass(frozen=True)
+class _Walk:
+    root: Path  # as given: candidates' paths and ``rel`` are under it
+    real_root: str  # the root with symlinks resolved, the bound for directory links
+    follow_links: bool
+
+
+def discover(root: Path, *, follow_links: bool = False) -> Discovery:
+    """Walk ``root`` in sorted order; hidden entries are ignored, each directory entered once.
+
+    Directory symlinks whose target lies outside ``root`` are skipped unless ``follow_links``;
+    file symlinks are always followed (see the module docstring).
+    """
     found = Discovery()
     seen_dirs: set[tuple[int, int]] = set()
-    _walk(root, root, seen_dirs, found)
+    walk = _Walk(root=root, real_root=os.path.realpath(root), follow_links=follow_links)
+    _walk(walk, root, seen_dirs, found)
     return found
 
 
-def _walk(root: Path, directory: Path, seen_dirs: set[tuple[int, int]], found: Discovery) -> None:
+def _walk(walk: _Walk, directory: Path, seen_dirs: set[tuple[int, int]], found: Discovery) -> None:
+    root = walk.root
     try:
         st = directory.stat()
     except OSError as e:
@@ -52,7 +72,7 @@ def _walk(root: Path, directory: Path, seen_dirs: set[tuple[int, int]], found: D
         return
     key = (st.st_dev, st.st_ino)
     if key in seen_dirs:
-        found.skipped.append((_candidate(root, directory), "directory already visited (symlink loop)"))
+        found.skipped.append((_candidate(root, directory), "directory already visited (a symlink loop, or a second link to it)"))
         return
     seen_dirs.add(key)
     try:
@@ -69,8 +89,11 @@ def _walk(root: Path, directory: Path, seen_dirs: set[tuple[int, int]], found: D
             is_file = entry.is_file(follow_symlinks=True)
         except OSError:
             is_dir = is_file = False
-        if is_dir:
-            _walk(root, path, seen_dirs, found)
+        if is_dir and entry.is_symlink() and not walk.follow_links and not _inside(walk.real_root, path):
+            found.skipped.append((_candidate(root, path), f"symlink to a directory outside {root} "
+                                  f"({os.path.realpath(path)}); pass --follow-links to include it"))
+        elif is_dir:
+            _walk(walk, path, seen_dirs, found)
         elif is_file:
             _classify(_candidate(root, path), found)
         elif entry.is_symlink():
@@ -108,6 +131,12 @@ def probe(path: Path) -> tuple[str | None, int, float]:
         return f"not a readable video ({getattr(e, 'strerror', None) or e})", 0, 0.0
     except OSError as e:
         return f"cannot read: {e.strerror or e}", 0, 0.0
+
+
+def _inside(real_root: str, path: Path) -> bool:
+    """Whether ``path``, with every symlink resolved, is ``real_root`` or lies under it."""
+    real = os.path.realpath(path)
+    return os.path.commonpath([real_root, real]) == real_root
 
 
 def _candidate(root: Path, path: Path) -> Candidate:

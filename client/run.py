@@ -35,6 +35,7 @@ class RunOptions:
     overwrite: bool = False
     split: bool = True  # cut long files into segments at key frames
     progress: bool | None = None  # None: live bar when stderr is a terminal
+    follow_links: bool = False  # follow directory symlinks that lead out of root
 
 
 @dataclass
@@ -172,7 +173,7 @@ def _collect(pipeline: Pipeline, collector: "_Collector") -> None:
 
 def _triage(options: RunOptions, sink: Sink, ledger: ResumeLedger) -> tuple[dict[str, FileReport], list]:
     """Reports for what needs no work (not videos, unreadable, already complete); the rest to do."""
-    found = discover(options.root)
+    found = discover(options.root, follow_links=options.follow_links)
     reports: dict[str, FileReport] = {}
     for c, reason in found.skipped:
         reports[c.rel] = FileReport(c.rel, SKIPPED, error=reason)
