@@ -35,9 +35,8 @@ def _default_model() -> Path:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread so it stops the run exactly as Ctrl-C does."""
+    """SIGTERM before or after the run itself (which stops cleanly on its own): as Ctrl-C."""
 
-    signal_name = "SIGTERM"
     exit_code = EXIT_TERMINATED
 
 
@@ -100,8 +99,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--square", action="store_true",
                    help="letterbox to the model's full square even when it takes smaller rectangles")
     p.add_argument("--overwrite", action="store_true", help="redo videos whose outputs are already complete")
+    p.add_argument("--follow-links", action="store_true",
+                   help="also follow symlinks to directories outside DIR (file symlinks are always followed)")
     p.add_argument("--metrics-port", type=int, default=None, metavar="P",
                    help="serve this run's Prometheus metrics on port P (frames, files, frames/s, queues)")
+    p.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
+                   help="the address --metrics-port listens on (0.0.0.0: every interface, e.g. in a container)")
     p.add_argument("--no-progress", action="store_true", help="plain log lines instead of a live progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
@@ -243,9 +246,9 @@ def _run(args: argparse.Namespace) -> int:
         digest = model_digest(model_path) if model_path else f"{args.server}/{args.model_name}"
         ledger = ResumeLedger(args.out, digest, options)
         run = RunOptions(args.dir, args.out, config, overwrite=args.overwrite, split=not args.no_split,
-                         progress=False if args.no_progress else None)
+                         progress=False if args.no_progress else None, follow_links=args.follow_links)
         before = scrape(metrics_url, args.model_name) if metrics_url else None
-        telemetry = _telemetry(args.metrics_port)
+        telemetry = _telemetry(args.metrics_port, args.metrics_addr)
         start = time.monotonic()
         try:
             result = run_bulk(run, backend, sink, ledger, telemetry)
@@ -287,18 +290,18 @@ def _run(args: argparse.Namespace) -> int:
         log.error("run stopped (%s): %s; rerun the same command to resume", result.stopped,
                   "see summary.json" if written else "summary.json could not be written")
     if result.interrupt is not None:
-        return getattr(result.interrupt, "exit_code", EXIT_INTERRUPTED)
+        return EXIT_TERMINATED if result.interrupt == "SIGTERM" else EXIT_INTERRUPTED
     complete = written and all(f.status in (OK, SKIPPED) for f in files)
     return EXIT_OK if complete else EXIT_FAILED
 
 
-def _telemetry(port: int | None):
+def _telemetry(port: int | None, addr: str):
     if port is None:
         return None
     from .telemetry import RunTelemetry
 
-    telemetry = RunTelemetry(port)
-    log.info("run metrics on http://0.0.0.0:%d/metrics", port)
+    telemetry = RunTelemetry(port, addr=addr)
+    log.info("run metrics on %s", telemetry.url)
     return telemetry
 
 

@@ -1,4 +1,11 @@
-"""Find the videos under a directory: recursive, symlinks followed, loops detected, probed by content."""
+"""Find the videos under a directory: recursive, loops detected, probed by content.
+
+Symlinks: a symlink to a FILE is followed wherever it points (one link names one file the
+user chose to put there, e.g. a folder of links to videos kept elsewhere). A symlink to a
+DIRECTORY is followed only while its target stays inside the root; one that leads out
+(a link to ``/`` or a whole disk) is listed as skipped unless ``follow_links`` is set
+(``--follow-links``), because the walk would not be bounded by the DIR the user named.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
+
+from .decode.checks import video_info
+from .decode.container import NotAllowedFormat, open_input
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +43,28 @@ class Discovery:
     errors: list[tuple[Candidate, str]] = field(default_factory=list)  # looked like videos, unusable
 
 
-def discover(root: Path) -> Discovery:
-    """Walk ``root`` in sorted order; hidden entries are ignored, each directory entered once."""
+@dataclass(frozen=True)
+class _Walk:
+    root: Path  # as given: candidates' paths and ``rel`` are under it
+    real_root: str  # the root with symlinks resolved, the bound for directory links
+    follow_links: bool
+
+
+def discover(root: Path, *, follow_links: bool = False) -> Discovery:
+    """Walk ``root`` in sorted order; hidden entries are ignored, each directory entered once.
+
+    Directory symlinks whose target lies outside ``root`` are skipped unless ``follow_links``;
+    file symlinks are always followed (see the module docstring).
+    """
     found = Discovery()
     seen_dirs: set[tuple[int, int]] = set()
-    _walk(root, root, seen_dirs, found)
+    walk = _Walk(root=root, real_root=os.path.realpath(root), follow_links=follow_links)
+    _walk(walk, root, seen_dirs, found)
     return found
 
 
-def _walk(root: Path, directory: Path, seen_dirs: set[tuple[int, int]], found: Discovery) -> None:
+def _walk(walk: _Walk, directory: Path, seen_dirs: set[tuple[int, int]], found: Discovery) -> None:
+    root = walk.root
     try:
         st = directory.stat()
     except OSError as e:
@@ -49,7 +72,7 @@ def _walk(root: Path, directory: Path, seen_dirs: set[tuple[int, int]], found: D
         return
     key = (st.st_dev, st.st_ino)
     if key in seen_dirs:
-        found.skipped.append((_candidate(root, directory), "directory already visited (symlink loop)"))
+        found.skipped.append((_candidate(root, directory), "directory already visited (a symlink loop, or a second link to it)"))
         return
     seen_dirs.add(key)
     try:
@@ -66,8 +89,11 @@ def _walk(root: Path, directory: Path, seen_dirs: set[tuple[int, int]], found: D
             is_file = entry.is_file(follow_symlinks=True)
         except OSError:
             is_dir = is_file = False
-        if is_dir:
-            _walk(root, path, seen_dirs, found)
+        if is_dir and entry.is_symlink() and not walk.follow_links and not _inside(walk.real_root, path):
+            found.skipped.append((_candidate(root, path), f"symlink to a directory outside {root} "
+                                  f"({os.path.realpath(path)}); pass --follow-links to include it"))
+        elif is_dir:
+            _walk(walk, path, seen_dirs, found)
         elif is_file:
             _classify(_candidate(root, path), found)
         elif entry.is_symlink():
@@ -85,22 +111,32 @@ def _classify(candidate: Candidate, found: Discovery) -> None:
 
 
 def probe(path: Path) -> tuple[str | None, int, float]:
-    """(None, frames, seconds) for a file FFmpeg opens with a video stream, else (why not, 0, 0)."""
+    """(None, frames, seconds) for a file FFmpeg opens with a video stream, else (why not, 0, 0).
+
+    Opened as decoding opens it (local file, allowed formats only: a playlist is refused, not
+    followed); frames and seconds are the container's declarations read by the decoder's own
+    rule (``video_info``), with the estimate's fallbacks.
+    """
     try:
         if path.stat().st_size == 0:
             return "empty file", 0, 0.0
-        with av.open(str(path)) as container:
+        with open_input(path) as container:
             if not container.streams.video:
                 return "no video stream", 0, 0.0
-            s = container.streams.video[0]
-            duration = float(s.duration * s.time_base) if s.duration else (container.duration or 0) / av.time_base
-            rate = s.average_rate or s.guessed_rate
-            frames = int(s.frames or 0) or (round(duration * float(rate)) if rate else 0)
-            return None, frames, duration
+            info = video_info(container, container.streams.video[0], for_estimate=True)
+            return None, info.frames, info.duration_s or 0.0
+    except NotAllowedFormat as e:
+        return str(e), 0, 0.0
     except av.FFmpegError as e:
         return f"not a readable video ({getattr(e, 'strerror', None) or e})", 0, 0.0
     except OSError as e:
         return f"cannot read: {e.strerror or e}", 0, 0.0
+
+
+def _inside(real_root: str, path: Path) -> bool:
+    """Whether ``path``, with every symlink resolved, is ``real_root`` or lies under it."""
+    real = os.path.realpath(path)
+    return os.path.commonpath([real_root, real]) == real_root
 
 
 def _candidate(root: Path, path: Path) -> Candidate:

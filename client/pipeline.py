@@ -111,6 +111,10 @@ class Pipeline:
         self._stop = threading.Event()
         self._queues: dict[str, queue.Queue] = {}
         self._crash: tuple[str, BaseException] | None = None  # (stage, error) of a stage that died
+        self._threads: list[threading.Thread] = []
+        self._lane_threads: list[threading.Thread] = []
+        self._lanes_left = 0
+        self._events: queue.Queue = queue.Queue()
 
     def queue_depths(self) -> dict[str, int]:
         """Items waiting between stages now (for telemetry)."""
@@ -119,42 +123,68 @@ class Pipeline:
     def stop(self) -> None:
         self._stop.set()
 
-    def run(self, jobs: Iterable[Job]) -> Iterator[Event]:
-        """Run every job; yield events until all are done. Closing the iterator stops the threads."""
+    def start(self, jobs: Iterable[Job]) -> None:
+        """Start every stage on ``jobs``; read results with :meth:`events`, end with :meth:`close`."""
         lanes = self.backend.lanes
         job_q: queue.Queue = queue.Queue()
         for job in jobs:
             job_q.put(job)
         frame_q: queue.Queue = queue.Queue(maxsize=self.config.frames_ahead)
         batch_q: queue.Queue = queue.Queue(maxsize=self.config.batches_ahead * lanes)
-        events: queue.Queue = queue.Queue()
+        self._events = queue.Queue()
         self._queues = {"jobs": job_q, "frames": frame_q, "batches": batch_q}
-        workers = [self._thread(f"decode-{i}", self._decode_worker, job_q, frame_q, events)
+        workers = [self._thread(f"decode-{i}", self._decode_worker, job_q, frame_q, self._events)
                    for i in range(self.config.workers)]
         batcher = self._thread("batcher", self._batcher, frame_q, batch_q, len(workers), lanes)
-        lane_threads = [self._thread(f"lane-{lane}", self._lane, lane, batch_q, events) for lane in range(lanes)]
-        threads = [*workers, batcher, *lane_threads]
-        for t in threads:
+        self._lane_threads = [self._thread(f"lane-{lane}", self._lane, lane, batch_q, self._events)
+                              for lane in range(lanes)]
+        self._threads = [*workers, batcher, *self._lane_threads]
+        self._lanes_left = lanes
+        for t in self._threads:
             t.start()
+
+    def events(self) -> Iterator[Event]:
+        """Events until every lane is done. Its state lives in the pipeline, so after an
+        interrupt a new call picks up where the last one stopped (the caller drains the
+        results of batches that were in flight)."""
+        while self._lanes_left:
+            try:
+                item = self._events.get(timeout=_POLL_S)
+            except queue.Empty:
+                if not any(t.is_alive() for t in self._lane_threads):
+                    return  # every lane has ended (its end marker may have been lost to an interrupt)
+                continue
+            if item is _DONE:
+                self._lanes_left -= 1
+            else:
+                yield item
+
+    def close(self) -> None:
+        """Stop every stage and join its thread; the backend may close its buffers only after
+        this. Each stage polls the stop flag, so a thread ends within one poll (a lane within
+        its current request). :attr:`crash` then says whether a stage failed."""
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+
+    @property
+    def crash(self) -> PipelineCrash | None:
+        """A stage that failed outside any one file's work (a bug), as an error to report."""
+        if self._crash is None:
+            return None
+        stage, error = self._crash
+        return PipelineCrash(f"the {stage} stage failed: {type(error).__name__}: {error}")
+
+    def run(self, jobs: Iterable[Job]) -> Iterator[Event]:
+        """Run every job and yield its events; closing the iterator stops the threads.
+        Raises :class:`PipelineCrash` at the end if a stage failed."""
+        self.start(jobs)
         try:
-            finished_lanes = 0
-            while finished_lanes < lanes:
-                try:
-                    item = events.get(timeout=_POLL_S)
-                except queue.Empty:
-                    continue
-                if item is _DONE:
-                    finished_lanes += 1
-                else:
-                    yield item
+            yield from self.events()
         finally:
-            # Every stage polls the stop flag, so each thread ends within one poll (a lane
-            # within its current request); the backend may close its buffers only after this.
-            self._stop.set()
-            for t in threads:
-                t.join()
-        if self._crash is not None:
-            raise PipelineCrash(f"the {self._crash[0]} stage failed: {self._crash[1]}") from self._crash[1]
+            self.close()
+        if self.crash is not None:
+            raise self.crash
 
     def _thread(self, name: str, stage: Callable[..., None], *args: object) -> threading.Thread:
         """A stage thread; if the stage itself raises (a bug: per-file failures are caught

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +16,7 @@ from .discovery import discover
 from .infer import Backend
 from .pipeline import BatchFailed, FileEnded, FileStarted, FrameResult, Job, Pipeline, PipelineConfig
 from .progress import Progress
-from .errors import OutputError, OutputStorageError, PipelineCrash
+from .errors import OutputError, OutputStorageError
 from .report import ERROR, NOT_PROCESSED, OK, SKIPPED, FileReport
 from .outfiles import display_rel
 from .resume import NO_RECORD, ResumeLedger, redo_lines
@@ -33,6 +35,7 @@ class RunOptions:
     overwrite: bool = False
     split: bool = True  # cut long files into segments at key frames
     progress: bool | None = None  # None: live bar when stderr is a terminal
+    follow_links: bool = False  # follow directory symlinks that lead out of root
 
 
 @dataclass
@@ -40,7 +43,7 @@ class RunResult:
     files: list[FileReport]
     schedule: dict[str, object]
     stopped: str | None = None  # why the run stopped before every file was done (None: it finished)
-    interrupt: KeyboardInterrupt | None = None  # the signal that stopped it, if one did
+    interrupt: str | None = None  # the signal that stopped it ("SIGINT", "SIGTERM"), if one did
 
 
 @dataclass
@@ -85,7 +88,7 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
              telemetry: RunTelemetry | None = None) -> RunResult:
     """Process every video under ``options.root``; never raises for a file's fault.
 
-    An interrupt (Ctrl-C, SIGTERM) or a fault no file can survive (backend gone, output
+    An interrupt (SIGINT, SIGTERM) or a fault no file can survive (backend gone, output
     storage unusable, a pipeline bug) stops the run the same way: threads stopped and
     joined, files in flight kept as partial outputs, files not started reported as not
     processed, and a result returned so the caller can still write ``summary.json``.
@@ -109,30 +112,68 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
     collector = _Collector(plans, sink, ledger, progress, telemetry, out=options.out, stop=pipeline.stop)
     busy_before = backend.busy_seconds()
     start = time.monotonic()
-    interrupt: KeyboardInterrupt | None = None
-    events = pipeline.run(jobs)
-    try:
-        for event in events:
-            collector.handle(event)
-    except KeyboardInterrupt as e:  # SIGTERM arrives as a KeyboardInterrupt subclass (see client.bulk)
-        interrupt = e
-        collector.stop_run(f"interrupted ({getattr(e, 'signal_name', 'SIGINT')})")
-    except PipelineCrash as e:
-        collector.stop_run(f"internal error: {e}")
-    finally:
-        events.close()  # stops and joins every pipeline thread
-        progress.close()
+    with _Interrupts(pipeline.stop) as interrupts:
+        pipeline.start(jobs)
+        try:
+            _collect(pipeline, collector)
+        except KeyboardInterrupt:  # a second signal: stop waiting for the batches in flight
+            pass
+        finally:
+            pipeline.close()
+            progress.close()
+    if interrupts.signal_name is not None:
+        collector.stop_run(f"interrupted ({interrupts.signal_name})")
+    if pipeline.crash is not None:
+        collector.stop_run(f"internal error: {pipeline.crash}")
     makespan = time.monotonic() - start
     reports.update(collector.finish_stopped())
     reports.update(collector.reports)
     busy = backend.busy_seconds() - busy_before
     schedule = _schedule_report(config.workers, len(jobs), makespan, busy, backend.lanes, collector.decode_times)
-    return RunResult([reports[rel] for rel in sorted(reports)], schedule, collector.stopped, interrupt)
+    return RunResult([reports[rel] for rel in sorted(reports)], schedule, collector.stopped, interrupts.signal_name)
+
+
+class _Interrupts:
+    """SIGINT and SIGTERM during a run: the first stops the pipeline, whose stages finish the
+    batches in flight, so their results still reach the outputs and nothing is cut mid-write;
+    a second one stops waiting (KeyboardInterrupt). Off the main thread signals are left alone."""
+
+    def __init__(self, stop: Callable[[], None]) -> None:
+        self._stop = stop
+        self.signal_name: str | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signal_name is not None:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+        self._stop()
+
+    def __enter__(self) -> "_Interrupts":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+def _collect(pipeline: Pipeline, collector: "_Collector") -> None:
+    """Hand every pipeline event to the collector; a collector failure (a bug) stops the run."""
+    try:
+        for event in pipeline.events():
+            collector.handle(event)
+    except Exception as e:
+        log.debug("collecting results failed", exc_info=True)
+        collector.stop_run(f"internal error: {type(e).__name__}: {e}")
+        for _ in pipeline.events():  # let the stopped stages end
+            pass
 
 
 def _triage(options: RunOptions, sink: Sink, ledger: ResumeLedger) -> tuple[dict[str, FileReport], list]:
     """Reports for what needs no work (not videos, unreadable, already complete); the rest to do."""
-    found = discover(options.root)
+    found = discover(options.root, follow_links=options.follow_links)
     reports: dict[str, FileReport] = {}
     for c, reason in found.skipped:
         reports[c.rel] = FileReport(c.rel, SKIPPED, error=reason)

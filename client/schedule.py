@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import av
 
 from .decode import Sampling
+from .decode.container import NotAllowedFormat
 from .decode.layout import Layout, read_layout
 from .decode.sampling import select
 from .discovery import Candidate
@@ -80,10 +81,12 @@ def plan(candidates: list[Candidate], sampling: Sampling, *, workers: int, split
 def _split(file_id: int, c: Candidate, work: int, sampling: Sampling, share: float) -> FilePlan:
     try:
         layout = read_layout(c.path)
-    except (av.FFmpegError, OSError, IndexError):
+    except (av.FFmpegError, OSError, IndexError, NotAllowedFormat):
         return FilePlan(file_id, c, work)  # decoding will report what is wrong with it
-    if len(layout.key_indices) < 2:
-        return FilePlan(file_id, c, work)  # one key frame: nowhere to cut
+    if len(layout.key_indices) < 2 or not layout.timed:
+        # One key frame: nowhere to cut. No timestamps (a raw .h264): no pts to place a
+        # segment's frames by, so the file is decoded whole.
+        return FilePlan(file_id, c, work)
     selected = selected_indices(layout, sampling)
     segments: list[Segment] = []
     bounds = [*layout.key_indices, len(layout.pts)]

@@ -9,14 +9,14 @@
 # image's Python and glibc (not the host's). Several runs accumulate in the same directory.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-python_version=3.11 extras=server,parquet,metrics,exact glibc=2.36 dest=$here/wheelhouse
+python_version=3.11 extras=cpu,server,parquet,metrics,exact glibc=2.36 dest=$here/wheelhouse
 while [ $# -gt 0 ]; do
   case $1 in
     --python) python_version=$2; shift 2 ;;
     --extras) extras=$2; shift 2 ;;
     --glibc) glibc=$2; shift 2 ;;
     --dest) dest=$2; shift 2 ;;
-    *) echo "usage: $0 [--python 3.11] [--extras server,parquet,metrics,exact] [--glibc 2.36] [--dest DIR]" >&2; exit 1 ;;
+    *) echo "usage: $0 [--python 3.11] [--extras cpu,server,parquet,metrics,exact] [--glibc 2.36] [--dest DIR]" >&2; exit 1 ;;
   esac
 done
 py=${PYTHON:-python3}

@@ -167,8 +167,8 @@ def test_a_file_that_vanishes_during_the_run_fails_alone(tmp_path: Path, model_p
     write_video(src / "goes.mp4", frames=4)
     real_discover = run_module.discover
 
-    def discover_then_delete(root: Path):
-        found = real_discover(root)
+    def discover_then_delete(root: Path, **options):
+        found = real_discover(root, **options)
         (src / "goes.mp4").unlink()  # gone between discovery and decoding
         return found
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from client.contract import DETECTIONS, INPUT, MAX_BATCH, NUM_DETECTIONS
+from client.contract import DEFAULT_IMGSZ, DETECTIONS, INPUT, MAX_BATCH, NUM_DETECTIONS
+from client.letterbox import plan_letterbox
 from server_config.model.paths import MODEL_NAME, MODEL_REPOSITORY
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="needs tritonclient[grpc]")
@@ -48,3 +50,42 @@ def test_cpu_config_runs_the_python_backend_on_cpu_instances() -> None:
     assert config.backend == "python"
     assert {g.kind for g in config.instance_group} == {model_config_pb2.ModelInstanceGroup.KIND_CPU}
     assert (MODEL_REPOSITORY / MODEL_NAME / "1" / "model.py").is_file()
+
+
+def sent_shapes() -> set[tuple[int, int]]:
+    """Every (H, W) the client can send a 640 model: minimal letterboxes and --square, 1:8 to 8:1 and beyond."""
+    sizes = [(round(1000 * 8 ** (k / 200)), 1000) for k in range(-200, 201)]  # aspect w/h from 1:8 to 8:1
+    sizes += [(1, 2000), (2000, 1), (1, 1), (2, 1), (1, 2), (4320, 7680), (7680, 4320), (100, 400), (400, 100),
+              (3, 65535), (65535, 3), (720, 1280), (1080, 1920), (1920, 1080), (480, 640), (800, 1920)]
+    sizes += [hw for n in range(1, 641) for hw in ((n, 640), (640, n))]  # every short side of a 640 frame
+    return {plan_letterbox(hw, (DEFAULT_IMGSZ, DEFAULT_IMGSZ), minimal=minimal).dst_hw
+            for hw in sizes for minimal in (True, False)}
+
+
+def profile_shapes(trt, key: str) -> tuple[int, ...]:
+    """'images:1x32x32x3' -> (1, 32, 32, 3) for the contract's input."""
+    (shape,) = [s for s in trt.parameters[key].split(",") if s.startswith(INPUT.name + ":")]
+    return tuple(int(d) for d in shape.split(":", 1)[1].split("x"))
+
+
+def test_every_letterbox_the_client_sends_fits_both_configs() -> None:
+    shapes = sent_shapes()
+    assert {(640, 160), (160, 640), (640, 32), (32, 640), (640, 288), (640, 640)} <= shapes  # 4:1, 20:1, 2.39:1
+    gpu, cpu = load(CONFIGS[0]), load(CONFIGS[1])
+    for config in (gpu, cpu):
+        dims = tuple(config.input[0].dims)
+        misfits = [hw for hw in sorted(shapes) if any(d != -1 and d != n for d, n in zip(dims, (*hw, 3)))]
+        assert not misfits, f"{config.backend}: dims {dims} reject {misfits}"
+    (trt,) = gpu.optimization.execution_accelerators.gpu_execution_accelerator
+    low, opt, high = (profile_shapes(trt, f"trt_profile_{k}_shapes") for k in ("min", "opt", "max"))
+    assert low[0] == 1 and high[0] == MAX_BATCH and low[3] == opt[3] == high[3] == 3
+    assert all(lo <= o <= hi for lo, o, hi in zip(low, opt, high))
+    misfits = [hw for hw in sorted(shapes) if not all(lo <= n <= hi for lo, n, hi in zip(low[1:3], hw, high[1:3]))]
+    assert not misfits, f"TensorRT profile {low}..{high} rejects {misfits}"
+
+
+def test_the_model_infers_at_the_profile_extremes(session) -> None:
+    """The thinnest letterboxes the profile admits (32 high or wide) run through the graph."""
+    for batch, h, w in [(1, 32, 640), (2, 640, 32), (1, 32, 32)]:
+        det, num = session.run(None, {INPUT.name: np.full((batch, h, w, 3), 114, np.uint8)})
+        assert det.shape == (batch, *DETECTIONS.dims) and num.shape == (batch, *NUM_DETECTIONS.dims)

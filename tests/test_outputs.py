@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -398,3 +399,26 @@ def test_parquet_every_3_has_a_row_for_every_processed_frame(tmp_path: Path, mod
     assert {r["frame"] for r in rows} == set(range(0, 40, 3)) and entries(summary)["a.mp4"]["frames"] == 14
     empty = {r["frame"] for r in rows if r["score"] is None}
     assert empty and empty != {r["frame"] for r in rows}  # frames with and without detections, both kept
+
+
+def test_a_rerun_with_other_options_or_another_model_says_why_it_redoes_each_video(
+        tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from server_config.model.build import build_model
+    from server_config.model.files import save_onnx_atomically
+
+    src, out = tmp_path / "v", tmp_path / "out"
+    src.mkdir()
+    write_video(src / "a.mp4", frames=4)
+    write_video(src / "b.mp4", frames=4)
+    bulk_main(src, out, model_path)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        rc, _ = bulk_main(src, out, model_path, "--every", "2")
+    assert rc == 0 and "redoing 2 videos: the options changed: sampling" in caplog.messages
+    other = tmp_path / "other.onnx"
+    save_onnx_atomically(build_model(size="n", imgsz=256), other)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        rc, summary = bulk_main(src, out, other, "--every", "2")
+    assert rc == 0 and "redoing 2 videos: the model changed" in caplog.messages
+    assert not any(f["resumed"] for f in summary["files"])

@@ -32,11 +32,13 @@ def write_video(
     time_base: Fraction | None = None,
     colour: tuple[int, int] | None = None,
     pix_fmt: str = "yuv420p",
+    faststart: bool = False,
 ) -> Path:
     """Write ``frames`` frames; ``pts`` (in ``time_base`` units) makes the frame rate variable;
-    ``colour`` tags the stream with FFmpeg's (colorspace, color_range) values."""
+    ``colour`` tags the stream with FFmpeg's (colorspace, color_range) values; ``faststart``
+    puts an MP4's index first (so a truncated copy still opens and declares its length)."""
     w, h = size_wh
-    with av.open(str(path), "w") as out:
+    with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {}) as out:
         stream = out.add_stream(codec, rate=fps)
         stream.width, stream.height = w, h
         stream.pix_fmt = pix_fmt
@@ -59,6 +61,34 @@ def write_video(
                 frame.pts = pts[i]
                 frame.time_base = time_base
             for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def write_raw_stream(path: Path, *, fmt: str = "h264", **video) -> Path:
+    """A raw elementary stream (no container, no timestamps): ``write_video``'s packets
+    remuxed into FFmpeg's ``fmt`` muxer (h264, hevc)."""
+    tmp = write_video(path.with_suffix(".tmp.mp4"), **video)
+    with av.open(str(tmp)) as src, av.open(str(path), "w", format=fmt) as out:
+        stream = out.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.size:
+                packet.stream = stream
+                out.mux(packet)
+    tmp.unlink()
+    return path
+
+
+def write_mjpeg_stream(path: Path, *, frames: int = 6, size_wh: tuple[int, int] = (160, 96)) -> Path:
+    """Raw Motion JPEG: no timestamps and no frame rate anywhere in the stream."""
+    w, h = size_wh
+    with av.open(str(path), "w", format="mjpeg") as out:
+        stream = out.add_stream("mjpeg", rate=12)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuvj420p"
+        for i in range(frames):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame_image(i, w, h), format="rgb24")):
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)

@@ -48,6 +48,12 @@ class FrameRange:
     index_of_pts: Mapping[int, int]
     expected: int  # frames of ``selected`` in [start, end), known from planning
 
+    @property
+    def ends_file(self) -> bool:
+        """The last segment: it also checks the file's end against the container's declarations
+        (``index_of_pts`` holds every frame of the file, so its size is the frame count)."""
+        return self.end >= len(self.index_of_pts)
+
 
 @dataclass(frozen=True)
 class VideoInfo:

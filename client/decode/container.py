@@ -12,7 +12,9 @@ from pathlib import Path
 
 import av
 
-__all__ = ["ALLOWED_FORMATS", "open_input", "NotAllowedFormat"]
+from ..errors import DecodeError
+
+__all__ = ["ALLOWED_FORMATS", "open_input", "open_video", "NotAllowedFormat"]
 
 # FFmpeg demuxer names (``ffmpeg -demuxers``) for video containers and raw video streams.
 # Not here, on purpose: hls, concat, sdp, rtp, rtsp, image2 (patterns), tee, data and the
@@ -39,3 +41,23 @@ def open_input(path: Path) -> av.container.InputContainer:
     except av.ArgumentError as e:
         raise NotAllowedFormat(
             f"not a container format framestream reads (allowed: {', '.join(ALLOWED_FORMATS)})") from e
+
+
+def open_video(path: Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+    """The file's container and first video stream, for decoding; DecodeError says why not."""
+    try:
+        container = open_input(path)
+    except NotAllowedFormat as e:
+        raise DecodeError(f"cannot open: {e}") from e
+    except av.FFmpegError as e:
+        raise DecodeError(f"cannot open: {getattr(e, 'strerror', None) or e}") from e
+    except OSError as e:
+        raise DecodeError(f"cannot open: {e.strerror or e}") from e
+    if not container.streams.video:
+        container.close()
+        raise DecodeError("no video stream")
+    stream = container.streams.video[0]
+    if stream.codec_context is None:
+        container.close()
+        raise DecodeError("unsupported video codec: this FFmpeg build has no decoder for it")
+    return container, stream

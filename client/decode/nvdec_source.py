@@ -1,9 +1,10 @@
 """GPU decoding with NVDEC (PyNvVideoCodec): frames stay on the GPU, letterboxed by CUDA.
 
 Container facts (time base, start, colour matrix and range, rotation, declared length) come
-from PyAV, so numbering, timestamps and completeness checks are the CPU path's exactly:
-frames are counted in the decoder's output (presentation) order and ``t`` is
-(pts - start) x time base. Key-frame segments and ``--keyframes`` feed NVDEC only the
+from PyAV, and the frames go through the CPU path's loop (``frames.py``), so numbering,
+timestamps, sampling and completeness checks are the same code: this module only feeds
+NVDEC and wraps its surfaces. Streams without timestamps (raw .h264) go to PyAV: NVDEC's
+frames are placed by pts. Key-frame segments and ``--keyframes`` feed NVDEC only the
 packets they need (``packets.py``); rotation is applied by the kernel. A codec or pixel
 format NVDEC does not take raises :class:`NvdecUnsupported`, and the caller decodes that
 job with PyAV instead.
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Generator, Iterator
+from typing import Iterator
 
 import av
 
@@ -22,10 +23,11 @@ from ..errors import DecodeError
 from ..gpu.letterbox import GpuLetterbox, Nv12Picture
 from ..letterbox import LetterboxPlan, quarter_turns
 from . import DecodedFrame, FrameRange, PlanFor, Sampling
-from .checks import check_complete, check_range, video_info
-from .layout import demux_layout
+from .checks import declared_rate, has_timestamps, video_info
+from .container import open_video
+from .frames import Clock, Cut, Feed
+from .layout import Layout, demux_layout
 from .packets import packets_to_decode
-from .sampling import select
 
 log = logging.getLogger(__name__)
 
@@ -55,29 +57,26 @@ class NvdecSource:
         self.gpu_id = gpu_id
         self.frame_range = frame_range
         self._letterbox = letterbox
-        self._key_index: dict[int, int] | None = None  # --keyframes: key frame pts -> presentation index
+        self._layout: Layout | None = None  # --keyframes: where the key frames are
+        container, s = open_video(path)
         try:
-            with av.open(str(path)) as container:
-                if not container.streams.video:
-                    raise DecodeError("no video stream")
-                s = container.streams.video[0]
-                if s.codec_context is None:
-                    raise DecodeError("unsupported video codec: this FFmpeg build has no decoder for it")
+            with container:
                 first = next(container.decode(s), None)
                 if first is None:
                     raise DecodeError("no frame could be decoded")
                 cc = s.codec_context
                 refusal = nvdec_refusal(cc.name, cc.pix_fmt or None)
+                if refusal is None and (first.pts is None or not has_timestamps(container)):
+                    refusal = "the stream has no timestamps (NVDEC's frames are placed by pts)"
                 self.info = video_info(container, s)
-                self._time_base, self._start = s.time_base, s.start_time or 0
+                self._clock = Clock(s.time_base, s.start_time or 0, declared_rate(container, s), True)
                 self._colour: Colour = stream_colour(cc)
                 self._turns = quarter_turns(first.rotation)
                 coded_hw = (first.height, first.width)
                 self._display_hw = coded_hw[::-1] if self._turns % 2 else coded_hw
                 if sampling.keyframes and frame_range is None and not refusal:
                     container.seek(0, stream=s, backward=True, any_frame=False)
-                    layout = demux_layout(container, s)
-                    self._key_index = {layout.pts[i]: i for i in layout.key_indices}
+                    self._layout = demux_layout(container, s)
         except av.FFmpegError as e:
             raise DecodeError(f"cannot open: {getattr(e, 'strerror', None) or e}") from e
         except OSError as e:
@@ -88,7 +87,6 @@ class NvdecSource:
     def frames(self, plan_for: PlanFor) -> Iterator[DecodedFrame]:
         import PyNvVideoCodec as nvc
 
-        plan: LetterboxPlan = plan_for(self._display_hw)
         try:
             demuxer = nvc.CreateDemuxer(filename=str(self.path))
             decoder = nvc.CreateDecoder(gpuid=self.gpu_id, codec=demuxer.GetNvCodecId(), usedevicememory=True)
@@ -97,79 +95,17 @@ class NvdecSource:
                      str(e).splitlines()[0][:120])
             yield from self._pyav_frames(plan_for)
             return
-        if self.frame_range is not None:
-            frames = self._range_frames(demuxer, decoder, plan, self.frame_range)
-        else:
-            frames = self._file_frames(demuxer, decoder, plan)
-        fed = yield from frames
-        if fed == 0:  # no packet matched PyAV's pts: the demuxers disagree; let PyAV do it all
+        driver = _NvdecDriver(demuxer, decoder, self)
+        cut = Cut(self.info, self._clock, self.sampling, self.frame_range, self._layout)
+        try:
+            yield from cut.frames(driver, plan_for)
+        except DecodeError:
+            if driver.packets:
+                raise
+            # No packet matched PyAV's pts (nothing was decoded): the demuxers disagree; let PyAV do it all.
             log.info("%s: NVDEC's demuxer found none of the packets to decode; decoding it with PyAV",
                      self.path.name)
             yield from self._pyav_frames(plan_for)
-
-    def _picture(self, nv12, plan: LetterboxPlan) -> Nv12Picture:
-        return Nv12Picture(nv12, plan, self._colour, self._letterbox, self._turns)
-
-    def _t(self, pts: int) -> float:
-        return float((pts - self._start) * self._time_base)
-
-    def _file_frames(self, demuxer, decoder, plan: LetterboxPlan) -> Generator[DecodedFrame, None, int]:
-        """The whole file (every frame, or its key frames only); returns the packets fed."""
-        keys = self._key_index
-        packets = count = 0
-        last_t: float | None = None
-
-        def decoded():
-            nonlocal packets, count, last_t
-            for packet in packets_to_decode(demuxer, _size, _pts, only_pts=keys):
-                packets += bool(packet.bsl)
-                for frame in decoder.Decode(packet):
-                    pts = frame.getPTS()
-                    if keys is not None and pts not in keys:
-                        continue  # not a frame --keyframes asked for
-                    last_t = self._t(pts)
-                    index = keys[pts] if keys is not None else count
-                    count += 1
-                    yield index, last_t, _surface_copy(frame)  # the decoder reuses its surfaces
-
-        try:
-            for index, t, nv12 in select(decoded(), self.sampling):
-                yield DecodedFrame(index, t, self._picture(nv12, plan), plan)
-        except Exception as e:  # decoder errors surface as RuntimeError/PyNvVCException
-            raise DecodeError(f"NVDEC failed after {count} frames: {str(e).splitlines()[0][:160]}",
-                              frames_decoded=count) from e
-        if packets:
-            check_complete(self.info, packets, count, last_t, keyframes=keys is not None)
-        return packets
-
-    def _range_frames(self, demuxer, decoder, plan: LetterboxPlan,
-                      r: FrameRange) -> Generator[DecodedFrame, None, int]:
-        """A segment: decode from its key frame, emit its selected frames, stop past its end;
-        returns the packets fed."""
-        emitted = fed = 0
-        try:
-            for packet in packets_to_decode(demuxer, _size, _pts, from_pts=r.seek_pts):
-                fed += bool(packet.bsl)
-                done = False
-                for frame in decoder.Decode(packet):
-                    pts = frame.getPTS()
-                    index = r.index_of_pts.get(pts)
-                    if index is None or index < r.start:
-                        continue  # before the range (leading frames of an open GOP)
-                    if index >= r.end:
-                        done = True  # presentation order: every frame of the range is out
-                        break
-                    if index in r.selected:
-                        yield DecodedFrame(index, self._t(pts), self._picture(_surface_copy(frame), plan), plan)
-                        emitted += 1
-                if done:
-                    break
-        except Exception as e:  # decoder errors surface as RuntimeError/PyNvVCException
-            raise DecodeError(f"NVDEC failed on frames {r.start}-{r.end - 1} after {emitted}: "
-                              f"{str(e).splitlines()[0][:160]}", frames_decoded=emitted) from e
-        if fed:
-            check_range(emitted, r.expected, r.start, r.end)
-        return fed
 
     def _pyav_frames(self, plan_for: PlanFor) -> Iterator[DecodedFrame]:
         """Host frames; the pipeline uploads each into its slot of the device batch."""
@@ -186,6 +122,39 @@ class NvdecSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _NvdecDriver:
+    """PyNvVideoCodec's demuxer and decoder, fed the packets of ``packets.py``'s policy."""
+
+    name = "NVDEC decoding"
+    failures = (Exception,)  # decoder errors surface as RuntimeError/PyNvVCException
+
+    def __init__(self, demuxer, decoder, source: NvdecSource) -> None:
+        self.demuxer, self.decoder, self.source = demuxer, decoder, source
+        self.packets = 0
+
+    def decode(self, feed: Feed) -> Iterator[tuple[int | None, object]]:
+        for packet in packets_to_decode(self.demuxer, _size, _pts, from_pts=feed.seek_pts, only_pts=feed.key_pts):
+            self.packets += bool(packet.bsl)
+            for frame in self.decoder.Decode(packet):
+                yield frame.getPTS(), frame
+
+    def keep(self, frame):
+        return _surface_copy(frame)  # the decoder reuses its surfaces
+
+    def is_key(self, frame) -> bool:
+        raise NotImplementedError("streams without timestamps are refused (NvdecUnsupported) and go to PyAV")
+
+    def display_hw(self, nv12) -> tuple[int, int]:
+        return self.source._display_hw
+
+    def picture(self, nv12, plan: LetterboxPlan) -> Nv12Picture:
+        s = self.source
+        return Nv12Picture(nv12, plan, s._colour, s._letterbox, s._turns)
+
+    def reason(self, error: BaseException) -> str:
+        return str(error).splitlines()[0][:160]
 
 
 def _size(packet) -> int:

@@ -1,6 +1,7 @@
 """CPU decoding with PyAV (FFmpeg): threaded codec; frames are resized only when sampled.
 
-A damaged file is reported, never passed off as complete (``checks.py``).
+A thin driver of the shared loop (``frames.py``), which numbers, times, selects and checks
+the frames; here only how libavcodec is fed and how a frame becomes a letterboxed image.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from ..colour import Colour, stream_colour
 from ..errors import DecodeError
 from ..letterbox import LetterboxPlan, pad_into, quarter_turns
 from . import DecodedFrame, FrameRange, Letterboxed, PlanFor, Sampling
-from .checks import check_complete, check_range, video_info
-from .layout import demux_layout
-from .sampling import select
+from .checks import declared_rate, has_timestamps, video_info
+from .container import open_video
+from .frames import Clock, Cut, Feed
+from .layout import read_layout
 
 log = logging.getLogger(__name__)
 
@@ -60,89 +62,22 @@ class PyAVSource:
         self.sampling = sampling
         self.threads = threads
         self.frame_range = frame_range
-        try:
-            self._container = av.open(str(path))
-        except av.FFmpegError as e:
-            raise DecodeError(f"cannot open: {_reason(e)}") from e
-        except OSError as e:
-            raise DecodeError(f"cannot open: {e.strerror or e}") from e
-        if not self._container.streams.video:
-            self._container.close()
-            raise DecodeError("no video stream")
-        self._stream = self._container.streams.video[0]
-        if self._stream.codec_context is None:
-            self._container.close()
-            raise DecodeError("unsupported video codec: this FFmpeg build has no decoder for it")
+        self._container, self._stream = open_video(path)
         self.info = video_info(self._container, self._stream)
 
-    def _configure_decoder(self) -> av.video.stream.VideoStream:
-        s = self._stream
-        s.thread_type = "AUTO"
-        s.codec_context.thread_count = self.threads
-        return s
-
     def frames(self, plan_for: PlanFor) -> Iterator[DecodedFrame]:
-        if self.frame_range is not None:
-            yield from self._range_frames(plan_for, self.frame_range)
-            return
-        keyframe_index = self._keyframe_indices() if self.sampling.keyframes else None
-        s = self._configure_decoder()
-        if keyframe_index is not None:
-            s.codec_context.skip_frame = "NONKEY"  # the other frames are not decoded at all
-        start = s.start_time or 0
-        packets = frames = 0
-        last_t: float | None = None
-
-        def decoded() -> Iterator[tuple[int, float, av.VideoFrame]]:
-            nonlocal packets, frames, last_t
-            for packet in self._container.demux(s):
-                packets += bool(packet.size)
-                for frame in packet.decode():
-                    last_t = float((frame.pts - start) * s.time_base) if frame.pts is not None else 0.0
-                    index = keyframe_index[frame.pts] if keyframe_index is not None else frames
-                    frames += 1
-                    yield index, last_t, frame
-
-        plan: LetterboxPlan | None = None
-        try:
-            for index, t, frame in select(decoded(), self.sampling):
-                if plan is None:
-                    plan, colour = plan_for(_display_hw(frame)), stream_colour(s.codec_context)
-                yield DecodedFrame(index, t, Letterboxed(_letterbox(frame, plan, colour)), plan)
-        except av.FFmpegError as e:
-            raise DecodeError(f"decoding failed after {frames} frames: {_reason(e)}", frames_decoded=frames) from e
-        check_complete(self.info, packets, frames, last_t, keyframes=keyframe_index is not None)
-
-    def _range_frames(self, plan_for: PlanFor, r: FrameRange) -> Iterator[DecodedFrame]:
-        """A segment: seek to its key frame, emit its selected frames, stop past its end."""
-        s = self._configure_decoder()
-        start = s.start_time or 0
-        emitted = 0
-        plan: LetterboxPlan | None = None
-        try:
-            self._container.seek(r.seek_pts, stream=s, backward=True, any_frame=False)
-            for frame in self._container.decode(s):
-                index = r.index_of_pts.get(frame.pts) if frame.pts is not None else None
-                if index is None or index < r.start:
-                    continue  # before the range (or a frame the demux pass did not see)
-                if index >= r.end:
-                    break  # presentation order: every frame of the range has been output
-                if index in r.selected:
-                    if plan is None:
-                        plan, colour = plan_for(_display_hw(frame)), stream_colour(s.codec_context)
-                    t = float((frame.pts - start) * s.time_base)
-                    yield DecodedFrame(index, t, Letterboxed(_letterbox(frame, plan, colour)), plan)
-                    emitted += 1
-        except av.FFmpegError as e:
-            raise DecodeError(f"decoding frames {r.start}-{r.end - 1} failed after {emitted}: {_reason(e)}",
-                              frames_decoded=emitted) from e
-        check_range(emitted, r.expected, r.start, r.end)
-
-    def _keyframe_indices(self) -> dict[int, int]:
-        """Presentation index of every key frame, by pts, from one demux pass (no decoding)."""
-        layout = demux_layout(self._container, self._stream)
-        self._container.seek(0, stream=self._stream, backward=True, any_frame=False)
-        return {layout.pts[i]: i for i in layout.key_indices}
+        c, s = self._container, self._stream
+        layout = None
+        if self.sampling.keyframes and self.frame_range is None:
+            # Where the key frames are, from one demux pass (no decoding), on an open of its
+            # own: a raw stream cannot seek back.
+            try:
+                layout = read_layout(self.path)
+            except av.FFmpegError as e:
+                raise DecodeError(f"cannot demux: {_reason(e)}") from e
+        clock = Clock(s.time_base, s.start_time or 0, declared_rate(c, s), has_timestamps(c))
+        cut = Cut(self.info, clock, self.sampling, self.frame_range, layout)
+        yield from cut.frames(_PyAVDriver(c, s, self.threads), plan_for)
 
     def close(self) -> None:
         self._container.close()
@@ -152,6 +87,52 @@ class PyAVSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _PyAVDriver:
+    """libavcodec, threaded; key frames only by skipping the others in the decoder."""
+
+    name = "decoding"
+    failures = (av.FFmpegError,)
+
+    def __init__(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                 threads: int) -> None:
+        self.container, self.stream = container, stream
+        self.packets = 0
+        self._colour: Colour | None = None
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
+
+    def decode(self, feed: Feed) -> Iterator[tuple[int | None, av.VideoFrame]]:
+        c, s = self.container, self.stream
+        if feed.seek_pts is not None:
+            c.seek(feed.seek_pts, stream=s, backward=True, any_frame=False)
+            for frame in c.decode(s):
+                yield frame.pts, frame
+            return
+        if feed.key_pts is not None:
+            s.codec_context.skip_frame = "NONKEY"  # the other frames are not decoded at all
+        for packet in c.demux(s):
+            self.packets += bool(packet.size)
+            for frame in packet.decode():
+                yield frame.pts, frame
+
+    def keep(self, frame: av.VideoFrame) -> av.VideoFrame:
+        return frame
+
+    def is_key(self, frame: av.VideoFrame) -> bool:
+        return bool(frame.key_frame)
+
+    def display_hw(self, frame: av.VideoFrame) -> tuple[int, int]:
+        return _display_hw(frame)
+
+    def picture(self, frame: av.VideoFrame, plan: LetterboxPlan) -> Letterboxed:
+        if self._colour is None:  # known once a frame is decoded
+            self._colour = stream_colour(self.stream.codec_context)
+        return Letterboxed(_letterbox(frame, plan, self._colour))
+
+    def reason(self, error: BaseException) -> str:
+        return _reason(error)
 
 
 def _display_hw(frame: av.VideoFrame) -> tuple[int, int]:

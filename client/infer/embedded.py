@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..contract import DETECTIONS, INPUT, NUM_DETECTIONS, ModelInfo
-from ..errors import ContractMismatchError, ModelError
+from ..errors import ContractMismatchError, ModelError, UsageError
 from . import BatchOutput
 from .buffers import LaneBuffers, host
 
@@ -28,7 +28,11 @@ def default_sessions() -> int:
 
 class EmbeddedBackend:
     def __init__(self, model_path: Path, *, sessions: int | None = None, threads_per_session: int = 1) -> None:
-        import onnxruntime as ort
+        try:
+            import onnxruntime as ort
+        except ImportError as e:  # the base install brings none: cpu and gpu extras each bring one
+            raise UsageError("the embedded backend needs onnxruntime: pip install 'framestream[cpu]' "
+                             "(or 'framestream[gpu]' with CUDA, not both)") from e
 
         self.lanes = sessions or default_sessions()
         options = ort.SessionOptions()
