@@ -150,7 +150,7 @@ def test_both_images_install_from_the_wheelhouse_without_an_index_when_it_holds_
     text = (DOCKER / dockerfile).read_text()
     assert "COPY docker/wheelhouse/ /wheels/" in text
     assert re.search(r"if ls /wheels/\*\.whl .*; then set -- --no-index --find-links /wheels; fi", text)
-    assert re.search(r"pip install \"\$@\" '/src\[[\w,]+\]'", text)
+    assert re.search(r"pip install \"\$@\" -e '\.\[[\w,]+\]'", text)
     # The wheels stay in the build stage: the final image copies the virtual environment alone.
     final = text.rsplit("\nFROM ", 1)[1]
     assert "/wheels" not in final and "COPY --from=build /opt/venv /opt/venv" in final
