@@ -20,7 +20,11 @@ output [ { name: "detections" data_type: TYPE_FP32 dims: [ 300, 6 ] },
          { name: "num_detections" data_type: TYPE_INT32 dims: [ 1 ] } ]
 instance_group [ { count: 1 kind: KIND_CPU } ]
 """
-OTHER_MODEL = """import triton_python_backend_utils as pb_utils
+OTHER_MODEL = """import os
+import sys
+
+sys.path[:0] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
+import triton_python_backend_utils as pb_utils
 
 
 class TritonPythonModel:
