@@ -60,6 +60,22 @@ def make_repository(root: Path, model_onnx: Path) -> Path:
     return repo
 
 
+def add_bare_model(repo: Path, model_onnx: Path, name: str = "bare") -> None:
+    """A contract model served without framestream's metadata (so without its parameters):
+    as a model put into a repository by hand."""
+    import onnx
+
+    model = onnx.load(str(model_onnx))
+    del model.metadata_props[:]
+    (repo / name / "1").mkdir(parents=True)
+    (repo / name / "configs").mkdir()
+    config = (MODEL_REPOSITORY / MODEL_NAME / "configs" / "cpu.pbtxt").read_text()
+    config = config.replace(f'name: "{MODEL_NAME}"', f'name: "{name}"').replace("count: 2", "count: 1")
+    (repo / name / "configs" / "cpu.pbtxt").write_text(config)
+    shutil.copy(MODEL_REPOSITORY / MODEL_NAME / "1" / "model.py", repo / name / "1" / "model.py")
+    onnx.save(model, str(repo / name / "1" / "model.onnx"))
+
+
 def start_server(repo: Path, ports: list[int] | None = None) -> LocalTriton:
     grpc, http, metrics = ports or free_ports(3)
     config = LocalServerConfig(model_repository=repo, grpc_port=grpc, http_port=http, metrics_port=metrics,
