@@ -87,8 +87,12 @@ def inferences(server) -> float:
     return counters["inferences"] if counters else 0.0
 
 
-def our_shm_files() -> list[str]:
-    return [n for n in os.listdir("/dev/shm") if n.startswith("framestream_")]
+def our_shm_files(*pids: int) -> list[str]:
+    """Client regions (framestream_<kind>_<pid>_...) of this process or ``pids``: other test runs
+    on the machine have their own."""
+    mine = {str(pid) for pid in (os.getpid(), *pids)}
+    owner = lambda name: (name.split("_") + ["", "", ""])[2]  # noqa: E731
+    return [n for n in os.listdir("/dev/shm") if n.startswith("framestream_") and owner(n) in mine]
 
 
 def registered_regions(server) -> list[str]:
@@ -179,7 +183,7 @@ def test_ctrl_c_mid_run_releases_every_shared_memory_region(triton, tmp_path, mo
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
-    assert registered_regions(triton) == [] and our_shm_files() == []
+    assert registered_regions(triton) == [] and our_shm_files(proc.pid) == []
     assert not (out / "long.mp4.jsonl").exists()
     assert len(read_jsonl(out / "long.mp4.partial.jsonl")) > 0
 
@@ -224,7 +228,7 @@ def test_server_killed_mid_run_fails_the_files_in_flight_and_a_rerun_completes_t
         assert "a.mp4" in failed and "unreachable" in failed["a.mp4"]["error"]
         for rel in failed:
             assert not (out / f"{rel}.jsonl").exists(), f"{rel} must not look complete"
-        assert our_shm_files() == []
+        assert our_shm_files(proc.pid) == []
         # Restart on the same ports and rerun: exactly the failed files are redone.
         server.stop()
         assert server.shm_leftovers() == [], "stop() removes what the killed server left in /dev/shm"
@@ -267,7 +271,7 @@ def test_server_stopped_cleanly_mid_run_is_waited_for_and_the_run_completes_once
         assert {p: f["status"] for p, f in entries(summary).items()} == {"a.mp4": "ok", "b.mp4": "ok"}
     finally:
         server.stop()
-    assert server.shm_leftovers() == [] and our_shm_files() == []
+    assert server.shm_leftovers() == [] and our_shm_files(proc.pid) == []
     bulk_main(src, tmp_path / "embedded", model_path)
     assert_same_detections(tmp_path / "embedded", out)
 
