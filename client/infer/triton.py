@@ -83,6 +83,7 @@ class TritonBackend:
         self.in_flight = _InFlight()
         self._busy = 0.0
         self._busy_lock = threading.Lock()
+        self.images_answered = 0  # what the server's inference count must reach (metrics.scrape_after)
         self._dead: str | None = None
         self._clients = [grpcclient.InferenceServerClient(options.url) for _ in range(self.lanes)]
         self._ring = None
@@ -155,6 +156,7 @@ class TritonBackend:
                     out = self._infer_once(lane, batch)
                     with self._busy_lock:
                         self._busy += time.perf_counter() - start
+                        self.images_answered += len(batch)
                     return out
             except InferenceServerException as e:
                 if not self._is_outage(e):
