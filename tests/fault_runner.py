@@ -38,6 +38,9 @@ class SlowAfterFirstComplete:
             time.sleep(self.delay_s)
         return self.inner.infer(lane, batch)
 
+    def abort(self) -> None:
+        self.inner.abort()
+
     def busy_seconds(self) -> float:
         return self.inner.busy_seconds()
 

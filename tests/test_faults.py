@@ -157,6 +157,9 @@ class _BreaksAfterInference:
         self.calls += 1
         return BatchOutput(out.detections, out.num_detections[:, 0]) if self.calls == 2 else out
 
+    def abort(self) -> None:
+        self.inner.abort()
+
     def busy_seconds(self) -> float:
         return self.inner.busy_seconds()
 

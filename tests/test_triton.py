@@ -246,6 +246,30 @@ def test_server_killed_mid_run_fails_the_files_in_flight_and_a_rerun_completes_t
     assert_same_detections(tmp_path / "embedded", out)
 
 
+def test_sigterm_while_the_server_is_down_stops_at_once_instead_of_waiting_out_the_retries(
+        repository, tmp_path, model_path) -> None:
+    src = tmp_path / "v"
+    src.mkdir()
+    write_video(src / "a.mp4", frames=300, size_wh=(160, 96))
+    server = start_server(repository)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "client.bulk", str(src), "--out", str(out), "--no-progress",
+           *server_args(server), "--retry-seconds", "600"]
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for("the server inferring the run's frames", lambda: inferences(server) > 0)
+        server.kill()  # from now on every request is retried, for up to 600 s
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)  # far below the retry budget: the stop did not wait it out
+    finally:
+        server.stop()
+    assert proc.returncode == 143, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped"] == "interrupted (SIGTERM)"
+    assert entries(summary)["a.mp4"]["status"] == "error" and not (out / "a.mp4.jsonl").exists()
+    assert our_shm_files(proc.pid) == []
+
+
 def test_server_stopped_cleanly_mid_run_is_waited_for_and_the_run_completes_once_it_is_back(
         repository, tmp_path, model_path) -> None:
     src = tmp_path / "v"

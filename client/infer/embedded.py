@@ -66,6 +66,9 @@ class EmbeddedBackend:
             self._busy += elapsed
         return BatchOutput(det, num)
 
+    def abort(self) -> None:
+        """Nothing waits here: a batch in onnxruntime finishes in its own time."""
+
     def busy_seconds(self) -> float:
         return self._busy
 

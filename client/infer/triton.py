@@ -85,6 +85,7 @@ class TritonBackend:
         self._busy_lock = threading.Lock()
         self.images_answered = 0  # what the server's inference count must reach (metrics.scrape_after)
         self._dead: str | None = None
+        self._aborted = threading.Event()  # set by abort(): lanes waiting out an outage give up
         self._clients = [grpcclient.InferenceServerClient(options.url) for _ in range(self.lanes)]
         self._ring = None
         self.shm = self._choose_shm(gpu_frames)  # "system", "cuda" or None
@@ -165,7 +166,9 @@ class TritonBackend:
                     self._dead = (f"Triton at {self.options.url} unreachable or model {self.options.model_name!r} "
                                   f"unavailable for {self.options.retry_seconds:g} s ({e.message()})")
                     raise ServerUnavailableError(self._dead) from e
-                time.sleep(delay)
+                if self._aborted.wait(delay):
+                    raise ServerUnavailableError(f"stopped while waiting for Triton at {self.options.url} "
+                                                 f"({e.message()})") from e
                 delay = min(delay * 2, 2.0)
                 self._after_outage()
 
@@ -228,6 +231,10 @@ class TritonBackend:
             self._ring.reregister()
         except Exception:  # still down: the next retry will tell
             pass
+
+    def abort(self) -> None:
+        """A stopping run does not wait out an outage: lanes retrying give up at once."""
+        self._aborted.set()
 
     def busy_seconds(self) -> float:
         return self._busy
