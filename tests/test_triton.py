@@ -174,12 +174,12 @@ def test_ctrl_c_mid_run_releases_every_shared_memory_region(triton, tmp_path, mo
     cmd = [sys.executable, "-m", "client.bulk", str(src), "--out", str(out), "--model", str(model_path),
            "--no-progress", "--shm", "system", "--inflight", "2", *server_args(triton)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (registered_regions(triton) and list(out.glob(".*.tmp"))):
-        time.sleep(0.2)
-    assert registered_regions(triton), "the run should have registered its regions"
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
+    wait_for("regions registered and frames written",
+             lambda: registered_regions(triton) and any(p.stat().st_size for p in out.glob(".*.tmp")))
+    proc.send_signal(signal.SIGSTOP)  # frozen mid-run, however fast the machine
+    assert not (out / "long.mp4.jsonl").exists(), "long.mp4 (400 frames) must still be in flight"
+    proc.send_signal(signal.SIGINT)  # pending until the process runs again
+    proc.send_signal(signal.SIGCONT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
