@@ -134,14 +134,18 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _resolve_model(path: Path | None, *, build: bool = True) -> Path | None:
+    """The local model file for the embedded backend, built at the default place when nothing is
+    there. ``build=False`` (--server): None, as the served model is the truth; no file is read."""
+    if not build:
+        if path is not None:
+            log.warning("--model %s is not used with --server: the model Triton serves is", path)
+        return None
     if path is not None:
         if not path.is_file():
             raise UsageError(f"{path}: no such model; build one with 'python -m server_config.model build --out {path}'")
         return path
     default = _default_model()
-    if not default.is_file() and not build:
-        return None
-    if not default.is_file():
+    if not default.exists() and not default.is_symlink():
         log.info("no model at %s: building the default (YOLOv8n, untrained weights; see README to bring yours)", default)
         from server_config.model.build import build_model
         from server_config.model.files import save_onnx_atomically
@@ -210,15 +214,16 @@ def _make_backend(args: argparse.Namespace, model_path: Path | None, gpu: bool):
 
     options = TritonOptions(url=args.server, model_name=args.model_name, inflight=args.inflight, shm=args.shm,
                             retry_seconds=args.retry_seconds)
-    backend = TritonBackend(options, batch=args.batch, local_model=model_path, gpu_frames=gpu)
-    log.info("Triton %s model %r: %d request(s) in flight at most, inputs via %s", args.server, args.model_name,
-             backend.lanes, f"{backend.shm} shared memory" if backend.shm else "the gRPC payload")
+    backend = TritonBackend(options, batch=args.batch, gpu_frames=gpu)
+    log.info("Triton %s model %r (%s, digest %s): %d request(s) in flight at most, inputs via %s", args.server,
+             args.model_name, backend.model.source, backend.model.digest[:12], backend.lanes,
+             f"{backend.shm} shared memory" if backend.shm else "the gRPC payload")
     return backend
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .metrics import scrape, server_report
-    from .resume import ResumeLedger, model_digest
+    from .metrics import scrape, scrape_after, server_report
+    from .resume import ResumeLedger
     from .run import RunOptions, run_bulk
     from .sinks import make_sink
 
@@ -243,8 +248,7 @@ def _run(args: argparse.Namespace) -> int:
         workers = args.workers or (GPU_WORKERS if gpu else CPU_WORKERS)
         config = PipelineConfig(batch=args.batch, workers=workers, square=args.square, sampling=sampling, gpu=gpu)
         options = {"sampling": sampling.describe(), "square": args.square, "format": args.format}
-        digest = model_digest(model_path) if model_path else f"{args.server}/{args.model_name}"
-        ledger = ResumeLedger(args.out, digest, options)
+        ledger = ResumeLedger(args.out, backend.model.digest, options)  # on --server: the served model's digest
         run = RunOptions(args.dir, args.out, config, overwrite=args.overwrite, split=not args.no_split,
                          progress=False if args.no_progress else None, follow_links=args.follow_links)
         before = scrape(metrics_url, args.model_name) if metrics_url else None
@@ -256,7 +260,8 @@ def _run(args: argparse.Namespace) -> int:
             if telemetry is not None:
                 telemetry.close()
         wall = time.monotonic() - start
-        server = server_report(before, scrape(metrics_url, args.model_name)) if metrics_url else None
+        answered = getattr(backend, "images_answered", 0)  # Triton counts a request after its response is sent
+        server = server_report(before, scrape_after(metrics_url, args.model_name, before, answered)) if metrics_url else None
     finally:
         backend.close()
     files = result.files

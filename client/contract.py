@@ -8,8 +8,10 @@ else in the project imports these names instead of repeating them.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -33,7 +35,9 @@ __all__ = [
     "METRICS_PORT",
     "CONTRACT_VERSION",
     "META",
+    "CONFIG_PREFIX",
     "COCO_NAMES",
+    "model_digest",
 ]
 
 CONTRACT_VERSION = "1"
@@ -86,11 +90,32 @@ class META:
     IOU = "iou_thres"
     MAX_DET = "max_det"
     SOURCE = "source"  # "built yolov8n, untrained" or "wrapped <file>"
+    DIGEST = "digest"  # sha256 of the model file; only in a served config (a file cannot hold its own hash)
+
+
+# Triton returns a model's config (get_model_config), not its ONNX metadata: whatever puts a
+# model into a repository writes the metadata, and the digest, into the config's
+# ``parameters`` under these prefixed keys (server_config/model/repository.py).
+CONFIG_PREFIX = "framestream_"
+
+
+def _config_key(key: str) -> str:
+    return key if key.startswith(CONFIG_PREFIX) else CONFIG_PREFIX + key
+
+
+def model_digest(path: Path) -> str:
+    """sha256 of a model file's bytes: what the resume identity and a served config name it by."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What a served model tells the client: input geometry, batch limit, class names."""
+    """What a served model tells the client: input geometry, batch limit, class names, and the
+    digest of its bytes (empty until the file exists: a model cannot carry its own hash)."""
 
     imgsz: tuple[int, int]
     dynamic_hw: bool
@@ -98,6 +123,7 @@ class ModelInfo:
     names: Mapping[int, str] = field(default_factory=dict)
     nms: NmsSettings = NMS
     source: str = ""
+    digest: str = ""
 
     def to_metadata(self) -> dict[str, str]:
         return {
@@ -131,9 +157,27 @@ class ModelInfo:
             source=meta.get(META.SOURCE, ""),
         )
 
+    def to_config_parameters(self) -> dict[str, str]:
+        """The metadata and the digest as Triton config parameters (string values)."""
+        if not self.digest:
+            raise ValueError("a served model's parameters need its digest")
+        return {_config_key(k): v for k, v in {**self.to_metadata(), META.DIGEST: self.digest}.items()}
+
+    @classmethod
+    def from_config_parameters(cls, params: Mapping[str, str], *, max_batch: int) -> "ModelInfo":
+        """Read back :meth:`to_config_parameters`; KeyError or ValueError when they are missing or
+        from another contract version."""
+        meta = {k[len(CONFIG_PREFIX):]: v for k, v in params.items() if k.startswith(CONFIG_PREFIX)}
+        meta[META.CONTRACT] = params[META.CONTRACT]
+        if meta[META.CONTRACT] != CONTRACT_VERSION:
+            raise ValueError(f"contract version {meta[META.CONTRACT]}, this client speaks {CONTRACT_VERSION}")
+        digest = meta[META.DIGEST]
+        return replace(cls.from_metadata(meta, input_shape=(max_batch,)), digest=digest)
+
     def to_summary(self) -> dict[str, object]:
         return {
             "source": self.source,
+            "digest": self.digest,
             "imgsz": list(self.imgsz),
             "dynamic_hw": self.dynamic_hw,
             "max_batch": self.max_batch,

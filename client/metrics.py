@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import urllib.error
 import urllib.request
 
@@ -36,6 +37,20 @@ def scrape(url: str, model: str, timeout_s: float = 5.0) -> dict[str, float] | N
         if m and m.group(1) in _COUNTERS and f'model="{model}"' in m.group(2):
             values[_COUNTERS[m.group(1)]] += float(m.group(3))
     return values
+
+
+def scrape_after(url: str, model: str, before: dict[str, float] | None, answered: int,
+                 timeout_s: float = 5.0) -> dict[str, float] | None:
+    """:func:`scrape` once the server has counted the ``answered`` inferences since ``before``:
+    Triton counts a request after sending its response, so a scrape right after the last answer
+    can miss it. Gives the last scrape if the count is not reached within ``timeout_s``."""
+    target = (before["inferences"] if before else 0.0) + answered
+    deadline = time.monotonic() + timeout_s
+    while True:
+        values = scrape(url, model)
+        if values is None or values["inferences"] >= target or time.monotonic() > deadline:
+            return values
+        time.sleep(0.05)
 
 
 def server_report(before: dict[str, float] | None, after: dict[str, float] | None) -> dict[str, float] | None:

@@ -121,7 +121,10 @@ class Pipeline:
         return {name: q.qsize() for name, q in self._queues.items()}
 
     def stop(self) -> None:
+        """Stop taking work; lanes finish the batches they hold, and a backend that is waiting
+        out an outage gives up (so a stop, SIGTERM from ``docker stop`` say, is prompt)."""
         self._stop.set()
+        self.backend.abort()
 
     def start(self, jobs: Iterable[Job]) -> None:
         """Start every stage on ``jobs``; read results with :meth:`events`, end with :meth:`close`."""

@@ -20,7 +20,7 @@ from pathlib import Path
 from .errors import OutputError
 from .outfiles import DIGEST, Output, OutTree, boundary, display_rel
 
-__all__ = ["ResumeLedger", "Resume", "model_digest", "redo_lines", "STATE_DIR", "REASONS"]
+__all__ = ["ResumeLedger", "Resume", "redo_lines", "STATE_DIR", "REASONS"]
 
 STATE_DIR = ".framestream"
 _VERSION = 2
@@ -53,12 +53,6 @@ def _file_digest(f) -> str:
     return h.hexdigest()
 
 
-def model_digest(model_path: Path) -> str:
-    """The model's identity: a digest of its bytes."""
-    with open(model_path, "rb") as f:
-        return _file_digest(f)[:32]
-
-
 def _canonical(options: Mapping[str, object]) -> dict[str, object]:
     """Options as they read back from JSON, so a tuple and a list compare equal."""
     return json.loads(json.dumps(dict(options), sort_keys=True, default=str))
@@ -74,6 +68,8 @@ class ResumeLedger:
     """Records of completed videos, keyed by the same (possibly shortened) names as the outputs."""
 
     def __init__(self, out: Path, model_digest: str, options: Mapping[str, object] | None = None) -> None:
+        if not model_digest:
+            raise ValueError("the resume ledger needs the model's digest (ModelInfo.digest)")
         self.tree = OutTree(Path(out))
         self.model_digest = model_digest
         self.options = _canonical(options or {})

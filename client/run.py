@@ -121,8 +121,8 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
         finally:
             pipeline.close()
             progress.close()
-    if interrupts.signal_name is not None:
-        collector.stop_run(f"interrupted ({interrupts.signal_name})")
+    if interrupts.signal_name is not None:  # the cause, even if a lane gave up waiting first
+        collector.stop_run(f"interrupted ({interrupts.signal_name})", cause=True)
     if pipeline.crash is not None:
         collector.stop_run(f"internal error: {pipeline.crash}")
     makespan = time.monotonic() - start
@@ -292,9 +292,10 @@ class _Collector:
         if self.telemetry is not None:
             self.telemetry.file_done(report.status)
 
-    def stop_run(self, reason: str) -> None:
-        """Stop taking work; :meth:`finish_stopped` reports what was in flight and not started."""
-        if self.stopped is None:
+    def stop_run(self, reason: str, *, cause: bool = False) -> None:
+        """Stop taking work; :meth:`finish_stopped` reports what was in flight and not started.
+        The first reason stands unless a later one is known to be the ``cause``."""
+        if self.stopped is None or cause:
             self.stopped = reason
             log.error("%s: stopping; files in flight are kept as partial outputs, rerun to resume", reason)
         self._stop_pipeline()

@@ -4,7 +4,15 @@ The wheel bundles ``tritonserver`` and the python backend; what it lacks is asse
 a backend directory holding the python backend plus the stub built for the running Python,
 the bundled libraries on ``LD_LIBRARY_PATH``, and a ``PYTHONPATH`` under which the model's
 ``model.py`` imports onnxruntime and framestream. The server runs in its own process group,
-so stopping it never leaves python-backend stubs behind.
+so stopping it never leaves python-backend stubs behind, and its python backend names its
+shared-memory regions with a prefix of this server's own, so those a killed server could not
+unlink are removed by :meth:`LocalTriton.stop` (and no other server's).
+
+It serves a copy of the repository assembled in its work folder, never the folder itself:
+each framestream model's ``model.onnx`` is copied and its configs are written with the
+model's parameters (size, class names, the digest of the copied bytes; see
+``server_config/model/repository.py``), so the client reads what is served, and the tracked
+configs in ``model_repository/`` stay as committed. Everything else is linked.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import importlib.util
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -31,10 +40,13 @@ from client.contract import GRPC_PORT, HTTP_PORT, METRICS_PORT
 from client.errors import FramestreamError, UsageError
 
 from .model.paths import DEFAULT_MODEL_PATH, MODEL_NAME, MODEL_REPOSITORY, REPO_ROOT
+from .model.repository import config_files, latest_model, stamp_model_dir
 
 log = logging.getLogger("server_config.local")
 
 CPU_CONFIG_NAME = "cpu"
+SHM_DIR = Path("/dev/shm")
+PYTHON_SHM_PREFIX = "triton_python_backend_shm_region_"  # the python backend's own default
 
 
 class ServerSetupError(FramestreamError, RuntimeError):
@@ -74,6 +86,8 @@ class LocalTriton:
         self.process: subprocess.Popen | None = None
         self._workdir: Path | None = None
         self.log_path: Path | None = None
+        # This server's python-backend regions: /dev/shm/<prefix><uuid>.
+        self.shm_prefix = f"{PYTHON_SHM_PREFIX}framestream_{os.getpid()}_{secrets.token_hex(4)}_"
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> "LocalTriton":
@@ -85,7 +99,7 @@ class LocalTriton:
             _check_port_free(cfg.host, port)
         self._workdir = Path(tempfile.mkdtemp(prefix="framestream-triton-"))
         backends = _backend_dir(triton_root, self._workdir)
-        repository = _repository_with_instances(cfg.model_repository, cfg.instances, self._workdir)
+        repository = _served_repository(cfg.model_repository, cfg.instances, self._workdir)
         binary = triton_root / "bin" / "tritonserver"
         env = _server_env(triton_root)
         args = [
@@ -99,6 +113,7 @@ class LocalTriton:
             f"--metrics-address={cfg.host}", f"--metrics-port={cfg.metrics_port}",
             "--allow-gpu-metrics=false",
             "--exit-on-error=true",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             *(["--allow-client-shm=true"] if _supports_flag(binary, env, "allow-client-shm") else []),
             *cfg.extra_args,
         ]
@@ -148,12 +163,27 @@ class LocalTriton:
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
+        self._remove_shm_leftovers()
 
     def kill(self) -> None:
-        """Kill the server abruptly (for fault tests): no graceful shutdown."""
+        """Kill the server abruptly (for fault tests): no graceful shutdown. Its shared-memory
+        regions stay until :meth:`stop`, as after a real crash."""
         if self.process is not None:
             _signal_group(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+    def shm_leftovers(self) -> list[str]:
+        """This server's python-backend regions still in /dev/shm."""
+        try:
+            return sorted(n for n in os.listdir(SHM_DIR) if n.startswith(self.shm_prefix))
+        except OSError:
+            return []
+
+    def _remove_shm_leftovers(self) -> None:
+        """A server stopped cleanly unlinks its regions; one killed (SIGKILL, or past the stop
+        timeout) cannot. Only names with this server's prefix are touched."""
+        for name in self.shm_leftovers():
+            (SHM_DIR / name).unlink(missing_ok=True)
 
     def __enter__(self) -> "LocalTriton":
         return self.start()
@@ -223,21 +253,30 @@ def _backend_dir(triton_root: Path, workdir: Path) -> Path:
     return target.parent
 
 
-def _repository_with_instances(repository: Path, instances: int | None, workdir: Path) -> Path:
-    """The repository itself, or a linked copy whose CPU configs ask for ``instances`` instances."""
-    if instances is None:
-        return repository.resolve()
+def _served_repository(repository: Path, instances: int | None, workdir: Path) -> Path:
+    """The copy of ``repository`` to serve: configs written out (``instances`` CPU instances when
+    given; framestream's parameters), each framestream model's model.onnx copied so that its
+    digest is of the bytes served, everything else linked."""
     copy = workdir / "model_repository"
-    for model_dir in sorted(p for p in repository.iterdir() if p.is_dir()):
+    for model_dir in sorted(p for p in repository.resolve().iterdir() if p.is_dir()):
+        configs = set(config_files(model_dir))
+        model = latest_model(model_dir) if configs else None
         for path in model_dir.rglob("*"):
             if path.is_dir() or "__pycache__" in path.parts:
                 continue
-            dest = copy / path.relative_to(repository)
+            dest = copy / path.relative_to(repository.resolve())
             dest.parent.mkdir(parents=True, exist_ok=True)
-            if path.name == f"{CPU_CONFIG_NAME}.pbtxt":
-                dest.write_text(re.sub(r"count:\s*\d+", f"count: {instances}", path.read_text()))
+            if path in configs:
+                text = path.read_text()
+                if instances is not None and path.name == f"{CPU_CONFIG_NAME}.pbtxt":
+                    text = re.sub(r"count:\s*\d+", f"count: {instances}", text)
+                dest.write_text(text)
+            elif path == model:
+                shutil.copyfile(path, dest)
             else:
                 dest.symlink_to(path.resolve())
+        if model is not None:
+            stamp_model_dir(copy / model_dir.name)
     return copy
 
 

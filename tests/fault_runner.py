@@ -15,12 +15,34 @@ from pathlib import Path
 from client import bulk
 
 
-class SlowAfterFirstComplete:
-    """Delegates to the real backend; once a video is recorded complete, each batch waits."""
+class Delegating:
+    """A backend that passes every call to the real one; subclasses change one call."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.model, self.lanes = inner, inner.model, inner.lanes
+
+    def batch_buffer(self, lane, shape):
+        return self.inner.batch_buffer(lane, shape)
+
+    def infer(self, lane, batch):
+        return self.inner.infer(lane, batch)
+
+    def abort(self) -> None:
+        self.inner.abort()
+
+    def busy_seconds(self) -> float:
+        return self.inner.busy_seconds()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class SlowAfterFirstComplete(Delegating):
+    """Once a video is recorded complete, each batch waits ``delay_s`` before inference."""
 
     def __init__(self, inner, out: Path, ready: Path, delay_s: float) -> None:
-        self.inner, self.out, self.ready, self.delay_s = inner, out, ready, delay_s
-        self.model, self.lanes = inner.model, inner.lanes
+        super().__init__(inner)
+        self.out, self.ready, self.delay_s = out, ready, delay_s
 
     def _slow(self) -> bool:
         if self.ready.exists():
@@ -30,19 +52,10 @@ class SlowAfterFirstComplete:
             return True
         return False
 
-    def batch_buffer(self, lane, shape):
-        return self.inner.batch_buffer(lane, shape)
-
     def infer(self, lane, batch):
         if self._slow():
             time.sleep(self.delay_s)
         return self.inner.infer(lane, batch)
-
-    def busy_seconds(self) -> float:
-        return self.inner.busy_seconds()
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def main(argv: list[str]) -> int:

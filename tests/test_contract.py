@@ -66,3 +66,27 @@ def test_each_image_in_a_batch_gets_the_same_detections_as_alone(session: ort.In
         d1, n1 = session.run(None, {INPUT.name: frames[b : b + 1]})
         assert n1[0, 0] == num[b, 0]
         np.testing.assert_allclose(d1[0], det[b], atol=1e-3)
+
+
+def test_config_parameters_carry_the_metadata_and_digest_and_read_back_equal() -> None:
+    from dataclasses import replace
+
+    info = ModelInfo(imgsz=(384, 640), dynamic_hw=False, max_batch=None, names={0: "a", 1: "b"}, source="s",
+                     digest="ab" * 32)
+    params = info.to_config_parameters()
+    assert all(k.startswith("framestream_") for k in params) and params["framestream_digest"] == "ab" * 32
+    assert ModelInfo.from_config_parameters(params, max_batch=16) == replace(info, max_batch=16)
+    for missing in ("framestream_digest", "framestream_imgsz", "framestream_contract"):
+        with pytest.raises(KeyError):
+            ModelInfo.from_config_parameters({k: v for k, v in params.items() if k != missing}, max_batch=16)
+    with pytest.raises(ValueError, match="contract version"):
+        ModelInfo.from_config_parameters({**params, "framestream_contract": "0"}, max_batch=16)
+
+
+def test_the_embedded_backend_names_its_model_by_the_sha256_of_the_file(model_path) -> None:
+    import hashlib
+
+    from client.infer.embedded import EmbeddedBackend
+
+    backend = EmbeddedBackend(model_path, sessions=1)
+    assert backend.model.digest == hashlib.sha256(model_path.read_bytes()).hexdigest()

@@ -4,19 +4,18 @@ rerun redoes. Each test here is a row of README's "What each fault gets" table."
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from client import bulk
 from client.infer import BatchOutput
 
+from .fault_runner import Delegating
 from .test_bulk import bulk_main, entries, read_jsonl
 from .videos import write_video
 
@@ -110,19 +109,9 @@ def test_sigkill_loses_nothing_complete_and_a_rerun_redoes_only_the_unfinished(
     assert not leftovers(out)
 
 
-@pytest.fixture
-def small_tmpfs(tmp_path: Path):
-    mount = tmp_path / "tmpfs"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mount)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or done.returncode}); the disk-full test needs one")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 def test_a_full_disk_stops_the_run_cleanly_and_a_rerun_with_space_resumes(
-        src: Path, tmp_path: Path, model_path: Path, small_tmpfs: Path) -> None:
+        src: Path, tmp_path: Path, model_path: Path, tmpfs) -> None:
+    small_tmpfs = tmpfs("96k")
     out = small_tmpfs / "out"
     cmd = [sys.executable, "-m", "client.bulk", str(src), "--out", str(out), "--model", str(model_path),
            "--no-progress", "--workers", "2", "--no-split"]
@@ -141,27 +130,18 @@ def test_a_full_disk_stops_the_run_cleanly_and_a_rerun_with_space_resumes(
     assert not leftovers(out)
 
 
-class _BreaksAfterInference:
+class _BreaksAfterInference(Delegating):
     """The real embedded backend, except that its second batch comes back malformed
     (``num_detections`` without its last axis): the failure happens after inference."""
 
     def __init__(self, inner) -> None:
-        self.inner, self.model, self.lanes = inner, inner.model, inner.lanes
+        super().__init__(inner)
         self.calls = 0
-
-    def batch_buffer(self, lane, shape):
-        return self.inner.batch_buffer(lane, shape)
 
     def infer(self, lane, batch):
         out = self.inner.infer(lane, batch)
         self.calls += 1
         return BatchOutput(out.detections, out.num_detections[:, 0]) if self.calls == 2 else out
-
-    def busy_seconds(self) -> float:
-        return self.inner.busy_seconds()
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def test_an_error_after_inference_fails_that_batch_s_files_and_the_run_goes_on(

@@ -41,3 +41,26 @@ def test_a_port_in_use_is_named_with_the_option_to_change_it(tmp_path: Path, mod
     assert result.returncode == 1
     assert f"port {port}" in result.stderr and "--grpc-port" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_served_copy_carries_the_models_parameters_and_leaves_the_repository_as_it_was(
+        tmp_path: Path, model_path: Path) -> None:
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from client.contract import ModelInfo, model_digest
+    from server_config.local import _served_repository
+
+    repo = make_repository(tmp_path / "src", model_path)
+    before = {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+    served = _served_repository(repo, 1, tmp_path / "work")
+    config = text_format.Parse((served / "yolo" / "configs" / "cpu.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    info = ModelInfo.from_config_parameters({k: v.string_value for k, v in config.parameters.items()},
+                                            max_batch=config.max_batch_size)
+    assert info.digest == model_digest(model_path) and info.imgsz == (320, 320)
+    assert [g.count for g in config.instance_group] == [1]
+    served_model = served / "yolo" / "1" / "model.onnx"
+    assert not served_model.is_symlink(), "the bytes served are the bytes hashed, whatever happens to the source"
+    assert not [k for k, _ in text_format.Parse((served / "other" / "configs" / "cpu.pbtxt").read_text(),
+                                                  model_config_pb2.ModelConfig()).parameters.items()]
+    assert {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()} == before

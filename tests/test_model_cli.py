@@ -106,3 +106,22 @@ def test_build_rejects_an_image_size_that_is_not_a_multiple_of_32(tmp_path: Path
     result = cli("build", "--imgsz", "100", "--out", str(tmp_path / "m.onnx"))
     assert result.returncode == 2 and "multiple of 32" in result.stderr
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("command", ["build", "wrap"])
+def test_an_existing_model_is_replaced_only_with_force(tmp_path: Path, command: str) -> None:
+    export = tmp_path / "export.onnx"
+    onnx.save(make_export(HeadLayout.ULTRALYTICS), export)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "model.onnx"
+    out.write_bytes(b"a user's wrapped, trained model")
+    args = ("build", "--imgsz", "320") if command == "build" else ("wrap", str(export))
+    refused = cli(*args, "--out", str(out))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "already exists" in lines[0] and "--force" in lines[0]
+    assert out.read_bytes() == b"a user's wrapped, trained model" and [p.name for p in out_dir.iterdir()] == ["model.onnx"]
+    forced = cli(*args, "--out", str(out), "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert [i.name for i in onnx.load(out).graph.input] == ["images"]

@@ -1,16 +1,21 @@
-"""Both Triton configs state the serving contract, exactly as client/contract.py defines it."""
+"""Both Triton configs state the serving contract, exactly as client/contract.py defines it, and
+the served model's parameters are written into a repository's configs, never the tracked ones."""
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from client.contract import DEFAULT_IMGSZ, DETECTIONS, INPUT, MAX_BATCH, NUM_DETECTIONS
+from client.contract import (CONFIG_PREFIX, COCO_NAMES, DEFAULT_IMGSZ, DETECTIONS, INPUT, MAX_BATCH, NUM_DETECTIONS,
+                             ModelInfo)
 from client.letterbox import plan_letterbox
 from server_config.model.paths import MODEL_NAME, MODEL_REPOSITORY
+from server_config.model.repository import BEGIN
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="needs tritonclient[grpc]")
 
@@ -89,3 +94,81 @@ def test_the_model_infers_at_the_profile_extremes(session) -> None:
     for batch, h, w in [(1, 32, 640), (2, 640, 32), (1, 32, 32)]:
         det, num = session.run(None, {INPUT.name: np.full((batch, h, w, 3), 114, np.uint8)})
         assert det.shape == (batch, *DETECTIONS.dims) and num.shape == (batch, *NUM_DETECTIONS.dims)
+
+
+def _params(path: Path) -> dict[str, str]:
+    return {k: v.string_value for k, v in load(path).parameters.items()}
+
+
+def _repository_copy(root: Path) -> Path:
+    """The project's yolo folder (configs and model.py, no model) at ``root``/yolo."""
+    model_dir = root / MODEL_NAME
+    for path in CONFIGS:
+        dest = model_dir / path.relative_to(MODEL_REPOSITORY / MODEL_NAME)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, dest)
+    return model_dir
+
+
+def test_build_into_a_repository_writes_the_served_models_parameters_into_every_config(tmp_path: Path) -> None:
+    from .test_model_cli import cli
+
+    model_dir = _repository_copy(tmp_path / "repo")
+    out = model_dir / "1" / "model.onnx"
+    assert cli("build", "--imgsz", "256", "--out", str(out)).returncode == 0
+    configs = [model_dir / "config.pbtxt", model_dir / "configs" / "cpu.pbtxt"]
+    for config in configs:
+        info = ModelInfo.from_config_parameters(_params(config), max_batch=MAX_BATCH)
+        assert info.imgsz == (256, 256) and info.names == dict(enumerate(COCO_NAMES))
+        assert info.digest == hashlib.sha256(out.read_bytes()).hexdigest()
+        test_config_states_the_contract(config)  # the contract part is as it was
+    first = out.read_bytes()
+    result = cli("build", "--imgsz", "320", "--seed", "1", "--out", str(out), "--force")
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes() != first
+    for config in configs:
+        assert config.read_text().count(BEGIN) == 1, "the block is replaced, not added again"
+        info = ModelInfo.from_config_parameters(_params(config), max_batch=MAX_BATCH)
+        assert info.imgsz == (320, 320) and info.digest == hashlib.sha256(out.read_bytes()).hexdigest()
+
+
+def test_stamp_writes_names_with_quotes_backslashes_and_any_script_exactly(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from server_config.model.repository import stamp_text
+
+    names = {0: 'a "quoted" name', 1: "back\\slash", 2: "日本語", 3: "two\nlines"}
+    info = ModelInfo(imgsz=(640, 640), dynamic_hw=True, max_batch=None, names=names, source="wrapped x", digest="f" * 64)
+    config = tmp_path / "config.pbtxt"
+    config.write_text(stamp_text(CONFIGS[1].read_text(), info))
+    assert ModelInfo.from_config_parameters(_params(config), max_batch=MAX_BATCH) == replace(info, max_batch=MAX_BATCH)
+
+
+def test_the_projects_tracked_configs_hold_no_served_model_and_build_leaves_them_so() -> None:
+    from server_config.model.paths import DEFAULT_MODEL_PATH
+    from server_config.model.repository import repository_model_dir
+
+    for path in CONFIGS:
+        assert not [k for k in _params(path) if k.startswith(CONFIG_PREFIX)], f"{path} is a template; commit it bare"
+        assert BEGIN not in path.read_text()
+    assert repository_model_dir(DEFAULT_MODEL_PATH) is None  # server_config.local stamps its served copy
+
+
+@pytest.mark.parametrize("case", ["no_config", "no_model", "not_framestream"])
+def test_stamp_of_a_folder_it_cannot_describe_is_one_line_exit_2(tmp_path: Path, case: str) -> None:
+    import onnx
+
+    from .test_model_cli import cli
+
+    model_dir = _repository_copy(tmp_path / "repo")
+    (model_dir / "1").mkdir()
+    if case == "no_config":
+        shutil.rmtree(model_dir / "configs")
+        (model_dir / "config.pbtxt").unlink()
+    if case != "no_model":
+        onnx.save(onnx.helper.make_model(onnx.helper.make_graph([], "g", [], [])), model_dir / "1" / "model.onnx")
+    before = {p: p.read_bytes() for p in model_dir.rglob("*") if p.is_file()}
+    result = cli("stamp", str(model_dir))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert {p: p.read_bytes() for p in model_dir.rglob("*") if p.is_file()} == before

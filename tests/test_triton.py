@@ -16,10 +16,12 @@ import pytest
 pytest.importorskip("tritonclient.grpc", reason="needs the server extra: pip install 'framestream[server]'")
 pytest.importorskip("pytriton", reason="needs the server extra: pip install 'framestream[server]'")
 
+from client.contract import model_digest  # noqa: E402
 from client.infer.triton import TritonBackend, TritonOptions  # noqa: E402
+from client.metrics import scrape  # noqa: E402
 
 from .test_bulk import bulk_main, entries, read_jsonl  # noqa: E402
-from .triton_server import free_ports, make_repository, start_server  # noqa: E402
+from .triton_server import add_bare_model, free_ports, make_repository, start_server  # noqa: E402
 from .videos import write_video  # noqa: E402
 
 pytestmark = pytest.mark.triton
@@ -31,8 +33,10 @@ def repository(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Pa
 
 
 @pytest.fixture(scope="session")
-def triton(repository: Path):
-    server = start_server(repository)
+def triton(tmp_path_factory: pytest.TempPathFactory, model_path: Path):
+    repo = make_repository(tmp_path_factory.mktemp("served"), model_path)
+    add_bare_model(repo, model_path)
+    server = start_server(repo)
     yield server
     server.stop()
 
@@ -66,8 +70,29 @@ def assert_same_detections(dir_a: Path, dir_b: Path) -> None:
     assert boxes > 0
 
 
-def our_shm_files() -> list[str]:
-    return [n for n in os.listdir("/dev/shm") if n.startswith("framestream_")]
+def bulk_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "client.bulk", *args], capture_output=True, text=True, timeout=120)
+
+
+def wait_for(what: str, event, timeout_s: float = 120.0) -> None:
+    """Poll until ``event()`` is true; the deadline only turns a hang into a failure."""
+    deadline = time.monotonic() + timeout_s
+    while not event():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.05)
+
+
+def inferences(server) -> float:
+    counters = scrape(server.config.metrics_url, "yolo", timeout_s=2.0)
+    return counters["inferences"] if counters else 0.0
+
+
+def our_shm_files(*pids: int) -> list[str]:
+    """Client regions (framestream_<kind>_<pid>_...) of this process or ``pids``: other test runs
+    on the machine have their own."""
+    mine = {str(pid) for pid in (os.getpid(), *pids)}
+    owner = lambda name: (name.split("_") + ["", "", ""])[2]  # noqa: E731
+    return [n for n in os.listdir("/dev/shm") if n.startswith("framestream_") and owner(n) in mine]
 
 
 def registered_regions(server) -> list[str]:
@@ -101,7 +126,7 @@ def test_dynamic_batching_merges_requests_and_the_inflight_bound_holds(triton, c
 def test_inflight_counter_never_exceeds_the_lane_count_under_load(triton, model_path) -> None:
     import threading
 
-    backend = TritonBackend(TritonOptions(triton.config.grpc_url, inflight=2), batch=4, local_model=model_path)
+    backend = TritonBackend(TritonOptions(triton.config.grpc_url, inflight=2), batch=4)
     try:
         batch = np.full((4, 192, 320, 3), 114, np.uint8)
         threads = [threading.Thread(target=lambda lane=lane: [backend.infer(lane, batch) for _ in range(4)])
@@ -121,8 +146,7 @@ def test_a_batch_built_inside_its_lane_region_is_what_the_server_infers(triton, 
 
     from .videos import frame_image
 
-    backend = TritonBackend(TritonOptions(triton.config.grpc_url, inflight=2, shm="system"), batch=4,
-                            local_model=model_path)
+    backend = TritonBackend(TritonOptions(triton.config.grpc_url, inflight=2, shm="system"), batch=4)
     try:
         assert backend.shm == "system"
         frames = np.stack([frame_image(i, 320, 192) for i in range(3)])
@@ -150,24 +174,23 @@ def test_ctrl_c_mid_run_releases_every_shared_memory_region(triton, tmp_path, mo
     cmd = [sys.executable, "-m", "client.bulk", str(src), "--out", str(out), "--model", str(model_path),
            "--no-progress", "--shm", "system", "--inflight", "2", *server_args(triton)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (registered_regions(triton) and list(out.glob(".*.tmp"))):
-        time.sleep(0.2)
-    assert registered_regions(triton), "the run should have registered its regions"
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
+    wait_for("regions registered and frames written",
+             lambda: registered_regions(triton) and any(p.stat().st_size for p in out.glob(".*.tmp")))
+    proc.send_signal(signal.SIGSTOP)  # frozen mid-run, however fast the machine
+    assert not (out / "long.mp4.jsonl").exists(), "long.mp4 (400 frames) must still be in flight"
+    proc.send_signal(signal.SIGINT)  # pending until the process runs again
+    proc.send_signal(signal.SIGCONT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
-    assert registered_regions(triton) == [] and our_shm_files() == []
+    assert registered_regions(triton) == [] and our_shm_files(proc.pid) == []
     assert not (out / "long.mp4.jsonl").exists()
     assert len(read_jsonl(out / "long.mp4.partial.jsonl")) > 0
 
 
 def test_wrong_model_name_contract_mismatch_and_no_server_exit_1_with_one_line(triton, clips, tmp_path, model_path) -> None:
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "client.bulk", str(clips), "--out", str(tmp_path / "o"),
-                               "--model", str(model_path), *args], capture_output=True, text=True, timeout=120)
+        return bulk_cli(str(clips), "--out", str(tmp_path / "o"), *args)
 
     wrong_name = run("--server", triton.config.grpc_url, "--model-name", "nope")
     assert wrong_name.returncode == 1 and "'nope' is not ready" in wrong_name.stderr
@@ -189,31 +212,157 @@ def test_server_killed_mid_run_fails_the_files_in_flight_and_a_rerun_completes_t
     ports = free_ports(3)
     server = start_server(repository, ports)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "client.bulk", str(src), "--out", str(out), "--model", str(model_path),
-           "--no-progress", *server_args(server)]
+    cmd = [sys.executable, "-m", "client.bulk", str(src), "--out", str(out), "--no-progress", *server_args(server)]
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not list(out.glob(".a.mp4.jsonl.tmp")):
-            time.sleep(0.2)
-        time.sleep(1.5)
+        wait_for("the server inferring the run's frames", lambda: inferences(server) > 0)
+        proc.send_signal(signal.SIGSTOP)  # frozen mid-run, however fast the machine
+        assert not (out / "a.mp4.jsonl").exists(), "a.mp4 (300 frames) must still be in flight"
         server.kill()
+        assert server.shm_leftovers(), "a killed server leaves its python-backend regions"
+        proc.send_signal(signal.SIGCONT)
         _, stderr = proc.communicate(timeout=120)
         assert proc.returncode == 2, stderr
         summary = json.loads((out / "summary.json").read_text())
-        failed = {p for p, f in entries(summary).items() if f["status"] == "error"}
-        assert "a.mp4" in failed
+        failed = {p: f for p, f in entries(summary).items() if f["status"] != "ok"}
+        assert failed["a.mp4"]["status"] == "error" and "unreachable" in failed["a.mp4"]["error"]
+        assert {f["status"] for f in failed.values()} <= {"error", "not_processed"}  # not started: not processed
+        assert "unreachable" in summary["stopped"]
         for rel in failed:
             assert not (out / f"{rel}.jsonl").exists(), f"{rel} must not look complete"
-        assert our_shm_files() == []
+        assert our_shm_files(proc.pid) == []
         # Restart on the same ports and rerun: exactly the failed files are redone.
         server.stop()
+        assert server.shm_leftovers() == [], "stop() removes what the killed server left in /dev/shm"
         server = start_server(repository, ports)
         rc, summary = bulk_main(src, out, model_path, *server_args(server))
         assert rc == 0
         redone = {p for p, f in entries(summary).items() if not f.get("resumed")}
-        assert redone == failed
+        assert redone == set(failed)
     finally:
         server.stop()
+    assert server.shm_leftovers() == []
     bulk_main(src, tmp_path / "embedded", model_path)
     assert_same_detections(tmp_path / "embedded", out)
+
+
+def test_sigterm_while_the_server_is_down_stops_at_once_instead_of_waiting_out_the_retries(
+        repository, tmp_path, model_path) -> None:
+    src = tmp_path / "v"
+    src.mkdir()
+    write_video(src / "a.mp4", frames=300, size_wh=(160, 96))
+    server = start_server(repository)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "client.bulk", str(src), "--out", str(out), "--no-progress",
+           *server_args(server), "--retry-seconds", "600"]
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for("the server inferring the run's frames", lambda: inferences(server) > 0)
+        server.kill()  # from now on every request is retried, for up to 600 s
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)  # far below the retry budget: the stop did not wait it out
+    finally:
+        server.stop()
+    assert proc.returncode == 143, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped"] == "interrupted (SIGTERM)"
+    assert entries(summary)["a.mp4"]["status"] == "error" and not (out / "a.mp4.jsonl").exists()
+    assert our_shm_files(proc.pid) == []
+
+
+def test_server_stopped_cleanly_mid_run_is_waited_for_and_the_run_completes_once_it_is_back(
+        repository, tmp_path, model_path) -> None:
+    src = tmp_path / "v"
+    src.mkdir()
+    for name, frames in (("a.mp4", 300), ("b.mp4", 30)):
+        write_video(src / name, frames=frames, size_wh=(160, 96))
+    ports = free_ports(3)
+    server = start_server(repository, ports)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "client.bulk", str(src), "--out", str(out), "--no-progress",
+           *server_args(server), "--retry-seconds", "120"]  # a budget for the restart, not a timing
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for("the server inferring the run's frames", lambda: inferences(server) > 0)
+        proc.send_signal(signal.SIGSTOP)
+        assert not (out / "a.mp4.jsonl").exists(), "a.mp4 (300 frames) must still need the server"
+        server.process.send_signal(signal.SIGINT)  # Ctrl-C: Triton unloads its models, then exits
+        proc.send_signal(signal.SIGCONT)  # the run meets the unloading model, then no server
+        server.process.wait(timeout=120)
+        server.stop()
+        server = start_server(repository, ports)
+        _, stderr = proc.communicate(timeout=180)
+        assert proc.returncode == 0, stderr
+        summary = json.loads((out / "summary.json").read_text())
+        assert {p: f["status"] for p, f in entries(summary).items()} == {"a.mp4": "ok", "b.mp4": "ok"}
+    finally:
+        server.stop()
+    assert server.shm_leftovers() == [] and our_shm_files(proc.pid) == []
+    bulk_main(src, tmp_path / "embedded", model_path)
+    assert_same_detections(tmp_path / "embedded", out)
+
+
+def test_serving_another_model_under_the_same_name_redoes_every_video_with_its_size_and_digest(
+        clips, tmp_path, model_path) -> None:
+    from server_config.model.build import build_model
+    from server_config.model.files import save_onnx_atomically
+
+    model_b = tmp_path / "b.onnx"
+    save_onnx_atomically(build_model(size="n", imgsz=256, seed=1), model_b)
+    repo_a, repo_b = make_repository(tmp_path / "a", model_path), make_repository(tmp_path / "b", model_b)
+    ports = free_ports(3)
+    out = tmp_path / "out"
+    server = start_server(repo_a, ports)
+    try:
+        rc, first = bulk_main(clips, out, model_path, *server_args(server))
+        assert rc == 0 and first["model"]["imgsz"] == [320, 320]
+        assert first["model"]["digest"] == model_digest(model_path) and first["model"]["path"] is None
+        server.stop()
+        server = start_server(repo_b, ports)  # same address, same model name, other model
+        rc, second = bulk_main(clips, out, model_path, *server_args(server))  # the same command
+        assert rc == 0
+        assert [f["path"] for f in second["files"] if f.get("resumed")] == []
+        assert second["model"]["imgsz"] == [256, 256] and second["model"]["digest"] == model_digest(model_b)
+        rc, third = bulk_main(clips, out, model_path, *server_args(server))
+        assert rc == 0 and all(f.get("resumed") for f in third["files"])
+    finally:
+        server.stop()
+
+
+def test_with_server_a_local_model_file_in_the_default_place_is_neither_read_nor_built(
+        triton, clips, tmp_path, monkeypatch) -> None:
+    from client import bulk
+
+    default = tmp_path / "repo" / "yolo" / "1" / "model.onnx"
+    monkeypatch.setattr(bulk, "_default_model", lambda: default)
+    rc = bulk.main([str(clips), "--out", str(tmp_path / "o1"), "--no-progress", *server_args(triton)])
+    assert rc == 0 and not default.exists(), "nothing is built for a --server run"
+    default.parent.mkdir(parents=True)
+    default.write_bytes(b"not the served model")  # read, it would fail the run
+    rc = bulk.main([str(clips), "--out", str(tmp_path / "o2"), "--no-progress", *server_args(triton)])
+    summary = json.loads((tmp_path / "o2" / "summary.json").read_text())
+    assert rc == 0 and summary["model"]["imgsz"] == [320, 320] and summary["model"]["path"] is None
+    assert default.read_bytes() == b"not the served model"
+
+
+def test_a_served_model_without_framestream_parameters_is_refused_in_one_line_saying_how_to_add_them(
+        triton, clips, tmp_path) -> None:
+    result = bulk_cli(str(clips), "--out", str(tmp_path / "o"), "--server", triton.config.grpc_url,
+                      "--model-name", "bare")
+    assert result.returncode == 1, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert "python -m server_config.model stamp" in result.stderr
+    assert not (tmp_path / "o" / "a.mp4.jsonl").exists()
+
+
+def test_shm_cuda_without_cupy_is_one_line_not_a_traceback(triton, clips, tmp_path) -> None:
+    try:
+        import cupy  # noqa: F401
+        pytest.skip("CuPy is installed here")
+    except ImportError:
+        pass
+    result = bulk_cli(str(clips), "--out", str(tmp_path / "o"), "--server", triton.config.grpc_url,
+                      "--shm", "cuda", "--device", "cpu")
+    assert result.returncode == 1, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert "--shm cuda needs CuPy" in result.stderr

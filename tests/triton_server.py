@@ -20,7 +20,11 @@ output [ { name: "detections" data_type: TYPE_FP32 dims: [ 300, 6 ] },
          { name: "num_detections" data_type: TYPE_INT32 dims: [ 1 ] } ]
 instance_group [ { count: 1 kind: KIND_CPU } ]
 """
-OTHER_MODEL = """import triton_python_backend_utils as pb_utils
+OTHER_MODEL = """import os
+import sys
+
+sys.path[:0] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
+import triton_python_backend_utils as pb_utils
 
 
 class TritonPythonModel:
@@ -54,6 +58,22 @@ def make_repository(root: Path, model_onnx: Path) -> Path:
     (other / "configs" / "cpu.pbtxt").write_text(OTHER_CONFIG)
     (other / "1" / "model.py").write_text(OTHER_MODEL)
     return repo
+
+
+def add_bare_model(repo: Path, model_onnx: Path, name: str = "bare") -> None:
+    """A contract model served without framestream's metadata (so without its parameters):
+    as a model put into a repository by hand."""
+    import onnx
+
+    model = onnx.load(str(model_onnx))
+    del model.metadata_props[:]
+    (repo / name / "1").mkdir(parents=True)
+    (repo / name / "configs").mkdir()
+    config = (MODEL_REPOSITORY / MODEL_NAME / "configs" / "cpu.pbtxt").read_text()
+    config = config.replace(f'name: "{MODEL_NAME}"', f'name: "{name}"').replace("count: 2", "count: 1")
+    (repo / name / "configs" / "cpu.pbtxt").write_text(config)
+    shutil.copy(MODEL_REPOSITORY / MODEL_NAME / "1" / "model.py", repo / name / "1" / "model.py")
+    onnx.save(model, str(repo / name / "1" / "model.onnx"))
 
 
 def start_server(repo: Path, ports: list[int] | None = None) -> LocalTriton:

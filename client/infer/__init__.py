@@ -38,6 +38,11 @@ class Backend(Protocol):
         ``batch`` is best :meth:`batch_buffer`'s view; any other array is copied as needed."""
         ...
 
+    def abort(self) -> None:
+        """The run is stopping: calls of :meth:`infer` that are waiting (retrying an unreachable
+        server) give up now by raising; a call that is computing may finish."""
+        ...
+
     def close(self) -> None: ...
 
     def busy_seconds(self) -> float:

@@ -10,11 +10,12 @@ import logging
 import os
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from ..contract import DETECTIONS, INPUT, NUM_DETECTIONS, ModelInfo
+from ..contract import DETECTIONS, INPUT, NUM_DETECTIONS, ModelInfo, model_digest
 from ..errors import ContractMismatchError, ModelError, UsageError
 from . import BatchOutput
 from .buffers import LaneBuffers, host
@@ -65,6 +66,9 @@ class EmbeddedBackend:
             self._busy += elapsed
         return BatchOutput(det, num)
 
+    def abort(self) -> None:
+        """Nothing waits here: a batch in onnxruntime finishes in its own time."""
+
     def busy_seconds(self) -> float:
         return self._busy
 
@@ -73,7 +77,8 @@ class EmbeddedBackend:
 
 
 def read_model_info(session, model_path: Path) -> ModelInfo:
-    """Check the session against the contract and read what the client needs from its metadata."""
+    """Check the session against the contract and read what the client needs from its metadata,
+    with the digest of the file's bytes (the resume identity)."""
     inputs = session.get_inputs()
     outputs = {o.name: o for o in session.get_outputs()}
     if [i.name for i in inputs] != [INPUT.name] or inputs[0].type != "tensor(uint8)":
@@ -86,6 +91,7 @@ def read_model_info(session, model_path: Path) -> ModelInfo:
         raise ContractMismatchError(f"{model_path}: missing outputs {sorted(missing)}")
     meta = session.get_modelmeta().custom_metadata_map
     try:
-        return ModelInfo.from_metadata(meta, input_shape=tuple(inputs[0].shape))
+        info = ModelInfo.from_metadata(meta, input_shape=tuple(inputs[0].shape))
     except (KeyError, ValueError) as e:
         raise ModelError(f"{model_path}: model metadata lacks framestream's keys ({e})") from e
+    return replace(info, digest=model_digest(model_path))

@@ -62,6 +62,9 @@ class EmbeddedGpuBackend:
             self._busy += time.perf_counter() - start
         return BatchOutput(det, num)
 
+    def abort(self) -> None:
+        """Nothing waits here: a batch in onnxruntime finishes in its own time."""
+
     def busy_seconds(self) -> float:
         return self._busy
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import secrets
 from multiprocessing import shared_memory
 
 import numpy as np
@@ -31,7 +32,9 @@ def region_names(prefix: str, lanes: int) -> list[str]:
 
 
 def ring_prefix(kind: str) -> str:
-    return f"framestream_{kind}_{os.getpid()}_{id(object()) & 0xFFFF:x}"
+    """Unique per ring: a name reused by a later ring of the same process could meet a stale
+    registration of the earlier one on the server (``id(object())`` repeats; a token does not)."""
+    return f"framestream_{kind}_{os.getpid()}_{secrets.token_hex(4)}"
 
 
 def _check_fits(shape: tuple[int, ...], byte_size: int) -> int:

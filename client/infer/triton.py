@@ -7,6 +7,12 @@ through a ring of K shared-memory regions (system memory for CPU frames, CUDA me
 GPU frames), one per lane, registered at start and unregistered on every way out
 (``client/infer/shm.py``); the pipeline builds each batch inside its lane's region. Without
 shared memory, GPU frames are copied once into pinned host memory and sent in the request.
+
+The served model is the truth: its geometry, class names and digest come from the
+``framestream_*`` parameters of its config on the server (written by whatever put the model
+into the repository), never from a local file. A model that stops being served mid-run (a
+server stopping cleanly unloads it) is retried like a server that is gone, and one that
+comes back with other bytes stops the run's inference.
 """
 
 from __future__ import annotations
@@ -15,13 +21,12 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from ..arrays import copy_into, on_host
-from ..contract import DEFAULT_IMGSZ, DETECTIONS, INPUT, MODEL_NAME, NUM_DETECTIONS, ModelInfo
-from ..errors import ContractMismatchError, ServerError, ServerUnavailableError, UsageError
+from ..contract import CONFIG_PREFIX, DETECTIONS, INPUT, META, MODEL_NAME, NUM_DETECTIONS, ModelInfo
+from ..errors import ContractMismatchError, ModelError, ServerError, ServerUnavailableError, UsageError
 from . import BatchOutput
 from .buffers import LaneBuffers, device, host, pinned
 from .shm import CudaShmRing, SystemShmRing
@@ -63,8 +68,7 @@ class _InFlight:
 
 
 class TritonBackend:
-    def __init__(self, options: TritonOptions, *, batch: int, local_model: Path | None = None,
-                 gpu_frames: bool = False) -> None:
+    def __init__(self, options: TritonOptions, *, batch: int, gpu_frames: bool = False) -> None:
         try:
             import tritonclient.grpc as grpcclient
         except ImportError as e:
@@ -75,11 +79,13 @@ class TritonBackend:
         config = self._check_server()
         instances = sum(g.count for g in config.instance_group) or 1
         self.lanes = options.inflight or 2 * instances
-        self.model = _model_info(config, local_model)
+        self.model = served_model_info(config, options.url)
         self.in_flight = _InFlight()
         self._busy = 0.0
         self._busy_lock = threading.Lock()
+        self.images_answered = 0  # what the server's inference count must reach (metrics.scrape_after)
         self._dead: str | None = None
+        self._aborted = threading.Event()  # set by abort(): lanes waiting out an outage give up
         self._clients = [grpcclient.InferenceServerClient(options.url) for _ in range(self.lanes)]
         self._ring = None
         self.shm = self._choose_shm(gpu_frames)  # "system", "cuda" or None
@@ -121,6 +127,8 @@ class TritonBackend:
             return None
         if mode == "auto":
             mode = "cuda" if gpu_frames else "system"
+        if mode == "cuda":
+            _require_cuda_shm()
         extensions = self._client.get_server_metadata().extensions
         if f"{mode}_shared_memory" not in extensions:
             if self.options.shm == mode:
@@ -139,7 +147,7 @@ class TritonBackend:
         from tritonclient.utils import InferenceServerException
 
         if self._dead:
-            raise ServerUnavailableError(self._dead)
+            raise ServerUnavailableError(self._dead)  # one verdict for every lane
         deadline = time.monotonic() + self.options.retry_seconds
         delay = 0.1
         while True:
@@ -149,18 +157,55 @@ class TritonBackend:
                     out = self._infer_once(lane, batch)
                     with self._busy_lock:
                         self._busy += time.perf_counter() - start
+                        self.images_answered += len(batch)
                     return out
             except InferenceServerException as e:
-                retryable = e.status() in _RETRYABLE or "shared memory region" in (e.message() or "")
-                if not retryable:
+                if not self._is_outage(e):
                     raise ServerError(f"Triton rejected a batch: {e.message()}") from e
                 if time.monotonic() + delay > deadline:
-                    self._dead = (f"Triton at {self.options.url} unreachable for {self.options.retry_seconds:g} s "
-                                  f"({e.message()})")
+                    self._dead = (f"Triton at {self.options.url} unreachable or model {self.options.model_name!r} "
+                                  f"unavailable for {self.options.retry_seconds:g} s ({e.message()})")
                     raise ServerUnavailableError(self._dead) from e
-                time.sleep(delay)
+                if self._aborted.wait(delay):
+                    raise ServerUnavailableError(f"stopped while waiting for Triton at {self.options.url} "
+                                                 f"({e.message()})") from e
                 delay = min(delay * 2, 2.0)
-                self._reregister_quietly()
+                self._after_outage()
+
+    def _is_outage(self, e) -> bool:
+        """Server gone, request timed out, regions lost in a restart, or the model not (or no
+        longer) being served: all retried. Anything else is the server refusing this batch."""
+        if e.status() in _RETRYABLE or "shared memory region" in (e.message() or ""):
+            return True
+        return not self._model_ready()
+
+    def _model_ready(self) -> bool:
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            return bool(self._client.is_model_ready(self.options.model_name))
+        except InferenceServerException:
+            return False
+
+    def _after_outage(self) -> None:
+        """Once the server answers again: put our regions back, and make sure it serves the
+        same model (a server restarted with other bytes would mix two models' detections)."""
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            if not self._model_ready():
+                return
+            config = self._client.get_model_config(self.options.model_name).config
+            self._reregister_quietly()
+        except InferenceServerException:  # still down: the next retry will tell
+            return
+        params = {k: v.string_value for k, v in config.parameters.items()}
+        digest = params.get(CONFIG_PREFIX + META.DIGEST, "")
+        if digest != self.model.digest:
+            self._dead = (f"model {self.options.model_name!r} on Triton at {self.options.url} changed during the run "
+                          f"(digest {self.model.digest[:12]} -> {digest[:12] or 'none'}); rerun to redo the files "
+                          "left with the new model")
+            raise ServerUnavailableError(self._dead)  # fatal, as an outage: the run stops
 
     def _infer_once(self, lane: int, batch: np.ndarray) -> BatchOutput:
         grpc = self._grpc
@@ -187,6 +232,10 @@ class TritonBackend:
         except Exception:  # still down: the next retry will tell
             pass
 
+    def abort(self) -> None:
+        """A stopping run does not wait out an outage: lanes retrying give up at once."""
+        self._aborted.set()
+
     def busy_seconds(self) -> float:
         return self._busy
 
@@ -198,6 +247,15 @@ class TritonBackend:
         for client in [self._client, *getattr(self, "_clients", [])]:
             client.close()
         self._clients = []
+
+
+def _require_cuda_shm() -> None:
+    try:
+        import cupy  # noqa: F401
+        import tritonclient.utils.cuda_shared_memory  # noqa: F401
+    except (ImportError, RuntimeError) as e:  # tritonclient raises RuntimeError without cuda-python
+        raise UsageError(f"--shm cuda needs CuPy and tritonclient's CUDA shared memory ({e}): "
+                         "pip install 'framestream[gpu]', or use --shm system") from e
 
 
 def check_contract(name: str, metadata, config) -> None:
@@ -223,17 +281,15 @@ def check_contract(name: str, metadata, config) -> None:
         raise ContractMismatchError(f"model {name!r}: max_batch_size is {config.max_batch_size}; it must batch")
 
 
-def _model_info(config, local_model: Path | None) -> ModelInfo:
-    """Geometry and names from the local copy of the model when there is one, else from the config."""
-    if local_model is not None and local_model.is_file():
-        import onnxruntime as ort
-
-        from .embedded import read_model_info
-
-        session = ort.InferenceSession(str(local_model), providers=["CPUExecutionProvider"])
-        info = read_model_info(session, local_model)
-        return ModelInfo(info.imgsz, info.dynamic_hw, config.max_batch_size, info.names, info.nms, info.source)
-    dims = list(config.input[0].dims)
-    fixed = dims[0] > 0 and dims[1] > 0
-    imgsz = (dims[0], dims[1]) if fixed else (DEFAULT_IMGSZ, DEFAULT_IMGSZ)
-    return ModelInfo(imgsz, not fixed, config.max_batch_size, {}, source=f"triton model {config.name}")
+def served_model_info(config, url: str) -> ModelInfo:
+    """Geometry, names and digest from the served config's framestream parameters; a model
+    without them is refused rather than guessed at (a guess would become the resume identity)."""
+    params = {k: v.string_value for k, v in config.parameters.items()}
+    try:
+        return ModelInfo.from_config_parameters(params, max_batch=config.max_batch_size)
+    except (KeyError, ValueError) as e:
+        raise ModelError(
+            f"model {config.name!r} on Triton at {url} does not say which model it is (its config lacks "
+            f"framestream's parameters: {e}); write them with 'python -m server_config.model stamp "
+            f"<repository>/{config.name}' and restart Triton, or serve it with 'python -m server_config.local'"
+        ) from e

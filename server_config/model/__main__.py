@@ -1,4 +1,10 @@
-"""``python -m server_config.model build|wrap``: write a model that honours the serving contract."""
+"""``python -m server_config.model build|wrap|stamp``: write a model that honours the serving contract.
+
+``build`` and ``wrap`` never replace an existing file (perhaps a user's wrapped trained
+model) without ``--force``. Written into a model repository other than the project's own,
+they also write the model's parameters into its configs (``server_config/model/repository.py``);
+``stamp`` does only that, for a model folder filled by hand.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ import sys
 from pathlib import Path
 
 from client.contract import DEFAULT_IMGSZ
-from client.errors import FramestreamError
+from client.errors import FramestreamError, UsageError
 
 from .paths import DEFAULT_MODEL_PATH
 
@@ -16,39 +22,66 @@ log = logging.getLogger("server_config.model")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m server_config.model", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m server_config.model", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build YOLOv8 (untrained, seeded weights) in the contract")
     b.add_argument("--size", default="n", choices=["n", "s", "m"], help="model scale (default: n)")
     b.add_argument("--imgsz", type=int, default=DEFAULT_IMGSZ, help="model size, long side limit (default: 640)")
     b.add_argument("--seed", type=int, default=0, help="weight seed (default: 0)")
-    b.add_argument("--out", type=Path, default=DEFAULT_MODEL_PATH, help=f"output file (default: {DEFAULT_MODEL_PATH})")
     w = sub.add_parser("wrap", help="wrap an ultralytics YOLOv8/YOLO11/YOLOv5 ONNX export in the contract")
     w.add_argument("export", type=Path, help="the exported .onnx file")
-    w.add_argument("--out", type=Path, default=DEFAULT_MODEL_PATH, help=f"output file (default: {DEFAULT_MODEL_PATH})")
+    for command in (b, w):
+        command.add_argument("--out", type=Path, default=DEFAULT_MODEL_PATH,
+                             help=f"output file (default: {DEFAULT_MODEL_PATH})")
+        command.add_argument("--force", action="store_true", help="replace an existing model at --out")
+    s = sub.add_parser("stamp", help="write a model folder's parameters (size, names, digest) into its configs")
+    s.add_argument("model_dir", type=Path, help="the model's folder in a Triton repository, e.g. /models/yolo")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from .files import save_onnx_atomically
-
     try:
-        if args.command == "build":
-            from .build import build_model
-
-            model = build_model(size=args.size, imgsz=args.imgsz, seed=args.seed)
+        if args.command == "stamp":
+            _stamp(args.model_dir)
         else:
-            from .wrap import wrap_file
-
-            model = wrap_file(args.export)
-        save_onnx_atomically(model, args.out)
+            _write(args)
     except FramestreamError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    log.info("wrote %s (%s)", args.out, next(p.value for p in model.metadata_props if p.key == "source"))
     return 0
+
+
+def _write(args: argparse.Namespace) -> None:
+    from .files import save_onnx_atomically
+    from .repository import repository_model_dir
+
+    if (args.out.exists() or args.out.is_symlink()) and not args.force:
+        raise UsageError(f"{args.out} already exists; pass --force to replace it")
+    if args.command == "build":
+        from .build import build_model
+
+        model = build_model(size=args.size, imgsz=args.imgsz, seed=args.seed)
+    else:
+        from .wrap import wrap_file
+
+        model = wrap_file(args.export)
+    save_onnx_atomically(model, args.out)
+    log.info("wrote %s (%s)", args.out, next(p.value for p in model.metadata_props if p.key == "source"))
+    model_dir = repository_model_dir(args.out)
+    if model_dir is not None:
+        _stamp(model_dir)
+
+
+def _stamp(model_dir: Path) -> None:
+    from .repository import stamp_model_dir
+
+    written = stamp_model_dir(model_dir)
+    if not written:
+        raise UsageError(f"{model_dir}: its latest model.onnx is not a framestream model; "
+                         "wrap it with 'python -m server_config.model wrap'")
+    log.info("wrote the served model's parameters into %s", ", ".join(str(p) for p in written))
 
 
 if __name__ == "__main__":

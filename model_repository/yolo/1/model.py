@@ -8,14 +8,20 @@ onnxruntime call, so server-side batching is real, not per-request.
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
-import onnxruntime as ort
-import triton_python_backend_utils as pb_utils
+# The python-backend stub embeds an isolated interpreter that ignores PYTHONPATH; the paths
+# server_config.local put there (site-packages, framestream) are added here instead.
+sys.path[:0] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
 
-from client.contract import DETECTIONS, INPUT, NUM_DETECTIONS
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402
+
+from client.contract import DETECTIONS, INPUT, NUM_DETECTIONS  # noqa: E402
 
 
 class TritonPythonModel:
