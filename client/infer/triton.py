@@ -91,10 +91,7 @@ class TritonBackend:
         self.shm = self._choose_shm(gpu_frames)  # "system", "cuda" or None
         h, w = self.model.imgsz
         size = options.max_batch_bytes or batch * max(h, w) ** 2 * 3
-        if self.shm == "system":
-            self._ring = SystemShmRing(self._client, self.lanes, size)
-        elif self.shm == "cuda":
-            self._ring = CudaShmRing(self._client, self.lanes, size)
+        self._ring = self._open_ring(size)
         # Without a ring: batches in host memory, or on the GPU with a pinned staging copy.
         self._buffers = LaneBuffers(self.lanes, device if gpu_frames else host)
         self._staging = LaneBuffers(self.lanes, pinned if gpu_frames else host)
@@ -135,6 +132,21 @@ class TritonBackend:
                 raise ServerError(f"Triton at {self.options.url} does not offer {mode} shared memory")
             return None
         return mode
+
+    def _open_ring(self, size: int):
+        """The lanes' shared-memory regions, registered; a server that cannot open them (run
+        as another user, in another IPC namespace) is one line saying what to do."""
+        from tritonclient.utils import InferenceServerException
+
+        ring = {"system": SystemShmRing, "cuda": CudaShmRing}.get(self.shm)
+        if ring is None:
+            return None
+        try:
+            return ring(self._client, self.lanes, size)
+        except InferenceServerException as e:
+            raise ServerError(
+                f"Triton at {self.options.url} cannot use our {self.shm} shared memory ({e.message()}); run the "
+                "server as the same user in the same IPC namespace (compose does), or pass --shm off") from e
 
     # -- inference ------------------------------------------------------------------------
     def batch_buffer(self, lane: int, shape: tuple[int, int, int, int]):
