@@ -186,6 +186,48 @@ def test_installed_serve_without_a_built_model_is_one_line_naming_where_the_mode
     assert str(home / "model.onnx") in result.stderr and "server_config.model build" in result.stderr
 
 
+@pytest.mark.triton
+def test_installed_serve_serves_the_packaged_configs_with_the_model_in_framestream_home_and_bulk_uses_it(
+        installed: Installed, model_path: Path) -> None:
+    from server_config import local
+
+    from .triton_server import free_ports
+
+    try:
+        local._check_libpython(local._pytriton_root())
+    except local.ServerSetupError as e:
+        pytest.skip(f"the local server cannot start here: {e}")
+    home = installed.root / "home-for-a-real-serve"
+    home.mkdir(exist_ok=True)
+    shutil.copyfile(model_path, home / "model.onnx")
+    videos = installed.root / "videos-served"
+    videos.mkdir(exist_ok=True)
+    write_video(videos / "a.mp4", frames=2)
+    grpc, http, metrics = map(str, free_ports(3))
+    # The python backend's model.py finds onnxruntime through PYTHONPATH (a user's venv holds it
+    # in its own site-packages; this one sees it through a .pth file, which the backend does not read).
+    dependencies = os.pathsep.join(p for p in site.getsitepackages() if Path(p).is_dir())
+    env = installed.env(FRAMESTREAM_HOME=str(home), PYTHONPATH=dependencies)
+    server = subprocess.Popen([str(installed.venv / "bin" / "framestream"), "serve", "--grpc-port", grpc,
+                               "--http-port", http, "--metrics-port", metrics, "--instances", "1"],
+                              cwd=installed.root, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in server.stderr:  # ends when the server exits: a failure to start is not a hang
+            lines.append(line)
+            if "Triton ready" in line:
+                break
+        assert "Triton ready" in lines[-1], "".join(lines)[-3000:]
+        result = installed.framestream("bulk", str(videos), "--out", str(installed.root / "out-served"),
+                                       "--no-progress", "--server", f"127.0.0.1:{grpc}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        summary = json.loads((installed.root / "out-served" / "summary.json").read_text())
+        assert summary["model"]["digest"] == model_digest(model_path) and summary["files"][0]["frames"] == 2
+    finally:
+        server.terminate()
+        assert server.wait(timeout=60) == 0
+
+
 def test_every_package_folder_is_listed_in_pyproject() -> None:
     tomllib = pytest.importorskip("tomllib")
     listed = set(tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
