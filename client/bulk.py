@@ -29,9 +29,9 @@ CPU_WORKERS, GPU_WORKERS = 1, 4  # default decoders (see benchmarks/results: bul
 
 
 def _default_model() -> Path:
-    from server_config.model.paths import DEFAULT_MODEL_PATH
+    from server_config.model.paths import default_model_path
 
-    return DEFAULT_MODEL_PATH
+    return default_model_path()
 
 
 class Terminated(KeyboardInterrupt):
@@ -63,7 +63,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("dir", type=Path, metavar="DIR", help="directory of videos (searched recursively)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
     p.add_argument("--model", type=Path, default=None,
-                   help="contract ONNX model (default: model_repository/yolo/1/model.onnx, built if missing)")
+                   help="contract ONNX model (default: ~/.cache/framestream/model.onnx, built if missing; "
+                        "$FRAMESTREAM_HOME or $XDG_CACHE_HOME move it)")
     p.add_argument("--batch", type=int, default=8, help="frames per inference batch (formed across videos)")
     sample = p.add_mutually_exclusive_group()
     sample.add_argument("--every", type=int, default=1, metavar="N", help="infer frames 0, N, 2N, ...")
@@ -150,7 +151,10 @@ def _resolve_model(path: Path | None, *, build: bool = True) -> Path | None:
         from server_config.model.build import build_model
         from server_config.model.files import save_onnx_atomically
 
-        save_onnx_atomically(build_model(), default)
+        try:
+            save_onnx_atomically(build_model(), default)
+        except UsageError as e:
+            raise UsageError(f"{e}; set FRAMESTREAM_HOME to a writable folder, or pass --model") from e
     return default
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from client.contract import GRPC_PORT, HTTP_PORT, METRICS_PORT
 from client.errors import FramestreamError, UsageError
 
-from .model.paths import DEFAULT_MODEL_PATH, MODEL_NAME, MODEL_REPOSITORY, REPO_ROOT
+from .model.paths import MODEL_NAME, MODEL_REPOSITORY, REPO_ROOT, default_model_path
 from .model.repository import config_files, latest_model, stamp_model_dir
 
 log = logging.getLogger("server_config.local")
@@ -59,7 +59,7 @@ class MissingPrerequisiteError(ServerSetupError):
 
 @dataclass(frozen=True)
 class LocalServerConfig:
-    model_repository: Path = MODEL_REPOSITORY
+    model_repository: Path | None = None  # None: framestream's own configs (shipped) and its default model
     host: str = "127.0.0.1"
     grpc_port: int = GRPC_PORT
     http_port: int = HTTP_PORT
@@ -99,7 +99,8 @@ class LocalTriton:
             _check_port_free(cfg.host, port)
         self._workdir = Path(tempfile.mkdtemp(prefix="framestream-triton-"))
         backends = _backend_dir(triton_root, self._workdir)
-        repository = _served_repository(cfg.model_repository, cfg.instances, self._workdir)
+        source = cfg.model_repository if cfg.model_repository is not None else _own_repository(self._workdir)
+        repository = _served_repository(source, cfg.instances, self._workdir)
         binary = triton_root / "bin" / "tritonserver"
         env = _server_env(triton_root)
         args = [
@@ -221,13 +222,18 @@ def _check_libpython(triton_root: Path) -> None:
         raise MissingPrerequisiteError(f"the python-backend stub needs {', '.join(missing)}: {hint}")
 
 
-def _check_models(repository: Path) -> None:
+def _check_models(repository: Path | None) -> None:
     """framestream's model must be built before Triton can load it (other models are the user's)."""
+    if repository is None:
+        if not default_model_path().is_file():
+            raise ServerSetupError(f"{default_model_path()} is missing; "
+                                   "build it with 'python -m server_config.model build'")
+        return
     if not repository.is_dir():
         raise UsageError(f"{repository}: no model repository there")
     model = repository / MODEL_NAME / "1" / "model.onnx"
     if (repository / MODEL_NAME).is_dir() and not model.is_file():
-        out = "" if model.resolve() == DEFAULT_MODEL_PATH.resolve() else f" --out {model}"
+        out = "" if model.resolve() == default_model_path().resolve() else f" --out {model}"
         raise ServerSetupError(f"{model} is missing; build it with 'python -m server_config.model build{out}'")
 
 
@@ -251,6 +257,20 @@ def _backend_dir(triton_root: Path, workdir: Path) -> Path:
     shutil.copy2(_stub(triton_root), stub)
     stub.chmod(0o755)
     return target.parent
+
+
+def _own_repository(workdir: Path) -> Path:
+    """framestream's own repository as links: the Triton configs shipped with the package
+    (``MODEL_REPOSITORY``, read-only) and the default model, which lives in the user's cache."""
+    source = workdir / "source"
+    for path in (MODEL_REPOSITORY / MODEL_NAME).rglob("*"):
+        if path.is_file() and path.name != "model.onnx" and "__pycache__" not in path.parts:
+            dest = source / path.relative_to(MODEL_REPOSITORY)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.symlink_to(path.resolve())
+    (source / MODEL_NAME / "1").mkdir(parents=True, exist_ok=True)
+    (source / MODEL_NAME / "1" / "model.onnx").symlink_to(default_model_path().resolve())
+    return source
 
 
 def _served_repository(repository: Path, instances: int | None, workdir: Path) -> Path:
@@ -314,7 +334,8 @@ def _signal_group(pid: int, sig: int) -> None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m server_config.local", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model-repository", type=Path, default=MODEL_REPOSITORY)
+    p.add_argument("--model-repository", type=Path, default=None,
+                   help="the repository to serve; None: framestream's configs with the default model")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 inside a container)")
     p.add_argument("--grpc-port", type=int, default=GRPC_PORT)
     p.add_argument("--http-port", type=int, default=HTTP_PORT)

@@ -145,13 +145,14 @@ def test_stamp_writes_names_with_quotes_backslashes_and_any_script_exactly(tmp_p
 
 
 def test_the_projects_tracked_configs_hold_no_served_model_and_build_leaves_them_so() -> None:
-    from server_config.model.paths import DEFAULT_MODEL_PATH
+    from server_config.model.paths import MODEL_REPOSITORY
     from server_config.model.repository import repository_model_dir
 
     for path in CONFIGS:
         assert not [k for k in _params(path) if k.startswith(CONFIG_PREFIX)], f"{path} is a template; commit it bare"
         assert BEGIN not in path.read_text()
-    assert repository_model_dir(DEFAULT_MODEL_PATH) is None  # server_config.local stamps its served copy
+    # A model built into the project's own folder leaves its configs; server_config.local stamps its served copy.
+    assert repository_model_dir(MODEL_REPOSITORY / MODEL_NAME / "1" / "model.onnx") is None
 
 
 @pytest.mark.parametrize("case", ["no_config", "no_model", "not_framestream"])

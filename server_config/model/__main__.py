@@ -16,7 +16,7 @@ from pathlib import Path
 from client.contract import DEFAULT_IMGSZ
 from client.errors import FramestreamError, UsageError
 
-from .paths import DEFAULT_MODEL_PATH
+from .paths import default_model_path
 
 log = logging.getLogger("server_config.model")
 
@@ -30,9 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0, help="weight seed (default: 0)")
     w = sub.add_parser("wrap", help="wrap an ultralytics YOLOv8/YOLO11/YOLOv5 ONNX export in the contract")
     w.add_argument("export", type=Path, help="the exported .onnx file")
+    default_out = default_model_path()  # the model client.bulk uses when given none
     for command in (b, w):
-        command.add_argument("--out", type=Path, default=DEFAULT_MODEL_PATH,
-                             help=f"output file (default: {DEFAULT_MODEL_PATH})")
+        command.add_argument("--out", type=Path, default=default_out, help=f"output file (default: {default_out})")
         command.add_argument("--force", action="store_true", help="replace an existing model at --out")
     s = sub.add_parser("stamp", help="write a model folder's parameters (size, names, digest) into its configs")
     s.add_argument("model_dir", type=Path, help="the model's folder in a Triton repository, e.g. /models/yolo")

@@ -1,0 +1,63 @@
+"""The ``framestream`` command: one name for the ``python -m`` CLIs an installed user would otherwise spell out.
+
+Each subcommand is a module's own ``main(argv)``, given the rest of the command line and
+returning its exit code; this module only chooses the module (imported on use, so
+``framestream --help`` loads no onnx or av).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass
+
+__all__ = ["COMMANDS", "main"]
+
+EXIT_USAGE = 1
+
+
+@dataclass(frozen=True)
+class Command:
+    module: str  # has main(argv: list[str] | None) -> int
+    summary: str
+
+
+COMMANDS: dict[str, Command] = {
+    "bulk": Command("client.bulk", "run the detector over every video under DIR (python -m client.bulk)"),
+    "serve": Command("server_config.local", "a local Triton on this machine's CPU (python -m server_config.local)"),
+    "model": Command("server_config.model.__main__",
+                     "build, wrap or stamp a model in the serving contract (python -m server_config.model)"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {c.summary}" for name, c in COMMANDS.items()]
+    return "\n".join([
+        "usage: framestream {" + ",".join(COMMANDS) + "} ...",
+        "",
+        "Run a YOLO detector over whole directories of video.",
+        "",
+        "commands:",
+        *lines,
+        "",
+        "'framestream COMMAND --help' describes each command.",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage(), file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else EXIT_USAGE
+    name, rest = argv[0], argv[1:]
+    command = COMMANDS.get(name)
+    if command is None:
+        print(f"error: unknown command {name!r}; choose from {', '.join(COMMANDS)} (see framestream --help)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    return importlib.import_module(command.module).main(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
