@@ -29,6 +29,7 @@ from ..contract import CONFIG_PREFIX, DETECTIONS, INPUT, META, MODEL_NAME, NUM_D
 from ..errors import ContractMismatchError, ModelError, ServerError, ServerUnavailableError, UsageError
 from . import BatchOutput
 from .buffers import LaneBuffers, device, host, pinned
+from .busy import BusyClock
 from .shm import CudaShmRing, SystemShmRing
 
 log = logging.getLogger(__name__)
@@ -81,9 +82,7 @@ class TritonBackend:
         self.lanes = options.inflight or 2 * instances
         self.model = served_model_info(config, options.url)
         self.in_flight = _InFlight()
-        self._busy = 0.0
-        self._busy_lock = threading.Lock()
-        self.images_answered = 0  # what the server's inference count must reach (metrics.scrape_after)
+        self._clock = BusyClock()
         self._dead: str | None = None
         self._aborted = threading.Event()  # set by abort(): lanes waiting out an outage give up
         self._clients = [grpcclient.InferenceServerClient(options.url) for _ in range(self.lanes)]
@@ -152,13 +151,8 @@ class TritonBackend:
         delay = 0.1
         while True:
             try:
-                with self.in_flight:
-                    start = time.perf_counter()
-                    out = self._infer_once(lane, batch)
-                    with self._busy_lock:
-                        self._busy += time.perf_counter() - start
-                        self.images_answered += len(batch)
-                    return out
+                with self.in_flight, self._clock.measure(len(batch)):
+                    return self._infer_once(lane, batch)
             except InferenceServerException as e:
                 if not self._is_outage(e):
                     raise ServerError(f"Triton rejected a batch: {e.message()}") from e
@@ -237,7 +231,12 @@ class TritonBackend:
         self._aborted.set()
 
     def busy_seconds(self) -> float:
-        return self._busy
+        return self._clock.seconds
+
+    @property
+    def images_answered(self) -> int:
+        """What the server's inference count must reach (:func:`client.metrics.scrape_after`)."""
+        return self._clock.images
 
     def close(self) -> None:
         """Unregister and unlink every region; safe to call more than once, on any way out."""
