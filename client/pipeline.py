@@ -23,6 +23,7 @@ import numpy as np
 
 from .contract import ModelInfo
 from .decode import DecodedFrame, FrameSource, Sampling
+from .detections import Detections
 from .errors import FramestreamError, PipelineCrash, ServerUnavailableError
 from .infer import Backend
 from .letterbox import boxes_to_source, plan_letterbox
@@ -59,9 +60,9 @@ class Job:
 class FrameResult:
     file_id: int
     seq: int  # position among the file's sampled frames, 0..frames-1
-    index: int
-    t: float
-    detections: np.ndarray  # [n, 6] in source pixels: x1, y1, x2, y2, score, class_id
+    index: int  # the frame's number in presentation order
+    t_s: float  # its time in seconds (the output's "t")
+    detections: Detections  # in source pixels
 
 
 @dataclass(frozen=True)
@@ -316,6 +317,10 @@ class Pipeline:
 
 
 def _frame_result(rows: np.ndarray, file_id: int, seq: int, frame: DecodedFrame) -> FrameResult:
-    """Detections of one frame in source pixels."""
-    boxes = boxes_to_source(rows[:, :4], frame.plan)
-    return FrameResult(file_id, seq, frame.index, frame.t, np.column_stack([boxes, rows[:, 4:]]))
+    """One frame's contract rows (model pixels) as :class:`Detections` in source pixels."""
+    detections = Detections(
+        xyxy=boxes_to_source(rows[:, :4], frame.plan),
+        confidence=rows[:, 4].astype(np.float32),  # a copy: the backend's output array is not kept
+        class_id=rows[:, 5].astype(np.int32),
+    )
+    return FrameResult(file_id, seq, frame.index, frame.t, detections)

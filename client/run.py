@@ -80,7 +80,7 @@ class _FileState:
                     return
                 nxt = min(self.pending)  # a failed batch left a gap: frames after it keep their order
             r = self.pending.pop(nxt)
-            self.writer.write(r.index, r.t, r.detections)
+            self.writer.write(r.index, r.t_s, r.detections)
             self.written += 1
 
 
