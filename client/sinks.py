@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .contract import DETECTION_COLUMNS
+from .defaults import PARQUET_ROWS_PER_GROUP
 from .detections import Detections
 from .errors import OutputError, UsageError
 from .outfiles import HashingFile, Output, OutTree, boundary, display_rel, translate
@@ -231,7 +232,6 @@ def _schema():
 
 class _ParquetWriter(_Writer):
     kind = "parquet"
-    _ROWS_PER_GROUP = 50_000
     _NO_DETECTION = (None,) * len(DETECTION_COLUMNS)
 
     def __init__(self, tree: OutTree, rel: str) -> None:
@@ -245,7 +245,7 @@ class _ParquetWriter(_Writer):
             self._rows.append((self.video, index, t_s, *self._NO_DETECTION))
         for row in detections.rows():
             self._rows.append((self.video, index, t_s, *row))
-        if len(self._rows) >= self._ROWS_PER_GROUP:
+        if len(self._rows) >= PARQUET_ROWS_PER_GROUP:
             self._flush()
 
     def _flush(self) -> None:

@@ -7,13 +7,13 @@ ORT releases the GIL while it runs, so lanes are plain threads.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from .. import defaults
 from ..contract import DETECTIONS, INPUT, NUM_DETECTIONS, ModelInfo, model_digest
 from ..errors import ContractMismatchError, ModelError, UsageError
 from . import BatchOutput
@@ -21,10 +21,6 @@ from .buffers import LaneBuffers, host
 from .busy import BusyClock
 
 log = logging.getLogger(__name__)
-
-
-def default_sessions() -> int:
-    return max(1, os.cpu_count() or 1)
 
 
 def import_onnxruntime():
@@ -74,7 +70,8 @@ class OrtBackend:
 
 
 class EmbeddedBackend(OrtBackend):
-    def __init__(self, model_path: Path, *, sessions: int | None = None, threads_per_session: int = 1) -> None:
+    def __init__(self, model_path: Path, *, sessions: int | None = None,
+                 threads_per_session: int = defaults.THREADS_PER_SESSION) -> None:
         ort = import_onnxruntime()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads_per_session
@@ -87,7 +84,7 @@ class EmbeddedBackend(OrtBackend):
         def open_session():
             return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
 
-        super().__init__(model_path, open_session, lanes=sessions or default_sessions(), memory=host,
+        super().__init__(model_path, open_session, lanes=sessions or defaults.cpu_sessions(), memory=host,
                          runtime="onnxruntime")
 
 

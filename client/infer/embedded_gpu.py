@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import defaults
 from ..contract import DETECTIONS, INPUT, NUM_DETECTIONS
 from ..errors import UsageError
 from .buffers import device
@@ -18,7 +19,7 @@ from .embedded import OrtBackend, import_onnxruntime
 
 
 class EmbeddedGpuBackend(OrtBackend):
-    def __init__(self, model_path: Path, *, sessions: int = 2, device_id: int = 0) -> None:
+    def __init__(self, model_path: Path, *, sessions: int = defaults.GPU_SESSIONS, device_id: int = 0) -> None:
         ort = import_onnxruntime()
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise UsageError("the GPU embedded backend needs onnxruntime-gpu: pip install 'framestream[gpu]'")

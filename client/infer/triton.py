@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import defaults
 from ..arrays import copy_into, on_host
 from ..contract import CONFIG_PREFIX, DETECTIONS, INPUT, META, MODEL_NAME, NUM_DETECTIONS, ModelInfo
 from ..errors import ContractMismatchError, ModelError, ServerError, ServerUnavailableError, UsageError
@@ -43,10 +44,10 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 class TritonOptions:
     url: str  # host:port of the gRPC endpoint
     model_name: str = MODEL_NAME
-    inflight: int | None = None  # None: 2 per model instance
+    inflight: int | None = None  # None: defaults.INFLIGHT_PER_INSTANCE per model instance
     shm: str = "auto"
-    retry_seconds: float = 30.0
-    request_timeout_s: float = 60.0
+    retry_seconds: float = defaults.RETRY_S
+    request_timeout_s: float = defaults.REQUEST_TIMEOUT_S
     max_batch_bytes: int = 0  # shared-memory region size; 0: batch x imgsz^2 x 3
 
 
@@ -79,7 +80,7 @@ class TritonBackend:
         self._client = grpcclient.InferenceServerClient(options.url)
         config = self._check_server()
         instances = sum(g.count for g in config.instance_group) or 1
-        self.lanes = options.inflight or 2 * instances
+        self.lanes = options.inflight or defaults.INFLIGHT_PER_INSTANCE * instances
         self.model = served_model_info(config, options.url)
         self.in_flight = _InFlight()
         self._clock = BusyClock()
@@ -148,7 +149,7 @@ class TritonBackend:
         if self._dead:
             raise ServerUnavailableError(self._dead)  # one verdict for every lane
         deadline = time.monotonic() + self.options.retry_seconds
-        delay = 0.1
+        delay = defaults.RETRY_FIRST_DELAY_S
         while True:
             try:
                 with self.in_flight, self._clock.measure(len(batch)):
@@ -163,7 +164,7 @@ class TritonBackend:
                 if self._aborted.wait(delay):
                     raise ServerUnavailableError(f"stopped while waiting for Triton at {self.options.url} "
                                                  f"({e.message()})") from e
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, defaults.RETRY_MAX_DELAY_S)
                 self._after_outage()
 
     def _is_outage(self, e) -> bool:
