@@ -224,7 +224,7 @@ def _make_backend(args: argparse.Namespace, model_path: Path | None, gpu: bool):
 def _run(args: argparse.Namespace) -> int:
     from .metrics import scrape, scrape_after, server_report
     from .resume import ResumeLedger
-    from .run import RunOptions, run_bulk
+    from .bulk_run import RunOptions, run_bulk
     from .sinks import make_sink
 
     _check_args(args)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client import bulk, run as run_module
+from client import bulk, bulk_run as run_module
 
 from .videos import write_audio_only, write_unknown_codec, write_video
 

@@ -179,7 +179,7 @@ def test_a_file_nvdec_does_not_take_is_decoded_by_pyav_and_uploaded_into_its_slo
     from client.discovery import discover
     from client.gpu.letterbox import GpuLetterbox
     from client.pipeline import PipelineConfig
-    from client.run import _job
+    from client.bulk_run import _job
     from client.schedule import plan
 
     src = tmp_path / "v"
