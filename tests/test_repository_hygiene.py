@@ -25,7 +25,8 @@ def test_ci_runs_the_readme_test_command() -> None:
 @pytest.mark.parametrize(
     "module",
     ["client.contract", "client.errors", "client.letterbox", "client.decode", "client.infer", "client.sinks",
-     "client.bulk_run", "server_config.model"],
+     "client.bulk_run", "client.detections", "client.jobs", "client.collector", "client.triage", "client.outfiles",
+     "server_config.model"],
 )
 def test_public_names_exist(module: str) -> None:
     mod = importlib.import_module(module)
