@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import defaults
 from .contract import METRICS_PORT, MODEL_NAME
 from .decode import Sampling
 from .errors import FramestreamError, UsageError
@@ -25,7 +26,6 @@ log = logging.getLogger("client.bulk")
 
 EXIT_OK, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 DEFAULT_OUT = Path("framestream-out")
-CPU_WORKERS, GPU_WORKERS = 1, 4  # default decoders (see benchmarks/results: bulk_scalability, gpu_check)
 
 
 def _default_model() -> Path:
@@ -65,7 +65,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, default=None,
                    help="contract ONNX model (default: ~/.cache/framestream/model.onnx, built if missing; "
                         "$FRAMESTREAM_HOME or $XDG_CACHE_HOME move it)")
-    p.add_argument("--batch", type=int, default=8, help="frames per inference batch (formed across videos)")
+    p.add_argument("--batch", type=int, default=defaults.BATCH, help="frames per inference batch (formed across videos)")
     sample = p.add_mutually_exclusive_group()
     sample.add_argument("--every", type=int, default=1, metavar="N", help="infer frames 0, N, 2N, ...")
     sample.add_argument("--fps", type=float, default=None, metavar="F",
@@ -75,8 +75,8 @@ def parser() -> argparse.ArgumentParser:
                    help="jsonl: a file per video; parquet: one dataset OUT/detections/ (needs pyarrow)")
     p.add_argument("--workers", type=int, default=None,
                    help="decoders running at once (each takes the next file or segment, longest first); "
-                   f"default {CPU_WORKERS} on the CPU path (inference is the bottleneck there), "
-                   f"{GPU_WORKERS} on the GPU path (NVDEC sessions: 1 -> 4 gave 3.0-4.6x on an H200, 8 little more)")
+                   f"default {defaults.CPU_WORKERS} on the CPU path (inference is the bottleneck there), "
+                   f"{defaults.GPU_WORKERS} on the GPU path (NVDEC sessions: 1 -> 4 gave 3.0-4.6x on an H200, 8 little more)")
     p.add_argument("--no-split", action="store_true",
                    help="never cut long videos into segments at key frames (for comparison)")
     p.add_argument("--sessions", type=int, default=None,
@@ -86,11 +86,11 @@ def parser() -> argparse.ArgumentParser:
                         help="send every batch to Triton's gRPC endpoint at HOST:PORT")
     server.add_argument("--model-name", default=MODEL_NAME, help="the model's name on the server")
     server.add_argument("--inflight", type=int, default=None, metavar="K",
-                        help="requests outstanding at most (default: 2 per model instance)")
+                        help=f"requests outstanding at most (default: {defaults.INFLIGHT_PER_INSTANCE} per model instance)")
     server.add_argument("--shm", choices=["auto", "system", "cuda", "off"], default="auto",
                         help="inputs through Triton shared memory when the server is on this host "
                         "(auto: CUDA shared memory for GPU frames, system shared memory otherwise)")
-    server.add_argument("--retry-seconds", type=float, default=30.0,
+    server.add_argument("--retry-seconds", type=float, default=defaults.RETRY_S,
                         help="keep retrying an unreachable server this long before failing the files in flight")
     server.add_argument("--metrics-url", default=None,
                         help=f"Triton's Prometheus endpoint (default: http://<server host>:{METRICS_PORT}/metrics)")
@@ -205,7 +205,7 @@ def _make_backend(args: argparse.Namespace, model_path: Path | None, gpu: bool):
     if args.server is None and gpu:
         from .infer.embedded_gpu import EmbeddedGpuBackend
 
-        backend = EmbeddedGpuBackend(model_path, sessions=args.sessions or 2)
+        backend = EmbeddedGpuBackend(model_path, sessions=args.sessions or defaults.GPU_SESSIONS)
         log.info("embedded onnxruntime-gpu: %d session(s); model %s", backend.lanes, model_path)
         return backend
     if args.server is None:
@@ -228,7 +228,7 @@ def _make_backend(args: argparse.Namespace, model_path: Path | None, gpu: bool):
 def _run(args: argparse.Namespace) -> int:
     from .metrics import scrape, scrape_after, server_report
     from .resume import ResumeLedger
-    from .run import RunOptions, run_bulk
+    from .bulk_run import RunOptions, run_bulk
     from .sinks import make_sink
 
     _check_args(args)
@@ -249,7 +249,7 @@ def _run(args: argparse.Namespace) -> int:
             args.out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UsageError(f"cannot create {args.out}: {e.strerror}") from e
-        workers = args.workers or (GPU_WORKERS if gpu else CPU_WORKERS)
+        workers = args.workers or (defaults.GPU_WORKERS if gpu else defaults.CPU_WORKERS)
         config = PipelineConfig(batch=args.batch, workers=workers, square=args.square, sampling=sampling, gpu=gpu)
         options = {"sampling": sampling.describe(), "square": args.square, "format": args.format}
         ledger = ResumeLedger(args.out, backend.model.digest, options)  # on --server: the served model's digest

@@ -8,6 +8,8 @@ import time
 import urllib.error
 import urllib.request
 
+from .defaults import SCRAPE_POLL_S, SCRAPE_TIMEOUT_S
+
 log = logging.getLogger(__name__)
 
 _COUNTERS = {
@@ -23,7 +25,7 @@ _COUNTERS = {
 _LINE = re.compile(r'^(\w+)\{([^}]*)\}\s+([0-9.eE+-]+)$')
 
 
-def scrape(url: str, model: str, timeout_s: float = 5.0) -> dict[str, float] | None:
+def scrape(url: str, model: str, timeout_s: float = SCRAPE_TIMEOUT_S) -> dict[str, float] | None:
     """Cumulative counters of ``model`` (all versions summed); None when the endpoint is unreachable."""
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:
@@ -40,7 +42,7 @@ def scrape(url: str, model: str, timeout_s: float = 5.0) -> dict[str, float] | N
 
 
 def scrape_after(url: str, model: str, before: dict[str, float] | None, answered: int,
-                 timeout_s: float = 5.0) -> dict[str, float] | None:
+                 timeout_s: float = SCRAPE_TIMEOUT_S) -> dict[str, float] | None:
     """:func:`scrape` once the server has counted the ``answered`` inferences since ``before``:
     Triton counts a request after sending its response, so a scrape right after the last answer
     can miss it. Gives the last scrape if the count is not reached within ``timeout_s``."""
@@ -50,7 +52,7 @@ def scrape_after(url: str, model: str, before: dict[str, float] | None, answered
         values = scrape(url, model)
         if values is None or values["inferences"] >= target or time.monotonic() > deadline:
             return values
-        time.sleep(0.05)
+        time.sleep(SCRAPE_POLL_S)
 
 
 def server_report(before: dict[str, float] | None, after: dict[str, float] | None) -> dict[str, float] | None:

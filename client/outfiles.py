@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .errors import OutputError, OutputStorageError
 
-__all__ = ["Output", "OutTree", "HashingFile", "translate", "boundary", "display_rel", "DIGEST"]
+__all__ = ["Output", "OutTree", "HashingFile", "translate", "boundary", "display_rel", "summary_rel", "DIGEST"]
 
 DIGEST = "sha256"
 # Room left in every file name for what any output adds to a video's name: the longest is
@@ -46,6 +46,11 @@ def display_rel(rel: str) -> str:
     """A relative path as valid UTF-8 text: bytes that are not UTF-8 (a Linux name like
     b"caf\\xe9.mp4", which Python holds as surrogate escapes) are written as ``\\xe9``."""
     return os.fsencode(rel).decode("utf-8", "backslashreplace")
+
+
+def summary_rel(path: Path, out: Path) -> str:
+    """An output's path relative to OUT, as summary.json lists it (valid UTF-8 text)."""
+    return display_rel(path.relative_to(out).as_posix())
 
 
 def translate(e: OSError, what: str, out: Path | None = None) -> OutputError:

@@ -21,23 +21,23 @@ from typing import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
+from . import defaults
 from .contract import ModelInfo
 from .decode import DecodedFrame, FrameSource, Sampling
+from .detections import Detections
 from .errors import FramestreamError, PipelineCrash, ServerUnavailableError
 from .infer import Backend
 from .letterbox import boxes_to_source, plan_letterbox
 
 log = logging.getLogger(__name__)
 
-_POLL_S = 0.05  # how often blocked threads look at the stop flag
-
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    batch: int = 8
-    workers: int = 1  # decode workers (files decoded at once)
-    frames_ahead: int = 32  # decoded frames waiting for inference, at most
-    batches_ahead: int = 2  # formed batches waiting for a lane, per lane
+    batch: int = defaults.BATCH
+    workers: int = defaults.CPU_WORKERS  # decode workers (files decoded at once)
+    frames_ahead: int = defaults.FRAMES_AHEAD  # decoded frames waiting for inference, at most
+    batches_ahead: int = defaults.BATCHES_AHEAD  # formed batches waiting for a lane, per lane
     square: bool = False  # the model's full square for every video, even if it takes rectangles
     sampling: Sampling = field(default_factory=Sampling)
     decode_threads: int = 0  # FFmpeg threads per decoder; 0 lets FFmpeg choose
@@ -59,9 +59,9 @@ class Job:
 class FrameResult:
     file_id: int
     seq: int  # position among the file's sampled frames, 0..frames-1
-    index: int
-    t: float
-    detections: np.ndarray  # [n, 6] in source pixels: x1, y1, x2, y2, score, class_id
+    index: int  # the frame's number in presentation order
+    t_s: float  # its time in seconds (the output's "t")
+    detections: Detections  # in source pixels
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ class Pipeline:
         results of batches that were in flight)."""
         while self._lanes_left:
             try:
-                item = self._events.get(timeout=_POLL_S)
+                item = self._events.get(timeout=defaults.POLL_S)
             except queue.Empty:
                 if not any(t.is_alive() for t in self._lane_threads):
                     return  # every lane has ended (its end marker may have been lost to an interrupt)
@@ -209,7 +209,7 @@ class Pipeline:
         """Blocking put that gives up when the run is stopped."""
         while not self._stop.is_set():
             try:
-                q.put(item, timeout=_POLL_S)
+                q.put(item, timeout=defaults.POLL_S)
                 return True
             except queue.Full:
                 continue
@@ -255,7 +255,7 @@ class Pipeline:
 
         while live and not self._stop.is_set():
             try:
-                item = frame_q.get(timeout=0.01)
+                item = frame_q.get(timeout=defaults.BATCHER_WAIT_S)
             except queue.Empty:
                 # Decoding is behind: hand the lanes what we have rather than let them idle.
                 if groups and batch_q.empty():
@@ -279,7 +279,7 @@ class Pipeline:
         try:
             while not self._stop.is_set():
                 try:
-                    item = batch_q.get(timeout=_POLL_S)
+                    item = batch_q.get(timeout=defaults.POLL_S)
                 except queue.Empty:
                     continue
                 if item is _DONE:
@@ -316,6 +316,10 @@ class Pipeline:
 
 
 def _frame_result(rows: np.ndarray, file_id: int, seq: int, frame: DecodedFrame) -> FrameResult:
-    """Detections of one frame in source pixels."""
-    boxes = boxes_to_source(rows[:, :4], frame.plan)
-    return FrameResult(file_id, seq, frame.index, frame.t, np.column_stack([boxes, rows[:, 4:]]))
+    """One frame's contract rows (model pixels) as :class:`Detections` in source pixels."""
+    detections = Detections(
+        xyxy=boxes_to_source(rows[:, :4], frame.plan),
+        confidence=rows[:, 4].astype(np.float32),  # a copy: the backend's output array is not kept
+        class_id=rows[:, 5].astype(np.int32),
+    )
+    return FrameResult(file_id, seq, frame.index, frame.t, detections)

@@ -6,11 +6,14 @@ import logging
 import sys
 import time
 
+from .defaults import PROGRESS_LOG_EVERY_S, PROGRESS_REDRAW_S
+
 log = logging.getLogger("client.bulk")
 
 
 class Progress:
-    def __init__(self, *, files: int, frames_estimate: int, live: bool | None = None, log_every_s: float = 10.0) -> None:
+    def __init__(self, *, files: int, frames_estimate: int, live: bool | None = None,
+                 log_every_s: float = PROGRESS_LOG_EVERY_S) -> None:
         self.files_total = files
         self.frames_estimate = frames_estimate
         self.live = sys.stderr.isatty() if live is None else live
@@ -30,7 +33,7 @@ class Progress:
 
     def _maybe_show(self, force: bool = False) -> None:
         now = time.monotonic()
-        interval = 0.2 if self.live else self.log_every_s
+        interval = PROGRESS_REDRAW_S if self.live else self.log_every_s
         if not force and now - self._last < interval:
             return
         if not self.live and force and now - self._last < 1.0:

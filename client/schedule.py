@@ -20,9 +20,9 @@ from .decode import Sampling
 from .decode.container import NotAllowedFormat
 from .decode.layout import Layout, read_layout
 from .decode.sampling import select
+from .defaults import KEYFRAME_INTERVAL_FRAMES, SPLIT_FACTOR
 from .discovery import Candidate
 
-SPLIT_FACTOR = 2  # fair share = total work / (workers x this): a little slack for LPT to balance
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def estimated_work(candidate: Candidate, sampling: Sampling) -> int:
     if sampling.fps is not None:
         return math.floor(candidate.duration_s * sampling.fps) + 1 if candidate.duration_s else 0
     if sampling.keyframes:
-        return max(1, candidate.frames // 30)  # unknown without a demux pass; a GOP of ~1 s
+        return max(1, candidate.frames // KEYFRAME_INTERVAL_FRAMES)  # unknown without a demux pass
     return math.ceil(candidate.frames / sampling.every)
 
 

@@ -22,9 +22,9 @@ import os
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
-
 from .contract import DETECTION_COLUMNS
+from .defaults import PARQUET_ROWS_PER_GROUP
+from .detections import Detections
 from .errors import OutputError, UsageError
 from .outfiles import HashingFile, Output, OutTree, boundary, display_rel, translate
 
@@ -46,7 +46,9 @@ def _layout(kind: str, tree: OutTree, rel: str) -> tuple[Parts, Parts]:
 
 
 class FileWriter(Protocol):
-    def write(self, index: int, t: float, detections: np.ndarray) -> None: ...
+    def write(self, index: int, t_s: float, detections: Detections) -> None:
+        """Record frame ``index`` at ``t_s`` seconds with its detections (maybe none)."""
+        ...
 
     def complete(self) -> list[Output]:
         """Publish the output under its final name; the files written, with size and digest."""
@@ -107,17 +109,17 @@ class _Writer:
         finally:
             os.close(d)
 
-    def write(self, index: int, t: float, detections: np.ndarray) -> None:
+    def write(self, index: int, t_s: float, detections: Detections) -> None:
         if self._done:
             raise RuntimeError(f"{self.final_path}: written after complete() or fail()")
         try:
-            self._write(index, t, detections)
+            self._write(index, t_s, detections)
         except OSError as e:
             self._broken = True
             raise translate(e, str(self.final_path), self.tree.out) from e
         self.count += 1
 
-    def _write(self, index: int, t: float, detections: np.ndarray) -> None:
+    def _write(self, index: int, t_s: float, detections: Detections) -> None:
         raise NotImplementedError
 
     def _end(self) -> None:
@@ -189,9 +191,10 @@ class _Writer:
 class _JsonlWriter(_Writer):
     kind = "jsonl"
 
-    def _write(self, index: int, t: float, detections: np.ndarray) -> None:
-        rows = [[round(float(v), 2) for v in r[:4]] + [round(float(r[4]), 4), int(r[5])] for r in detections]
-        line = json.dumps({"frame": index, "t": round(t, 6), "detections": rows}, separators=(",", ":")) + "\n"
+    def _write(self, index: int, t_s: float, detections: Detections) -> None:
+        rows = [[round(x1, 2), round(y1, 2), round(x2, 2), round(y2, 2), round(score, 4), class_id]
+                for x1, y1, x2, y2, score, class_id in detections.rows()]
+        line = json.dumps({"frame": index, "t": round(t_s, 6), "detections": rows}, separators=(",", ":")) + "\n"
         self._file.write(line.encode())
 
 
@@ -229,7 +232,6 @@ def _schema():
 
 class _ParquetWriter(_Writer):
     kind = "parquet"
-    _ROWS_PER_GROUP = 50_000
     _NO_DETECTION = (None,) * len(DETECTION_COLUMNS)
 
     def __init__(self, tree: OutTree, rel: str) -> None:
@@ -238,12 +240,12 @@ class _ParquetWriter(_Writer):
         self._rows: list[tuple] = []
         self._writer = None
 
-    def _write(self, index: int, t: float, detections: np.ndarray) -> None:
+    def _write(self, index: int, t_s: float, detections: Detections) -> None:
         if len(detections) == 0:
-            self._rows.append((self.video, index, t, *self._NO_DETECTION))
-        for r in detections:
-            self._rows.append((self.video, index, t, *map(float, r[:5]), int(r[5])))
-        if len(self._rows) >= self._ROWS_PER_GROUP:
+            self._rows.append((self.video, index, t_s, *self._NO_DETECTION))
+        for row in detections.rows():
+            self._rows.append((self.video, index, t_s, *row))
+        if len(self._rows) >= PARQUET_ROWS_PER_GROUP:
             self._flush()
 
     def _flush(self) -> None:

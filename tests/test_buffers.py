@@ -1,12 +1,16 @@
-"""Batch buffers and host/device copies: the parts of the zero-copy batch path that need no GPU."""
+"""Batch buffers, host/device copies and the busy clock: backend helpers that need no GPU."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
+import pytest
 
 from client.arrays import copy_into
 from client.decode import DecodedFrame, Letterboxed
 from client.infer.buffers import LaneBuffers, host
+from client.infer.busy import BusyClock
 from client.letterbox import plan_letterbox
 
 
@@ -39,3 +43,35 @@ def test_copy_into_host_arrays_copies_values_not_references() -> None:
     copy_into(out, src)
     src[:] = 0
     assert out.sum() == sum(range(24))
+
+
+def test_the_busy_clock_sums_the_calls_of_every_lane_and_leaves_out_calls_that_failed() -> None:
+    ticks = iter([0.0, 1.5, 10.0, 10.25, 20.0, 99.0])  # three calls: 1.5 s, 0.25 s, and one that raises
+    clock = BusyClock(now=lambda: next(ticks))
+    with clock.measure(8):
+        pass
+    with clock.measure(3):
+        pass
+    with pytest.raises(RuntimeError):
+        with clock.measure(8):
+            raise RuntimeError("server refused the batch")
+    assert clock.seconds == 1.75
+    assert clock.images == 11
+
+
+def test_the_busy_clock_loses_no_call_when_lanes_finish_at_once() -> None:
+    clock = BusyClock(now=lambda: 0.0)
+    start = threading.Barrier(8)
+
+    def lane() -> None:
+        start.wait()
+        for _ in range(2000):
+            with clock.measure(1):
+                pass
+
+    threads = [threading.Thread(target=lane) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert clock.images == 16000

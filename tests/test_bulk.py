@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client import bulk, run as run_module
+from client import bulk, triage
 
 from .videos import write_audio_only, write_unknown_codec, write_video
 
@@ -165,14 +165,14 @@ def test_a_file_that_vanishes_during_the_run_fails_alone(tmp_path: Path, model_p
     src.mkdir()
     write_video(src / "stays.mp4", frames=4)
     write_video(src / "goes.mp4", frames=4)
-    real_discover = run_module.discover
+    real_discover = triage.discover
 
     def discover_then_delete(root: Path, **options):
         found = real_discover(root, **options)
         (src / "goes.mp4").unlink()  # gone between discovery and decoding
         return found
 
-    monkeypatch.setattr(run_module, "discover", discover_then_delete)
+    monkeypatch.setattr(triage, "discover", discover_then_delete)
     rc, summary = bulk_main(src, tmp_path / "out", model_path)
     files = entries(summary)
     assert rc == 2

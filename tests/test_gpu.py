@@ -178,8 +178,8 @@ def test_a_file_nvdec_does_not_take_is_decoded_by_pyav_and_uploaded_into_its_slo
     from client.decode.nvdec_source import NvdecSource, NvdecUnsupported
     from client.discovery import discover
     from client.gpu.letterbox import GpuLetterbox
+    from client.jobs import make_job
     from client.pipeline import PipelineConfig
-    from client.run import _job
     from client.schedule import plan
 
     src = tmp_path / "v"
@@ -188,7 +188,7 @@ def test_a_file_nvdec_does_not_take_is_decoded_by_pyav_and_uploaded_into_its_slo
     with pytest.raises(NvdecUnsupported, match="ffv1"):
         NvdecSource(src / "lossless.mkv", sampling=Sampling(), letterbox=GpuLetterbox())
     (p,) = plan(discover(src).videos, Sampling(), workers=1, split=False)
-    job = _job(p, None, PipelineConfig(gpu=True), None, GpuLetterbox())
+    job = make_job(p, None, PipelineConfig(gpu=True), None, GpuLetterbox())
     with job.open_source() as source:
         frames = list(source.frames(PLAN))
     cpu = pyav(src / "lossless.mkv")

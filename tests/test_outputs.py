@@ -13,6 +13,7 @@ import av
 import numpy as np
 import pytest
 
+from client.detections import Detections
 from client.errors import OutputError, OutputStorageError
 from client.outfiles import NAME_RESERVE, OutTree
 from client.resume import (MODEL_CHANGED, NO_RECORD, OPTIONS_CHANGED, OUTPUT_DAMAGED, OUTPUT_MISSING, SOURCE_CHANGED,
@@ -23,8 +24,8 @@ from .test_bulk import bulk_main, entries, read_jsonl
 from .videos import frame_image, write_video
 
 OPTIONS = {"sampling": "every 1", "square": False, "format": "jsonl"}
-BOX = np.array([[1, 2, 30, 40, 0.9, 3]], np.float32)
-NONE = np.zeros((0, 6), np.float32)
+BOX = Detections(np.array([[1, 2, 30, 40]], np.float32), np.array([0.9], np.float32), np.array([3], np.int32))
+NONE = Detections.empty()
 LONG = "x" * 246 + ".mp4"  # its old hidden temporary ".NAME.jsonl.tmp" was 261 bytes
 
 
@@ -282,7 +283,7 @@ def test_a_full_disk_is_a_storage_error_and_the_failed_output_frees_its_space(ti
     noise = np.random.default_rng(0).random((1000, 300, 6), np.float32)  # does not compress away
     with pytest.raises(OutputStorageError, match="No space left on device"):
         for i in range(1000):
-            writer.write(i, i / 10, noise[i])
+            writer.write(i, i / 10, Detections(noise[i, :, :4], noise[i, :, 4], (noise[i, :, 5] * 80).astype(np.int32)))
         writer.complete()
     assert writer.fail() is None  # a cut-off temporary is no partial output
     assert [name for _, _, files in os.walk(tiny_out) for name in files] == []

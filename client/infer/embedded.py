@@ -7,35 +7,72 @@ ORT releases the GIL while it runs, so lanes are plain threads.
 from __future__ import annotations
 
 import logging
-import os
-import threading
-import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
+from .. import defaults
 from ..contract import DETECTIONS, INPUT, NUM_DETECTIONS, ModelInfo, model_digest
 from ..errors import ContractMismatchError, ModelError, UsageError
 from . import BatchOutput
 from .buffers import LaneBuffers, host
+from .busy import BusyClock
 
 log = logging.getLogger(__name__)
 
 
-def default_sessions() -> int:
-    return max(1, os.cpu_count() or 1)
+def import_onnxruntime():
+    try:
+        import onnxruntime as ort
+    except ImportError as e:  # the base install brings none: cpu and gpu extras each bring one
+        raise UsageError("the embedded backend needs onnxruntime: pip install 'framestream[cpu]' "
+                         "(or 'framestream[gpu]' with CUDA, not both)") from e
+    return ort
 
 
-class EmbeddedBackend:
-    def __init__(self, model_path: Path, *, sessions: int | None = None, threads_per_session: int = 1) -> None:
+class OrtBackend:
+    """What the in-process backends share: one onnxruntime session per lane (ORT releases the
+    GIL while it runs, so lanes are plain threads), a batch buffer per lane in the memory the
+    sessions read, and the busy clock. Subclasses open the sessions and may bind inputs."""
+
+    def __init__(self, model_path: Path, open_session: Callable[[], object], *, lanes: int,
+                 memory: Callable[[int], object], runtime: str) -> None:
+        self.lanes = lanes
         try:
-            import onnxruntime as ort
-        except ImportError as e:  # the base install brings none: cpu and gpu extras each bring one
-            raise UsageError("the embedded backend needs onnxruntime: pip install 'framestream[cpu]' "
-                             "(or 'framestream[gpu]' with CUDA, not both)") from e
+            self._sessions = [open_session() for _ in range(lanes)]
+        except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/NoSuchFile types
+            raise ModelError(f"{model_path}: {runtime} cannot load it ({str(e).splitlines()[0][:160]})") from e
+        self.model = read_model_info(self._sessions[0], model_path)
+        self._buffers = LaneBuffers(lanes, memory)
+        self._clock = BusyClock()
 
-        self.lanes = sessions or default_sessions()
+    def batch_buffer(self, lane: int, shape: tuple[int, int, int, int]):
+        return self._buffers.view(lane, shape)
+
+    def infer(self, lane: int, batch) -> BatchOutput:
+        with self._clock.measure(len(batch)):
+            det, num = self._run(self._sessions[lane], batch)
+        return BatchOutput(det, num)
+
+    def _run(self, session, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return session.run([DETECTIONS.name, NUM_DETECTIONS.name], {INPUT.name: batch})
+
+    def abort(self) -> None:
+        """Nothing waits here: a batch in onnxruntime finishes in its own time."""
+
+    def busy_seconds(self) -> float:
+        return self._clock.seconds
+
+    def close(self) -> None:
+        self._sessions.clear()
+
+
+class EmbeddedBackend(OrtBackend):
+    def __init__(self, model_path: Path, *, sessions: int | None = None,
+                 threads_per_session: int = defaults.THREADS_PER_SESSION) -> None:
+        ort = import_onnxruntime()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads_per_session
         options.inter_op_num_threads = 1
@@ -43,37 +80,12 @@ class EmbeddedBackend:
         # pattern is planned per input shape and kept, so with it RSS grows with every new
         # size (measured: 160 -> 459 MiB over 40 files). Without it RSS stays flat.
         options.enable_mem_pattern = False
-        try:
-            self._sessions = [
-                ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-                for _ in range(self.lanes)
-            ]
-        except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/NoSuchFile types
-            raise ModelError(f"{model_path}: onnxruntime cannot load it ({str(e).splitlines()[0][:160]})") from e
-        self.model = read_model_info(self._sessions[0], model_path)
-        self._buffers = LaneBuffers(self.lanes, host)
-        self._busy = 0.0
-        self._lock = threading.Lock()
 
-    def batch_buffer(self, lane: int, shape: tuple[int, int, int, int]) -> np.ndarray:
-        return self._buffers.view(lane, shape)
+        def open_session():
+            return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
 
-    def infer(self, lane: int, batch: np.ndarray) -> BatchOutput:
-        start = time.perf_counter()
-        det, num = self._sessions[lane].run([DETECTIONS.name, NUM_DETECTIONS.name], {INPUT.name: batch})
-        elapsed = time.perf_counter() - start
-        with self._lock:
-            self._busy += elapsed
-        return BatchOutput(det, num)
-
-    def abort(self) -> None:
-        """Nothing waits here: a batch in onnxruntime finishes in its own time."""
-
-    def busy_seconds(self) -> float:
-        return self._busy
-
-    def close(self) -> None:
-        self._sessions.clear()
+        super().__init__(model_path, open_session, lanes=sessions or defaults.cpu_sessions(), memory=host,
+                         runtime="onnxruntime")
 
 
 def read_model_info(session, model_path: Path) -> ModelInfo:

@@ -24,11 +24,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import defaults
 from ..arrays import copy_into, on_host
 from ..contract import CONFIG_PREFIX, DETECTIONS, INPUT, META, MODEL_NAME, NUM_DETECTIONS, ModelInfo
 from ..errors import ContractMismatchError, ModelError, ServerError, ServerUnavailableError, UsageError
 from . import BatchOutput
 from .buffers import LaneBuffers, device, host, pinned
+from .busy import BusyClock
 from .shm import CudaShmRing, SystemShmRing
 
 log = logging.getLogger(__name__)
@@ -42,10 +44,10 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 class TritonOptions:
     url: str  # host:port of the gRPC endpoint
     model_name: str = MODEL_NAME
-    inflight: int | None = None  # None: 2 per model instance
+    inflight: int | None = None  # None: defaults.INFLIGHT_PER_INSTANCE per model instance
     shm: str = "auto"
-    retry_seconds: float = 30.0
-    request_timeout_s: float = 60.0
+    retry_seconds: float = defaults.RETRY_S
+    request_timeout_s: float = defaults.REQUEST_TIMEOUT_S
     max_batch_bytes: int = 0  # shared-memory region size; 0: batch x imgsz^2 x 3
 
 
@@ -78,12 +80,10 @@ class TritonBackend:
         self._client = grpcclient.InferenceServerClient(options.url)
         config = self._check_server()
         instances = sum(g.count for g in config.instance_group) or 1
-        self.lanes = options.inflight or 2 * instances
+        self.lanes = options.inflight or defaults.INFLIGHT_PER_INSTANCE * instances
         self.model = served_model_info(config, options.url)
         self.in_flight = _InFlight()
-        self._busy = 0.0
-        self._busy_lock = threading.Lock()
-        self.images_answered = 0  # what the server's inference count must reach (metrics.scrape_after)
+        self._clock = BusyClock()
         self._dead: str | None = None
         self._aborted = threading.Event()  # set by abort(): lanes waiting out an outage give up
         self._clients = [grpcclient.InferenceServerClient(options.url) for _ in range(self.lanes)]
@@ -161,16 +161,11 @@ class TritonBackend:
         if self._dead:
             raise ServerUnavailableError(self._dead)  # one verdict for every lane
         deadline = time.monotonic() + self.options.retry_seconds
-        delay = 0.1
+        delay = defaults.RETRY_FIRST_DELAY_S
         while True:
             try:
-                with self.in_flight:
-                    start = time.perf_counter()
-                    out = self._infer_once(lane, batch)
-                    with self._busy_lock:
-                        self._busy += time.perf_counter() - start
-                        self.images_answered += len(batch)
-                    return out
+                with self.in_flight, self._clock.measure(len(batch)):
+                    return self._infer_once(lane, batch)
             except InferenceServerException as e:
                 if not self._is_outage(e):
                     raise ServerError(f"Triton rejected a batch: {e.message()}") from e
@@ -181,7 +176,7 @@ class TritonBackend:
                 if self._aborted.wait(delay):
                     raise ServerUnavailableError(f"stopped while waiting for Triton at {self.options.url} "
                                                  f"({e.message()})") from e
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, defaults.RETRY_MAX_DELAY_S)
                 self._after_outage()
 
     def _is_outage(self, e) -> bool:
@@ -249,7 +244,12 @@ class TritonBackend:
         self._aborted.set()
 
     def busy_seconds(self) -> float:
-        return self._busy
+        return self._clock.seconds
+
+    @property
+    def images_answered(self) -> int:
+        """What the server's inference count must reach (:func:`client.metrics.scrape_after`)."""
+        return self._clock.images
 
     def close(self) -> None:
         """Unregister and unlink every region; safe to call more than once, on any way out."""

@@ -1,0 +1,161 @@
+"""One bulk run, start to end: triage, plan, build jobs, run the pipeline, collect, report.
+
+:mod:`client.bulk` is the command line around it; :func:`run_bulk` is what tests and other
+programs call. Each step lives in its own module: :mod:`client.triage` (what needs no work),
+:mod:`client.schedule` (estimates, splits, order), :mod:`client.jobs` (a job per file or
+segment), :mod:`client.pipeline` (threads and queues), :mod:`client.collector` (outputs in
+frame order, file reports).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .collector import Collector
+from .infer import Backend
+from .jobs import build_jobs
+from .pipeline import Pipeline, PipelineConfig
+from .progress import Progress
+from .report import FileReport
+from .resume import ResumeLedger
+from .schedule import plan
+from .sinks import Sink
+from .telemetry import RunTelemetry
+from .triage import triage
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RunOptions", "RunResult", "run_bulk"]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    root: Path
+    out: Path
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    overwrite: bool = False
+    split: bool = True  # cut long files into segments at key frames
+    progress: bool | None = None  # None: live bar when stderr is a terminal
+    follow_links: bool = False  # follow directory symlinks that lead out of root
+
+
+@dataclass
+class RunResult:
+    files: list[FileReport]
+    schedule: dict[str, object]
+    stopped: str | None = None  # why the run stopped before every file was done (None: it finished)
+    interrupt: str | None = None  # the signal that stopped it ("SIGINT", "SIGTERM"), if one did
+
+
+def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLedger,
+             telemetry: RunTelemetry | None = None) -> RunResult:
+    """Process every video under ``options.root``; never raises for a file's fault.
+
+    An interrupt (SIGINT, SIGTERM) or a fault no file can survive (backend gone, output
+    storage unusable, a pipeline bug) stops the run the same way: threads stopped and
+    joined, files in flight kept as partial outputs, files not started reported as not
+    processed, and a result returned so the caller can still write ``summary.json``.
+    """
+    reports, todo = triage(options.root, options.out, sink, ledger, overwrite=options.overwrite,
+                           follow_links=options.follow_links)
+    config = options.pipeline
+    plans = plan(todo, config.sampling, workers=config.workers, split=options.split)
+    split_plans = [p for p in plans if p.split]
+    if split_plans:
+        log.info("split %d long video(s) into %d segments at key frames", len(split_plans),
+                 sum(len(p.segments) for p in split_plans))
+    jobs = build_jobs(plans, config)
+
+    progress = Progress(files=len(plans), frames_estimate=sum(p.work for p in plans), live=options.progress)
+    pipeline = Pipeline(backend, config)
+    if telemetry is not None:
+        in_flight = getattr(backend, "in_flight", None)
+        telemetry.watch(queue_depths=pipeline.queue_depths, inflight=lambda: in_flight.now if in_flight else 0)
+    collector = Collector(plans, sink, ledger, progress, telemetry, out=options.out, stop=pipeline.stop)
+    busy_before = backend.busy_seconds()
+    start = time.monotonic()
+    with _Interrupts(pipeline.stop) as interrupts:
+        pipeline.start(jobs)
+        try:
+            _collect(pipeline, collector)
+        except KeyboardInterrupt:  # a second signal: stop waiting for the batches in flight
+            pass
+        finally:
+            pipeline.close()
+            progress.close()
+    if interrupts.signal_name is not None:  # the cause, even if a lane gave up waiting first
+        collector.stop_run(f"interrupted ({interrupts.signal_name})", cause=True)
+    if pipeline.crash is not None:
+        collector.stop_run(f"internal error: {pipeline.crash}")
+    makespan = time.monotonic() - start
+    reports.update(collector.finish_stopped())
+    reports.update(collector.reports)
+    busy = backend.busy_seconds() - busy_before
+    schedule = _schedule_report(config.workers, len(jobs), makespan, busy, backend.lanes, collector.decode_times)
+    return RunResult([reports[rel] for rel in sorted(reports)], schedule, collector.stopped, interrupts.signal_name)
+
+
+class _Interrupts:
+    """SIGINT and SIGTERM during a run: the first stops the pipeline, whose stages finish the
+    batches in flight, so their results still reach the outputs and nothing is cut mid-write;
+    a second one stops waiting (KeyboardInterrupt). Off the main thread signals are left alone."""
+
+    def __init__(self, stop: Callable[[], None]) -> None:
+        self._stop = stop
+        self.signal_name: str | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signal_name is not None:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+        self._stop()
+
+    def __enter__(self) -> "_Interrupts":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+def _collect(pipeline: Pipeline, collector: Collector) -> None:
+    """Hand every pipeline event to the collector; a collector failure (a bug) stops the run."""
+    try:
+        for event in pipeline.events():
+            collector.handle(event)
+    except Exception as e:
+        log.debug("collecting results failed", exc_info=True)
+        collector.stop_run(f"internal error: {type(e).__name__}: {e}")
+        for _ in pipeline.events():  # let the stopped stages end
+            pass
+
+
+def _schedule_report(workers: int, segments: int, makespan: float, busy: float, lanes: int,
+                     decode_times: list[float]) -> dict[str, object]:
+    """How close the run came to its lower bound.
+
+    work_s is the inference time if the backend's lanes were never idle (busy time / lanes);
+    no schedule beats it, nor the longest segment's decoding, which is serial. So the lower
+    bound is the larger of the two, and efficiency = lower bound / makespan.
+    """
+    work_s = busy / lanes if lanes else 0.0
+    lower = max([work_s, *decode_times]) if decode_times else work_s
+    return {
+        "workers": workers,
+        "segments": segments,
+        "makespan_s": round(makespan, 3),
+        "work_s": round(work_s, 3),
+        "lower_bound_s": round(lower, 3),
+        "efficiency": round(lower / makespan, 3) if makespan > 0 else 0.0,
+        "busy_fraction": round(busy / (lanes * makespan), 3) if makespan > 0 and lanes else 0.0,
+    }
+

@@ -1,0 +1,202 @@
+"""The run's one writer: pipeline events in, outputs in frame order and file reports out.
+
+A file's results arrive out of order (batches, lanes and segments overlap); each file's are
+buffered until they can be written in frame order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .errors import OutputError, OutputStorageError
+from .outfiles import summary_rel
+from .pipeline import BatchFailed, FileEnded, FileStarted, FrameResult
+from .progress import Progress
+from .report import ERROR, NOT_PROCESSED, OK, FileReport
+from .resume import ResumeLedger
+from .schedule import FilePlan
+from .sinks import FileWriter, Sink
+from .telemetry import RunTelemetry
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Collector"]
+
+
+@dataclass
+class _FileState:
+    plan: FilePlan
+    writer: FileWriter | None  # None: its output could not be opened (the file fails)
+    started: float
+    segments_ended: int = 0
+    expected: int = 0  # frames announced by the ended segments
+    written: int = 0
+    lost: int = 0  # frames of failed batches, or dropped after its output failed
+    error: str | None = None
+    pending: dict[int, FrameResult] = field(default_factory=dict)  # reorder buffer by seq
+    segment_times: list[dict[str, object]] = field(default_factory=list)
+
+    @property
+    def segments_total(self) -> int:
+        return len(self.plan.segments) or 1
+
+    @property
+    def done(self) -> bool:
+        return self.segments_ended == self.segments_total and self.written + self.lost + len(self.pending) >= self.expected
+
+    def drain(self, force: bool = False) -> None:
+        """Write buffered results in frame order; ``force`` writes across gaps left by failures."""
+        if self.writer is None:
+            self.lost += len(self.pending)
+            self.pending.clear()
+            return
+        while self.pending:
+            nxt = min(self.pending) if force else self.written + self.lost
+            if nxt not in self.pending:
+                if not self.lost:
+                    return
+                nxt = min(self.pending)  # a failed batch left a gap: frames after it keep their order
+            r = self.pending.pop(nxt)
+            self.writer.write(r.index, r.t_s, r.detections)
+            self.written += 1
+
+
+class Collector:
+    """Turns the pipeline's events into outputs written in frame order and file reports.
+
+    Runs in the caller's thread: it alone touches the sinks and the resume ledger. An output
+    error costs its file; an output storage error (disk full, OUT gone) stops the run.
+    """
+
+    def __init__(self, plans: list[FilePlan], sink: Sink, ledger: ResumeLedger, progress: Progress,
+                 telemetry: RunTelemetry | None, *, out: Path, stop: Callable[[], None]) -> None:
+        self.plans, self.sink, self.ledger, self.out = plans, sink, ledger, out
+        self.progress, self.telemetry, self._stop_pipeline = progress, telemetry, stop
+        self.states: dict[int, _FileState] = {}
+        self.reports: dict[str, FileReport] = {}
+        self.decode_times: list[float] = []
+        self.stopped: str | None = None
+
+    def handle(self, event) -> None:
+        if isinstance(event, FileStarted):
+            if event.file_id not in self.states:
+                self._start(self.plans[event.file_id])
+            return
+        if isinstance(event, FrameResult):
+            state = self.states[event.file_id]
+            state.pending[event.seq] = event
+            self._output(state, state.drain)
+            self.progress.frame()
+            if self.telemetry is not None:
+                self.telemetry.frame()
+            touched = [event.file_id]
+        elif isinstance(event, FileEnded):
+            state = self.states[event.file_id]
+            state.segments_ended += 1
+            state.expected += event.frames
+            state.error = state.error or event.error
+            state.segment_times.append({"segment": event.segment, "frames": event.frames,
+                                        "seconds": round(event.wall_s, 3), "decode_seconds": round(event.decode_s, 3)})
+            self.decode_times.append(event.decode_s)
+            touched = [event.file_id]
+        elif isinstance(event, BatchFailed):
+            if event.fatal:
+                self.stop_run(event.reason)
+            for file_id, n in event.frames_by_file.items():
+                state = self.states[file_id]
+                state.lost += n
+                state.error = state.error or f"inference failed: {event.reason}"
+                self._output(state, state.drain)
+            touched = list(event.frames_by_file)
+        else:
+            raise TypeError(f"unknown pipeline event {event!r}")
+        for file_id in touched:
+            if file_id in self.states and self.states[file_id].done:
+                self._report(self._finish(self.states.pop(file_id)))
+
+    def _start(self, p: FilePlan) -> None:
+        state = _FileState(p, None, time.monotonic())
+        self.states[p.file_id] = state
+        try:
+            state.writer = self.sink.open(p.candidate.rel)
+        except OutputStorageError as e:
+            state.error = f"output: {e}"
+            self.stop_run(f"cannot write outputs: {e}")
+        except OutputError as e:
+            state.error = f"output: {e}"
+
+    def _output(self, state: _FileState, action: Callable[[], object]) -> object:
+        """Run one output step of a file; its failure fails that file (or, for storage, the run)."""
+        if state.writer is None:
+            return action()  # nothing to write to: drain only counts what it drops
+        try:
+            return action()
+        except OutputError as e:
+            state.error = state.error or f"output: {e}"
+            self._abandon(state)
+            if isinstance(e, OutputStorageError):
+                self.stop_run(f"cannot write outputs: {e}")
+        return None
+
+    def _abandon(self, state: _FileState) -> None:
+        """After a write failed: drop the file's writer, keeping what it wrote if that can be kept."""
+        writer, state.writer = state.writer, None
+        state.lost += len(state.pending)
+        state.pending.clear()
+        try:
+            writer.fail()
+        except OutputError:
+            pass
+
+    def _report(self, report: FileReport) -> None:
+        self.reports[report.path] = report
+        self.progress.file_done()
+        if self.telemetry is not None:
+            self.telemetry.file_done(report.status)
+
+    def stop_run(self, reason: str, *, cause: bool = False) -> None:
+        """Stop taking work; :meth:`finish_stopped` reports what was in flight and not started.
+        The first reason stands unless a later one is known to be the ``cause``."""
+        if self.stopped is None or cause:
+            self.stopped = reason
+            log.error("%s: stopping; files in flight are kept as partial outputs, rerun to resume", reason)
+        self._stop_pipeline()
+
+    def finish_stopped(self) -> dict[str, FileReport]:
+        """After a stop: files in flight are errors with their partial outputs; files never
+        started are reported as not processed. Empty when the run finished."""
+        if self.stopped is None:
+            return {}
+        for state in list(self.states.values()):
+            state.error = state.error or f"not finished: {self.stopped}"
+            self._output(state, lambda: state.drain(force=True))
+            self._report(self._finish(state))
+        self.states.clear()
+        return {p.candidate.rel: FileReport(p.candidate.rel, NOT_PROCESSED, error=f"not started: {self.stopped}")
+                for p in self.plans if p.candidate.rel not in self.reports}
+
+    def _finish(self, state: _FileState) -> FileReport:
+        c = state.plan.candidate
+        seconds = time.monotonic() - state.started
+        segments = sorted(state.segment_times, key=lambda s: s["segment"])
+        if not state.error:
+            self._output(state, state.drain)
+            outputs = self._output(state, state.writer.complete) if not state.error else None
+            if not state.error:
+                self._output(state, lambda: self.ledger.record(c.path, c.rel, state.written, outputs))
+            if not state.error:
+                return FileReport(c.rel, OK, frames=state.written, seconds=seconds, segments=segments,
+                                  outputs=[summary_rel(o.path, self.out) for o in outputs])
+        partial = None
+        if state.writer is not None:
+            self._output(state, lambda: state.drain(force=True))
+        if state.writer is not None:  # still there: the drain did not fail
+            partial = self._output(state, state.writer.fail)
+        self.ledger.forget(c.rel)
+        log.warning("%s: %s", c.rel, state.error)
+        return FileReport(c.rel, ERROR, frames=state.written, seconds=seconds, error=state.error,
+                          partial_output=summary_rel(partial, self.out) if partial else None, segments=segments)
