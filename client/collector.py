@@ -130,14 +130,14 @@ class Collector:
             state.error = f"output: {e}"
 
     def _output(self, state: _FileState, action: Callable[[], object]) -> object:
-        """Run one output step of a file; its failure fails that file (or, for storage, the run)."""
-        if state.writer is None:
-            return action()  # nothing to write to: drain only counts what it drops
+        """Run one output step of a file (writing, publishing, the resume record); its failure
+        fails that file, or for storage the run."""
         try:
             return action()
         except OutputError as e:
             state.error = state.error or f"output: {e}"
-            self._abandon(state)
+            if state.writer is not None:
+                self._abandon(state)
             if isinstance(e, OutputStorageError):
                 self.stop_run(f"cannot write outputs: {e}")
         return None
@@ -196,7 +196,7 @@ class Collector:
             self._output(state, lambda: state.drain(force=True))
         if state.writer is not None:  # still there: the drain did not fail
             partial = self._output(state, state.writer.fail)
-        self.ledger.forget(c.rel)
+        self._output(state, lambda: self.ledger.forget(c.rel))
         log.warning("%s: %s", c.rel, state.error)
         return FileReport(c.rel, ERROR, frames=state.written, seconds=seconds, error=state.error,
                           partial_output=summary_rel(partial, self.out) if partial else None, segments=segments)
