@@ -51,9 +51,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"error: {message} (see {self.prog} --help)\n")
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(prog: str = "python -m client.bulk") -> argparse.ArgumentParser:
     p = _Parser(
-        prog="python -m client.bulk",
+        prog=prog,
         description="Run a YOLO detector over every video under DIR (recursively); "
         "write one OUT/<video>.jsonl per video and OUT/summary.json.",
         epilog="Exit codes: 0 all videos ok; 1 usage error; 2 some videos failed or were not processed; "
@@ -158,8 +158,8 @@ def _resolve_model(path: Path | None, *, build: bool = True) -> Path | None:
     return default
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: list[str] | None = None, *, prog: str = "python -m client.bulk") -> int:
+    args = parser(prog).parse_args(argv)
     _configure_logging(args.verbose)
     previous = _on_sigterm(_raise_terminated)
     try:

@@ -18,7 +18,7 @@ EXIT_USAGE = 1
 
 @dataclass(frozen=True)
 class Command:
-    module: str  # has main(argv: list[str] | None) -> int
+    module: str  # has main(argv: list[str] | None, *, prog: str) -> int
     summary: str
 
 
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown command {name!r}; choose from {', '.join(COMMANDS)} (see framestream --help)",
               file=sys.stderr)
         return EXIT_USAGE
-    return importlib.import_module(command.module).main(rest)
+    return importlib.import_module(command.module).main(rest, prog=f"framestream {name}")
 
 
 if __name__ == "__main__":

@@ -331,8 +331,8 @@ def _signal_group(pid: int, sig: int) -> None:
 
 
 # -- CLI ------------------------------------------------------------------------------------
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m server_config.local", description=__doc__.splitlines()[0],
+def parser(prog: str = "python -m server_config.local") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model-repository", type=Path, default=None,
                    help="the repository to serve; None: framestream's configs with the default model")
@@ -344,8 +344,8 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: list[str] | None = None, *, prog: str = "python -m server_config.local") -> int:
+    args = parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = LocalServerConfig(model_repository=args.model_repository, host=args.host, grpc_port=args.grpc_port,
                                http_port=args.http_port, metrics_port=args.metrics_port, instances=args.instances)

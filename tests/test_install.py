@@ -137,7 +137,11 @@ def test_framestream_help_lists_its_commands_and_an_unknown_one_is_one_line_exit
     assert build.returncode == 0 and "--size" in build.stdout
     assert str(installed.root / "cache" / "framestream" / "model.onnx") in "".join(build.stdout.split())  # argparse wraps it
     bulk = installed.framestream("bulk", "--help")
-    assert bulk.returncode == 0 and "--server" in bulk.stdout
+    assert bulk.returncode == 0 and "--server" in bulk.stdout and bulk.stdout.startswith("usage: framestream bulk")
+    assert installed.framestream("serve", "--help").stdout.startswith("usage: framestream serve")
+    assert build.stdout.startswith("usage: framestream model build")
+    mistake = installed.framestream("bulk", ".", "--every", "2", "--fps", "3")
+    assert mistake.returncode == 1 and "see framestream bulk --help" in mistake.stderr
     unknown = installed.framestream("render", "x")
     assert unknown.returncode == 1 and "Traceback" not in unknown.stderr
     assert len(unknown.stderr.strip().splitlines()) == 1 and "render" in unknown.stderr

@@ -21,8 +21,8 @@ from .paths import default_model_path
 log = logging.getLogger("server_config.model")
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m server_config.model", description=__doc__.splitlines()[0])
+def _parser(prog: str = "python -m server_config.model") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build YOLOv8 (untrained, seeded weights) in the contract")
     b.add_argument("--size", default="n", choices=["n", "s", "m"], help="model scale (default: n)")
@@ -39,8 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: list[str] | None = None, *, prog: str = "python -m server_config.model") -> int:
+    args = _parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if args.command == "stamp":
