@@ -11,7 +11,7 @@ import pytest
 
 from client.colour import nv12_to_rgb_reference, select_colour, yuv420p_to_nv12
 from client.decode.nvdec_source import nvdec_refusal
-from client.gpu import probe
+from client.gpu import probe, pynvvideocodec_refusal
 from client.gpu.letterbox import launch_geometry
 from client.infer.shm import region_names
 
@@ -96,6 +96,15 @@ def test_shared_memory_ring_has_one_named_region_per_lane() -> None:
     names = region_names("framestream_cuda_42", 3)
     assert names == ["framestream_cuda_42_0", "framestream_cuda_42_1", "framestream_cuda_42_2"]
     assert len(set(names)) == 3
+
+
+@pytest.mark.parametrize(("version", "refused"), [("1.0.2", True), ("2.0.0", False), ("2.2.4", False),
+                                                  ("3.0.0", True), ("unknown", True)])
+def test_a_pynvvideocodec_other_than_2_x_is_refused_with_the_pin_to_install(version: str, refused: bool) -> None:
+    reason = pynvvideocodec_refusal(version)
+    assert (reason is not None) == refused
+    if refused:
+        assert version in reason and "pip install 'pynvvideocodec>=2.0,<3'" in reason
 
 
 def gpu_available() -> bool:
