@@ -124,3 +124,24 @@ def test_without_a_gpu_auto_runs_on_cpu_and_gpu_is_a_usage_error(tmp_path: Path,
     assert auto.returncode == 0 and "device: cpu (" in auto.stderr
     gpu = run("gpu")
     assert gpu.returncode == 1 and len(gpu.stderr.strip().splitlines()) == 1 and "--device gpu:" in gpu.stderr
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
+def test_a_session_whose_cuda_provider_fell_back_to_cpu_fails_in_one_line(model_path: Path) -> None:
+    import onnxruntime as ort
+
+    from client.errors import UsageError
+    from client.infer.buffers import host
+    from client.infer.embedded import OrtBackend
+    from client.infer.embedded_gpu import open_cuda_session
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("CUDA starts here: the fallback cannot be made to happen")
+    # Asked for CUDA then CPU where CUDA cannot start, onnxruntime warns and runs on CPU: the
+    # very fallback a CUDA image without cuDNN meets.
+    with pytest.raises(UsageError) as caught:
+        OrtBackend(model_path, lambda: open_cuda_session(ort, model_path, 0), lanes=1, memory=host,
+                   runtime="onnxruntime-gpu")
+    message = str(caught.value)
+    assert "fell back to CPUExecutionProvider" in message and "--device cpu" in message and "\n" not in message
+    assert "cannot load it" not in message  # not mistaken for a bad model file
