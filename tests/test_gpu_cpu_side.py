@@ -145,3 +145,40 @@ def test_a_session_whose_cuda_provider_fell_back_to_cpu_fails_in_one_line(model_
     message = str(caught.value)
     assert "fell back to CPUExecutionProvider" in message and "--device cpu" in message and "\n" not in message
     assert "cannot load it" not in message  # not mistaken for a bad model file
+
+
+def test_tritonclient_without_cuda_python_is_one_line_naming_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    from client.errors import UsageError
+    from client.infer.shm import import_cuda_shm
+
+    try:
+        import cuda.bindings.runtime  # noqa: F401
+        pytest.skip("cuda-python is installed here")
+    except ImportError:
+        pass
+    monkeypatch.setitem(sys.modules, "cupy", types.ModuleType("cupy"))  # past CuPy, to tritonclient's own check
+    monkeypatch.delitem(sys.modules, "tritonclient.utils.cuda_shared_memory", raising=False)
+    with pytest.raises(UsageError) as caught:  # tritonclient raises RuntimeError here, not ImportError
+        import_cuda_shm()
+    message = str(caught.value)
+    assert "cuda-python" in message and "pip install 'framestream[gpu]'" in message and "--shm system" in message
+    assert "\n" not in message
+
+
+def test_a_refused_cuda_registration_says_where_the_reason_is_and_what_to_do() -> None:
+    from client.infer.triton import cuda_shm_refusal
+
+    message = cuda_shm_refusal("triton:8001", "failed to register CUDA shared memory region: invalid args\nmore")
+    assert message.startswith("Triton at triton:8001 cannot open our CUDA shared memory (failed to register")
+    assert "Triton's log says why" in message and "same GPU" in message and "--shm system" in message
+    assert "\n" not in message and "more" not in message
+
+
+def test_the_cuda_ring_uses_tritonclient_s_public_api_only() -> None:
+    import re
+
+    source = (Path(__file__).resolve().parent.parent / "client" / "infer" / "shm.py").read_text()
+    assert "as_shared_memory_tensor" in source and "from_dlpack" in source
+    assert re.findall(r"handle\._\w+", source) == []  # was handle._base_addr, private to tritonclient
