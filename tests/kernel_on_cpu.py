@@ -32,7 +32,7 @@ static fs_dim3 blockIdx, blockDim, threadIdx;
 
 _LAUNCHER = r"""
 extern "C" void launch(int gx, int gy, int bx, int by, const unsigned char* luma, long long luma_pitch,
-    const unsigned char* chroma, long long chroma_pitch, int src_w, int src_h, unsigned char* out,
+    const unsigned char* chroma, long long chroma_pitch, int chroma_h, int src_w, int src_h, unsigned char* out,
     int out_w, int out_h, int top, int left, int resized_w, int resized_h, int turns,
     float rv, float gu, float gv, float bu, float y_offset, float y_scale, float c_scale, int pad)
 {
@@ -41,7 +41,7 @@ extern "C" void launch(int gx, int gy, int bx, int by, const unsigned char* luma
     for (blockIdx.x = 0; blockIdx.x < gx; ++blockIdx.x)
     for (threadIdx.y = 0; threadIdx.y < by; ++threadIdx.y)
     for (threadIdx.x = 0; threadIdx.x < bx; ++threadIdx.x)
-        KERNEL(luma, luma_pitch, chroma, chroma_pitch, src_w, src_h, out, out_w, out_h, top, left,
+        KERNEL(luma, luma_pitch, chroma, chroma_pitch, chroma_h, src_w, src_h, out, out_w, out_h, top, left,
                resized_w, resized_h, turns, rv, gu, gv, bu, y_offset, y_scale, c_scale, pad);
 }
 """
@@ -63,7 +63,7 @@ def build(workdir: Path) -> ctypes.CDLL:
                        check=True, capture_output=True)
     dll = ctypes.CDLL(str(lib))
     p, ll, i, f = ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int, ctypes.c_float
-    dll.launch.argtypes = [i, i, i, i, p, ll, p, ll, i, i, p, i, i, i, i, i, i, i, f, f, f, f, f, f, f, i]
+    dll.launch.argtypes = [i, i, i, i, p, ll, p, ll, i, i, i, p, i, i, i, i, i, i, i, f, f, f, f, f, f, f, i]
     dll.launch.restype = None
     return dll
 

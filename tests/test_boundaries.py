@@ -163,6 +163,7 @@ FLOORS = {
     "opencv-python-headless": ("4.8", "ran the suite"),
     "pyarrow": ("14", "ran the suite"),
     "prometheus-client": ("0.20", "start_http_server returns (server, thread), which RunTelemetry shuts down"),
+    "pynvvideocodec": ("2.0", "DecodedFrame.getPTS(), by which NVDEC's frames are placed: 1.x frames have none"),
 }
 # Where the project installs itself; each must give exactly one onnxruntime.
 INSTALLERS = [".ci/run", "docker/Dockerfile", "docker/Dockerfile.cpu"]
@@ -212,6 +213,12 @@ def test_each_dependency_floor_is_the_version_the_code_was_run_on(name: str) -> 
     floors = [s.version for r in everything if r.name.lower() == name for s in r.specifier if s.operator == ">="]
     assert floors, f"{name} has no floor in pyproject.toml"
     assert min(floors, key=Version) == FLOORS[name][0], f"{name}: {FLOORS[name][1]}"
+
+
+@pytest.mark.parametrize(("version", "allowed"), [("1.0.2", False), ("2.0.0", True), ("2.2.4", True), ("3.0.0", False)])
+def test_the_gpu_extra_takes_pynvvideocodec_2_only(version: str, allowed: bool) -> None:
+    (pin,) = [r for r in requirements({"gpu"}) if r.name.lower() == "pynvvideocodec"]
+    assert pin.specifier.contains(version) == allowed, f"{pin}: the NVDEC driver is written against the 2.x API"
 
 
 def test_without_any_onnxruntime_the_embedded_run_says_which_extra_to_install(tmp_path: Path, model_path: Path) -> None:

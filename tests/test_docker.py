@@ -80,11 +80,38 @@ def test_long_running_services_have_healthchecks_and_restart_policies() -> None:
         assert SERVICES[name]["restart"] == "no", f"{name} is one-shot"
 
 
+def gpu_capabilities(name: str) -> set[str]:
+    (device,) = SERVICES[name]["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"], name
+    return set(device["capabilities"])
+
+
 def test_gpu_services_reserve_a_gpu_and_the_client_can_use_nvdec() -> None:
-    for name in ["triton", "bulk"]:
-        (device,) = SERVICES[name]["deploy"]["resources"]["reservations"]["devices"]
-        assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
     assert "video" in SERVICES["bulk"]["environment"]["NVIDIA_DRIVER_CAPABILITIES"].split(",")
+    assert gpu_capabilities("bulk") >= {"gpu", "video"} and gpu_capabilities("triton") >= {"gpu"}
+
+
+@pytest.mark.parametrize(("name", "needed"), [("bulk", {"compute", "utility", "video"}), ("triton", {"compute", "utility"})])
+def test_gpu_capabilities_list_every_driver_capability_the_service_uses(name: str, needed: set[str]) -> None:
+    # The toolkit writes NVIDIA_DRIVER_CAPABILITIES from this list (all but "gpu"), overriding
+    # the image and the environment: [gpu, video] left the client without CUDA (compute).
+    listed = gpu_capabilities(name) - {"gpu"}
+    assert listed >= needed, f"{name}: capabilities lack {sorted(needed - listed)}"
+    written = SERVICES[name].get("environment", {}).get("NVIDIA_DRIVER_CAPABILITIES")
+    assert written is None or set(written.split(",")) == listed, f"{name}: environment and capabilities disagree"
+
+
+def test_the_gpu_client_shares_cuda_ipc_with_triton_without_living_in_triton_s_namespace() -> None:
+    # CUDA IPC needs distinct PIDs, so one shared PID namespace; held by a service of its own,
+    # a restarting Triton no longer takes the client down with it (pid: service:triton did).
+    holder = SERVICES["gpu-namespaces"]
+    for name in ["triton", "bulk"]:
+        assert SERVICES[name]["pid"] == "service:gpu-namespaces", name
+        assert SERVICES[name]["ipc"] == "service:gpu-namespaces", name
+    assert [n for n, s in SERVICES.items() if s.get("pid") in ("service:triton", "service:triton-cpu")] == []
+    assert holder["ipc"] == "shareable" and holder["shm_size"] and holder["init"] is True
+    assert holder["restart"] == "unless-stopped" and "depends_on" not in holder and "deploy" not in holder
+    assert SERVICES["triton"]["depends_on"]["gpu-namespaces"]["condition"] == "service_started"
 
 
 def test_startup_order_model_then_healthy_triton_then_client() -> None:
@@ -98,8 +125,7 @@ def test_shared_memory_settings_match_what_the_transports_need() -> None:
     triton_flags = SERVICES["triton"]["command"]
     assert "--allow-client-shm=true" in triton_flags  # the pinned image is Triton 2.73 (>= 2.69)
     assert "--model-control-mode=none" in triton_flags and "--model-repository=/models" in triton_flags
-    assert SERVICES["triton"]["ipc"] == "shareable" and SERVICES["bulk"]["ipc"] == "service:triton"
-    assert SERVICES["bulk"]["pid"] == "service:triton"  # CUDA IPC across containers
+    assert SERVICES["triton"]["ipc"] == SERVICES["bulk"]["ipc"] == "service:gpu-namespaces"
     assert SERVICES["triton-cpu"]["ipc"] == "shareable" and SERVICES["bulk-cpu"]["ipc"] == "service:triton-cpu"
 
 

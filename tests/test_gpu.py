@@ -234,3 +234,54 @@ def test_gpu_frames_reach_host_slots_and_pinned_staging_unchanged(clips) -> None
     expected = np.stack([cp.asnumpy(f.image) for f in frames])
     np.testing.assert_array_equal(host_batch, expected)
     np.testing.assert_array_equal(staging, expected)
+
+
+def test_four_decoder_threads_give_the_frames_pyav_gives(clips) -> None:
+    """NVDEC from four threads at once, letterboxed on the decoding thread, frame by frame
+    against PyAV. gpu_check.sh runs it also under CUPY_CUDA_PER_THREAD_DEFAULT_STREAM=1, where
+    no legacy default stream orders the decoder's writes before the copies (issue 19, 1)."""
+    import threading
+
+    import cupy as cp
+
+    names = ["1080p_bframes", "360p", "odd", "rotated"]
+    got: dict[str, list] = {}
+    failures: list[BaseException] = []
+
+    def decode(name: str) -> None:
+        try:
+            from client.decode.nvdec_source import NvdecSource
+            from client.gpu.letterbox import GpuLetterbox
+
+            with NvdecSource(clips[name], sampling=Sampling(), letterbox=GpuLetterbox()) as src:
+                got[name] = [(f.index, cp.asnumpy(f.image)) for f in src.frames(PLAN)]
+        except BaseException as e:  # re-raised on the test's thread
+            failures.append(e)
+
+    threads = [threading.Thread(target=decode, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures
+    from client.decode.pyav_source import opencv
+
+    for name in names:
+        cpu, alone = pyav(clips[name]), nvdec(clips[name])
+        assert [i for i, _ in got[name]] == [f.index for f in cpu] == [f.index for f in alone], name
+        threaded = np.stack([img for _, img in got[name]])
+        # The same kernel on the same surfaces: a frame read before the decoder finished differs.
+        assert (threaded == np.stack([cp.asnumpy(f.image) for f in alone])).all(), f"{name}: differs from one thread"
+        if opencv() is not None:  # the CPU path is exact only with OpenCV
+            diff = np.abs(threaded.astype(int) - np.stack([f.image for f in cpu]))
+            assert (diff <= 2).mean() >= 0.999, f"{name}: {(diff <= 2).mean():.5f} of pixels within 2 levels"
+
+
+def test_the_embedded_gpu_sessions_run_on_cuda_not_a_cpu_fallback(model_path) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime-gpu is not installed here")
+    from client.infer.embedded_gpu import open_cuda_session
+
+    assert open_cuda_session(ort, model_path, 0).get_providers()[0] == "CUDAExecutionProvider"

@@ -11,7 +11,7 @@ import pytest
 
 from client.colour import nv12_to_rgb_reference, select_colour, yuv420p_to_nv12
 from client.decode.nvdec_source import nvdec_refusal
-from client.gpu import probe
+from client.gpu import probe, pynvvideocodec_refusal
 from client.gpu.letterbox import launch_geometry
 from client.infer.shm import region_names
 
@@ -98,6 +98,15 @@ def test_shared_memory_ring_has_one_named_region_per_lane() -> None:
     assert len(set(names)) == 3
 
 
+@pytest.mark.parametrize(("version", "refused"), [("1.0.2", True), ("2.0.0", False), ("2.2.4", False),
+                                                  ("3.0.0", True), ("unknown", True)])
+def test_a_pynvvideocodec_other_than_2_x_is_refused_with_the_pin_to_install(version: str, refused: bool) -> None:
+    reason = pynvvideocodec_refusal(version)
+    assert (reason is not None) == refused
+    if refused:
+        assert version in reason and "pip install 'pynvvideocodec>=2.0,<3'" in reason
+
+
 def gpu_available() -> bool:
     return probe().ok
 
@@ -115,3 +124,61 @@ def test_without_a_gpu_auto_runs_on_cpu_and_gpu_is_a_usage_error(tmp_path: Path,
     assert auto.returncode == 0 and "device: cpu (" in auto.stderr
     gpu = run("gpu")
     assert gpu.returncode == 1 and len(gpu.stderr.strip().splitlines()) == 1 and "--device gpu:" in gpu.stderr
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
+def test_a_session_whose_cuda_provider_fell_back_to_cpu_fails_in_one_line(model_path: Path) -> None:
+    import onnxruntime as ort
+
+    from client.errors import UsageError
+    from client.infer.buffers import host
+    from client.infer.embedded import OrtBackend
+    from client.infer.embedded_gpu import open_cuda_session
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("CUDA starts here: the fallback cannot be made to happen")
+    # Asked for CUDA then CPU where CUDA cannot start, onnxruntime warns and runs on CPU: the
+    # very fallback a CUDA image without cuDNN meets.
+    with pytest.raises(UsageError) as caught:
+        OrtBackend(model_path, lambda: open_cuda_session(ort, model_path, 0), lanes=1, memory=host,
+                   runtime="onnxruntime-gpu")
+    message = str(caught.value)
+    assert "fell back to CPUExecutionProvider" in message and "--device cpu" in message and "\n" not in message
+    assert "cannot load it" not in message  # not mistaken for a bad model file
+
+
+def test_tritonclient_without_cuda_python_is_one_line_naming_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    from client.errors import UsageError
+    from client.infer.shm import import_cuda_shm
+
+    try:
+        import cuda.bindings.runtime  # noqa: F401
+        pytest.skip("cuda-python is installed here")
+    except ImportError:
+        pass
+    monkeypatch.setitem(sys.modules, "cupy", types.ModuleType("cupy"))  # past CuPy, to tritonclient's own check
+    monkeypatch.delitem(sys.modules, "tritonclient.utils.cuda_shared_memory", raising=False)
+    with pytest.raises(UsageError) as caught:  # tritonclient raises RuntimeError here, not ImportError
+        import_cuda_shm()
+    message = str(caught.value)
+    assert "cuda-python" in message and "pip install 'framestream[gpu]'" in message and "--shm system" in message
+    assert "\n" not in message
+
+
+def test_a_refused_cuda_registration_says_where_the_reason_is_and_what_to_do() -> None:
+    from client.infer.triton import cuda_shm_refusal
+
+    message = cuda_shm_refusal("triton:8001", "failed to register CUDA shared memory region: invalid args\nmore")
+    assert message.startswith("Triton at triton:8001 cannot open our CUDA shared memory (failed to register")
+    assert "Triton's log says why" in message and "same GPU" in message and "--shm system" in message
+    assert "\n" not in message and "more" not in message
+
+
+def test_the_cuda_ring_uses_tritonclient_s_public_api_only() -> None:
+    import re
+
+    source = (Path(__file__).resolve().parent.parent / "client" / "infer" / "shm.py").read_text()
+    assert "as_shared_memory_tensor" in source and "from_dlpack" in source
+    assert re.findall(r"handle\._\w+", source) == []  # was handle._base_addr, private to tritonclient

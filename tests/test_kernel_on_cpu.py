@@ -86,3 +86,38 @@ def test_kernel_on_a_real_decoded_frame(kernel, tmp_path: Path) -> None:
     got = kernel_on_cpu.letterbox(kernel, nv12, plan, conversion, np.zeros((*plan.dst_hw, 3), np.uint8))
     diff = np.abs(got.astype(int) - reference(nv12, 640, 360, conversion, plan, 0).astype(int))
     assert (diff <= 1).mean() >= 0.999 and diff.max() <= 2
+
+
+def odd_nv12(w: int, h: int, seed: int, chroma_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """An NV12 surface of odd height ``h`` holding ``chroma_rows`` chroma rows (ceil(h/2) as a
+    decoder writes them, or floor(h/2) as a view sized floor(1.5 h) shows them), with the
+    planar Y, U, V (ceil(h/2) chroma rows) it came from."""
+    rng = np.random.default_rng(seed)
+    y = np.clip(frame_image(seed, w, h)[..., 1].astype(int) + rng.integers(-20, 20, (h, w)), 0, 255).astype(np.uint8)
+    u = rng.integers(16, 240, ((h + 1) // 2, w // 2), dtype=np.uint8)
+    v = rng.integers(16, 240, ((h + 1) // 2, w // 2), dtype=np.uint8)
+    uv = np.stack([u, v], axis=-1).reshape(len(u), w)[:chroma_rows]
+    return np.vstack([y, uv]), y, u, v
+
+
+@pytest.mark.parametrize("turns", [0, 1])
+@pytest.mark.parametrize("h", [181, 121, 7])
+@pytest.mark.parametrize("layout", ["ceil", "floor"])
+def test_odd_frame_heights_split_the_planes_where_the_decoder_put_them(kernel, turns, h, layout) -> None:
+    from client.colour import yuv420_to_rgb_reference
+    from client.gpu.letterbox import nv12_planes
+
+    w = 64
+    chroma_rows = (h + 1) // 2 if layout == "ceil" else h // 2
+    nv12, y, u, v = odd_nv12(w, h, seed=h + turns, chroma_rows=chroma_rows)
+    luma, chroma = nv12_planes(nv12)
+    assert luma.shape[0] == h and chroma.shape[0] == chroma_rows  # was h - 1 for the floor layout
+    if layout == "floor":  # the last luma row's chroma row is not in the view: the kernel reuses the one above
+        u, v = np.vstack([u[:-1], u[-2:-1]]), np.vstack([v[:-1], v[-2:-1]])
+    display_hw = (w, h) if turns % 2 else (h, w)
+    plan = plan_letterbox(display_hw, (96, 96), minimal=False)
+    colour = select_colour(1, 1)
+    got = kernel_on_cpu.letterbox(kernel, nv12, plan, colour, np.zeros((*plan.dst_hw, 3), np.uint8), turns)
+    expected = letterbox_reference(np.rot90(yuv420_to_rgb_reference(y, u, v, colour), turns), plan)
+    diff = np.abs(got.astype(int) - expected.astype(int))
+    assert (diff <= 1).mean() >= 0.999 and diff.max() <= 2, f"{(diff <= 1).mean():.5f} within 1, max {diff.max()}"

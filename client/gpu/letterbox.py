@@ -28,7 +28,7 @@ KERNEL_NAME = "letterbox_nv12"
 SOURCE = r"""
 extern "C" __global__ void letterbox_nv12(
     const unsigned char* __restrict__ luma, long long luma_pitch,
-    const unsigned char* __restrict__ chroma, long long chroma_pitch,
+    const unsigned char* __restrict__ chroma, long long chroma_pitch, int chroma_h,
     int src_w, int src_h, unsigned char* __restrict__ out, int out_w, int out_h,
     int top, int left, int resized_w, int resized_h, int turns,
     float rv, float gu, float gv, float bu, float y_offset, float y_scale, float c_scale, int pad)
@@ -65,7 +65,8 @@ extern "C" __global__ void letterbox_nv12(
                 default: cx = dx; cy = dy;
             }
             float Y = ((float)luma[cy * luma_pitch + cx] - y_offset) * y_scale;
-            const unsigned char* c = chroma + (cy >> 1) * chroma_pitch + (cx >> 1) * 2;
+            /* Odd heights: the last luma row's chroma row may be cut off the surface's view. */
+            const unsigned char* c = chroma + min(cy >> 1, chroma_h - 1) * chroma_pitch + (cx >> 1) * 2;
             float U = ((float)c[0] - 128.0f) * c_scale;
             float V = ((float)c[1] - 128.0f) * c_scale;
             px[i][0] = fminf(fmaxf(rintf(Y + rv * V), 0.0f), 255.0f);
@@ -127,7 +128,7 @@ def kernel_args(luma, chroma, out, plan: LetterboxPlan, colour: Colour, turns: i
     Python's for the CPU build in the tests), so both launch exactly the same arguments."""
     src_h, src_w = plan.src_hw[::-1] if turns % 2 else plan.src_hw  # the coded surface
     return (
-        luma, i64(luma.strides[0]), chroma, i64(chroma.strides[0]),
+        luma, i64(luma.strides[0]), chroma, i64(chroma.strides[0]), i32(chroma.shape[0]),
         i32(src_w), i32(src_h), out, i32(plan.dst_hw[1]), i32(plan.dst_hw[0]),
         i32(plan.top), i32(plan.left), i32(plan.resized_hw[1]), i32(plan.resized_hw[0]),
         i32(turns % 4), *(f32(v) for v in colour.as_kernel_args()), i32(PAD_VALUE),
@@ -135,9 +136,20 @@ def kernel_args(luma, chroma, out, plan: LetterboxPlan, colour: Colour, turns: i
 
 
 def nv12_planes(nv12):
-    """Luma and chroma views of an NV12 surface (its height may be padded, e.g. 1088 for 1080)."""
-    surface_h = nv12.shape[0] * 2 // 3
+    """Luma and chroma views of an NV12 surface (its height may be padded, e.g. 1088 for 1080).
+
+    ``rows`` = luma rows + chroma rows. For an odd luma height H (VP9 and AV1 allow it) a
+    decoder writes ceil(H/2) chroma rows (rows = 3k+2 for H = 2k+1), but a view sized as
+    floor(1.5 H) has one fewer (3k+1): both give H = round(2 rows / 3), where the floor
+    (rows * 2 // 3) is one row short for the second and shifts the whole chroma plane. The
+    kernel clamps chroma rows to what the view holds."""
+    surface_h = luma_rows(nv12.shape[0])
     return nv12[:surface_h], nv12[surface_h:]
+
+
+def luma_rows(rows: int) -> int:
+    """The luma height of an NV12 surface of ``rows`` rows (see :func:`nv12_planes`)."""
+    return (2 * rows + 1) // 3
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import defaults
 from ..contract import DETECTIONS, INPUT, NUM_DETECTIONS, ModelInfo, model_digest
-from ..errors import ContractMismatchError, ModelError, UsageError
+from ..errors import ContractMismatchError, FramestreamError, ModelError, UsageError
 from . import BatchOutput
 from .buffers import LaneBuffers, host
 from .busy import BusyClock
@@ -42,6 +42,8 @@ class OrtBackend:
         self.lanes = lanes
         try:
             self._sessions = [open_session() for _ in range(lanes)]
+        except FramestreamError:  # the opener's own verdict (e.g. the CUDA provider fell back): as it said
+            raise
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/NoSuchFile types
             raise ModelError(f"{model_path}: {runtime} cannot load it ({str(e).splitlines()[0][:160]})") from e
         self.model = read_model_info(self._sessions[0], model_path)

@@ -24,10 +24,9 @@ class EmbeddedGpuBackend(OrtBackend):
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise UsageError("the GPU embedded backend needs onnxruntime-gpu: pip install 'framestream[gpu]'")
         self.device_id = device_id
-        providers = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
 
         def open_session():
-            return ort.InferenceSession(str(model_path), providers=providers)
+            return open_cuda_session(ort, model_path, device_id)
 
         super().__init__(model_path, open_session, lanes=sessions, memory=device, runtime="onnxruntime-gpu")
 
@@ -45,3 +44,18 @@ class EmbeddedGpuBackend(OrtBackend):
         session.run_with_iobinding(binding)
         det, num = binding.copy_outputs_to_cpu()
         return det, num
+
+
+def open_cuda_session(ort, model_path: Path, device_id: int):
+    """An onnxruntime session that really runs on CUDA. Where the CUDA provider cannot start
+    (no cuDNN in a CUDA runtime image, a driver too old) onnxruntime logs a warning and runs
+    the session on CPU instead, which would feed device pointers to a CPU session: the
+    providers the session actually took are checked, and a fallback fails here in one line."""
+    providers = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+    session = ort.InferenceSession(str(model_path), providers=providers)
+    taken = session.get_providers()
+    if "CUDAExecutionProvider" not in taken:
+        raise UsageError(f"onnxruntime's CUDA provider did not start on GPU {device_id} and the session fell back to "
+                         f"{', '.join(taken)} (onnxruntime's warning above says why, often a missing cuDNN or CUDA "
+                         "library); install what it names, or run with --device cpu")
+    return session

@@ -7,9 +7,9 @@ way out (``close``); after a server restart, ``reregister`` puts them back.
 
 - :class:`SystemShmRing`: POSIX shared memory (``/dev/shm``) for host batches.
 - :class:`CudaShmRing`: CUDA IPC memory for GPU batches, each region with one CuPy view
-  made once, which the letterbox kernel writes into; tritonclient's
-  ``set_shared_memory_region_from_dlpack`` copies, and per-call DLPack views of
-  shared-memory tensors have been reported to leak.
+  made once through tritonclient's public DLPack face (``as_shared_memory_tensor``), which
+  the letterbox kernel writes into; tritonclient's ``set_shared_memory_region_from_dlpack``
+  copies, and per-call DLPack views of shared-memory tensors have been reported to leak.
 
 ``write`` takes the view back without a copy; any other array is copied in once.
 """
@@ -24,7 +24,7 @@ from multiprocessing import shared_memory
 import numpy as np
 
 from ..arrays import copy_into, on_host
-from ..errors import ServerError
+from ..errors import ServerError, UsageError
 
 
 def region_names(prefix: str, lanes: int) -> list[str]:
@@ -92,24 +92,38 @@ class SystemShmRing:
         self._flat.clear()
 
 
+def import_cuda_shm():
+    """CuPy and tritonclient's CUDA shared-memory module, or one line saying what to install.
+    tritonclient raises RuntimeError, not ImportError, when ``cuda-python`` is missing."""
+    try:
+        import cupy  # noqa: F401
+        import tritonclient.utils.cuda_shared_memory as cudashm
+    except (ImportError, RuntimeError) as e:
+        raise UsageError(f"--shm cuda needs CuPy and tritonclient's CUDA shared memory "
+                         f"({str(e).splitlines()[0][:160]}): pip install 'framestream[gpu]' "
+                         "(it brings tritonclient[cuda], i.e. cuda-python), or use --shm system") from e
+    return cudashm
+
+
 class CudaShmRing:
     def __init__(self, client, lanes: int, byte_size: int, device_id: int = 0) -> None:
         import cupy as cp
-        import tritonclient.utils.cuda_shared_memory as cudashm
 
+        cudashm = import_cuda_shm()
         self._client, self._cudashm, self.device_id = client, cudashm, device_id
         self.byte_size = byte_size
         self.handles: list = []
         self.views: list = []
         try:
             for name in region_names(ring_prefix("cuda"), lanes):
-                handle = cudashm.create_shared_memory_region(name, byte_size, device_id)
-                self.handles.append((name, handle))
-                ptr = getattr(handle, "_base_addr", None)
-                if ptr is None:
-                    raise ServerError("this tritonclient's CUDA shared-memory handle has no device address")
-                memory = cp.cuda.UnownedMemory(int(ptr), byte_size, handle, device_id)
-                self.views.append(cp.ndarray((byte_size,), cp.uint8, cp.cuda.MemoryPointer(memory, 0)))
+                try:
+                    handle = cudashm.create_shared_memory_region(name, byte_size, device_id)
+                except cudashm.CudaSharedMemoryException as e:
+                    raise UsageError(f"cannot allocate a {byte_size}-byte CUDA shared-memory region on GPU {device_id} "
+                                     f"({str(e).splitlines()[0][:160]}); lower --batch or use --shm system") from e
+                self.handles.append((name, handle))  # owns the memory: kept until close()
+                tensor = cudashm.as_shared_memory_tensor(handle, "UINT8", [byte_size])
+                self.views.append(cp.from_dlpack(tensor))  # a view of the region, no copy
             self.reregister()
         except BaseException:
             self.close()
@@ -138,6 +152,7 @@ class CudaShmRing:
         return self.handles[lane][0], int(batch.nbytes)
 
     def close(self) -> None:
+        self.views.clear()  # before the memory they view is freed
         for name, handle in self.handles:
             try:
                 self._client.unregister_cuda_shared_memory(name)
@@ -145,4 +160,3 @@ class CudaShmRing:
                 pass
             self._cudashm.destroy_shared_memory_region(handle)
         self.handles.clear()
-        self.views.clear()

@@ -31,7 +31,7 @@ from ..errors import ContractMismatchError, ModelError, ServerError, ServerUnava
 from . import BatchOutput
 from .buffers import LaneBuffers, device, host, pinned
 from .busy import BusyClock
-from .shm import CudaShmRing, SystemShmRing
+from .shm import CudaShmRing, SystemShmRing, import_cuda_shm
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,8 @@ class TritonBackend:
         try:
             return ring(self._client, self.lanes, size)
         except InferenceServerException as e:
+            if self.shm == "cuda":
+                raise ServerError(cuda_shm_refusal(self.options.url, e.message())) from e
             raise ServerError(
                 f"Triton at {self.options.url} cannot use our {self.shm} shared memory ({e.message()}); run the "
                 "server as the same user in the same IPC namespace (compose does), or pass --shm off") from e
@@ -262,12 +264,15 @@ class TritonBackend:
 
 
 def _require_cuda_shm() -> None:
-    try:
-        import cupy  # noqa: F401
-        import tritonclient.utils.cuda_shared_memory  # noqa: F401
-    except (ImportError, RuntimeError) as e:  # tritonclient raises RuntimeError without cuda-python
-        raise UsageError(f"--shm cuda needs CuPy and tritonclient's CUDA shared memory ({e}): "
-                         "pip install 'framestream[gpu]', or use --shm system") from e
+    import_cuda_shm()  # one line, not a traceback, without CuPy or cuda-python
+
+
+def cuda_shm_refusal(url: str, detail: str | None) -> str:
+    """What a refused CUDA shared-memory registration means. Triton answers only "invalid
+    args" and writes the reason (cudaIpcOpenMemHandle's error) to its own log."""
+    return (f"Triton at {url} cannot open our CUDA shared memory ({(detail or 'no reason given').splitlines()[0][:160]}"
+            "; Triton's log says why): it must run on this machine, on the same GPU, with CUDA IPC allowed "
+            "between the two processes (docker/compose.yaml shows the setup); or pass --shm system")
 
 
 def check_contract(name: str, metadata, config) -> None:
