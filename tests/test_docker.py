@@ -207,3 +207,17 @@ def test_compose_file_validates_with_docker_compose() -> None:
         result = subprocess.run([tool, "-f", str(DOCKER / "compose.yaml"), *profiles, "config", "-q"],
                                 capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
         assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.cpu"])
+def test_the_build_stage_has_every_package_folder_before_its_editable_install(dockerfile: str) -> None:
+    """pyproject.toml lists its packages (one is model_repository/, mapped): the editable install
+    in the build stage fails without their folders, as it did once; the GPU image can't be built here."""
+    tomllib = pytest.importorskip("tomllib", reason="reads pyproject.toml with Python 3.11's tomllib")
+    setuptools = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    mapped = setuptools.get("package-dir", {})
+    folders = {mapped.get(p, p.replace(".", "/")).split("/")[0] for p in setuptools["packages"]}
+    text = (DOCKER / dockerfile).read_text()
+    build_stage = text[: text.index("pip install")]
+    copied = set(re.findall(r"^COPY (\S+) \./\1\s*$", build_stage, re.M))
+    assert folders <= copied, f"{dockerfile}: the build stage lacks {sorted(folders - copied)}"
