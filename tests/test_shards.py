@@ -233,3 +233,45 @@ def test_a_killed_shard_rerun_completes_only_its_own_unfinished_files(tmp_path: 
     assert set(files) == mine and all(f["status"] == "ok" for f in files.values())
     assert {p for p, f in files.items() if f["resumed"]} == finished  # only the unfinished ones redone
     assert outputs(out) == mine  # nothing of the other shards' files
+
+
+def test_shards_writing_one_parquet_dataset_at_once_leave_every_video_in_it(skewed: Path, tmp_path: Path,
+                                                                           model_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet", reason="needs the parquet extra")
+    out = tmp_path / "out"
+    procs = [run_bulk(skewed, out, model_path, "--shard", f"{i}/2", "--format", "parquet", wait=False) for i in range(2)]
+    for p in procs:
+        p.communicate(timeout=300)
+    assert [p.returncode for p in procs] == [exit_code(i, 2) for i in range(2)]
+    rows = pq.read_table(out / "detections").to_pylist()
+    merged = summary(out)
+    inferred = {f["path"]: f["frames"] for f in merged["files"] if f["status"] == "ok"}
+    assert len(inferred) == 6
+    for path, frames in inferred.items():  # every frame row of every video, from whichever shard did it
+        assert len({r["frame"] for r in rows if r["video"] == path}) <= frames
+        assert any(r["video"] == path for r in rows)
+
+
+def test_more_shards_than_files_leaves_some_empty_and_still_merges(skewed: Path, tmp_path: Path,
+                                                                    model_path: Path) -> None:
+    out = tmp_path / "out"
+    codes = [run_bulk(skewed, out, model_path, "--shard", f"{i}/10").returncode for i in range(10)]
+    assert codes == [exit_code(i, 10) for i in range(10)]
+    per = summary(out)["shards"]["per_shard"]
+    assert [p["index"] for p in per] == list(range(10)) and sum(p["files"] for p in per) == 8
+    assert any(p["files"] == 0 for p in per)
+
+
+def test_summary_without_shard_summaries_or_with_two_runs_of_them_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    def merge_cli() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "client.summary", str(tmp_path)], cwd=ROOT,
+                              capture_output=True, text=True)
+
+    empty = merge_cli()
+    assert empty.returncode == 1 and empty.stderr.count("\n") == 1 and "--shard" in empty.stderr
+    one = {"files": [], "totals": {k: 0 for k in ("files", "ok", "error", "skipped", "not_processed", "resumed",
+                                                   "frames", "wall_seconds", "fps")}}
+    for name in ("summary.shard-0-of-2.json", "summary.shard-0-of-3.json"):
+        (tmp_path / name).write_text(json.dumps(one))
+    mixed = merge_cli()
+    assert mixed.returncode == 1 and mixed.stderr.count("\n") == 1 and "N=2, N=3" in mixed.stderr
