@@ -23,6 +23,7 @@ from .errors import FramestreamError, UsageError
 from .pipeline import PipelineConfig
 from .report import OK, SKIPPED, print_schedule, print_table, totals, write_summary
 from .shards import Shard, resolve_shard
+from .summary import shard_summary_name, write_and_merge
 from .sinks import FORMATS
 
 log = logging.getLogger("client.bulk")
@@ -308,9 +309,10 @@ def _run(args: argparse.Namespace) -> int:
         log.info("server: %d inferences in %d executions (avg batch %.2f), queue %.2f ms and compute %.2f ms per "
                  "request, %d failed requests", server["inferences"], server["executions"], server["avg_batch_size"],
                  server["queue_ms_per_request"], server["compute_ms_per_request"], server["request_failures"])
+    name = "summary.json" if shard is None else shard_summary_name(shard)
     if result.stopped:
         log.error("run stopped (%s): %s; rerun the same command to resume", result.stopped,
-                  "see summary.json" if written else "summary.json could not be written")
+                  f"see {name}" if written else f"{name} could not be written")
     if result.interrupt is not None:
         return EXIT_TERMINATED if result.interrupt == "SIGTERM" else EXIT_INTERRUPTED
     complete = written and all(f.status in (OK, SKIPPED) for f in files)
@@ -322,8 +324,6 @@ def _write_summary(out: Path, summary: dict[str, object], shard: Shard | None) -
     if shard is None:
         write_summary(out, summary)
         return
-    from .summary import write_and_merge
-
     if write_and_merge(out, shard, summary) is not None:
         log.info("all %d shards done: merged %s", shard.count, out / "summary.json")
 
