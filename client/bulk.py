@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -20,6 +22,8 @@ from .decode import Sampling
 from .errors import FramestreamError, UsageError
 from .pipeline import PipelineConfig
 from .report import OK, SKIPPED, print_schedule, print_table, totals, write_summary
+from .shards import Shard, resolve_shard
+from .summary import shard_summary_name, write_and_merge
 from .sinks import FORMATS
 
 log = logging.getLogger("client.bulk")
@@ -106,6 +110,11 @@ def parser(prog: str = "python -m client.bulk") -> argparse.ArgumentParser:
                    help="serve this run's Prometheus metrics on port P (frames, files, frames/s, queues)")
     p.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
                    help="the address --metrics-port listens on (0.0.0.0: every interface, e.g. in a container)")
+    p.add_argument("--shard", metavar="I/N", default=None,
+                   help="process only shard I of N (0 <= I < N), a work-balanced part of DIR; writes "
+                   "OUT/summary.shard-I-of-N.json and the last shard merges summary.json. Default from "
+                   "JOB_COMPLETION_INDEX + FRAMESTREAM_SHARDS (Kubernetes Indexed Job) or "
+                   "SLURM_ARRAY_TASK_ID/_MIN/_COUNT (Slurm array) when set")
     p.add_argument("--no-progress", action="store_true", help="plain log lines instead of a live progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
@@ -118,7 +127,8 @@ def _configure_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
-def _check_args(args: argparse.Namespace) -> None:
+def _check_args(args: argparse.Namespace) -> Shard | None:
+    """Every option's check before anything starts; returns the shard this run is, if any."""
     if not args.dir.is_dir():
         raise UsageError(f"{args.dir}: not a directory; give the directory that holds your videos")
     for name in ("batch", "every", "workers"):
@@ -132,6 +142,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--inflight must be at least 1, got {args.inflight}")
     if args.server is not None and ":" not in args.server:
         raise UsageError(f"--server takes HOST:PORT, got {args.server!r}")
+    return resolve_shard(args.shard, os.environ)
 
 
 def _resolve_model(path: Path | None, *, build: bool = True) -> Path | None:
@@ -231,7 +242,7 @@ def _run(args: argparse.Namespace) -> int:
     from .bulk_run import RunOptions, run_bulk
     from .sinks import make_sink
 
-    _check_args(args)
+    shard = _check_args(args)
     sampling = Sampling(every=args.every, fps=args.fps, keyframes=args.keyframes)
     model_path = _resolve_model(args.model, build=args.server is None)
     sink = make_sink(args.format, args.out)
@@ -254,7 +265,8 @@ def _run(args: argparse.Namespace) -> int:
         options = {"sampling": sampling.describe(), "square": args.square, "format": args.format}
         ledger = ResumeLedger(args.out, backend.model.digest, options)  # on --server: the served model's digest
         run = RunOptions(args.dir, args.out, config, overwrite=args.overwrite, split=not args.no_split,
-                         progress=False if args.no_progress else None, follow_links=args.follow_links)
+                         progress=False if args.no_progress else None, follow_links=args.follow_links,
+                         shard=shard)
         before = scrape(metrics_url, args.model_name) if metrics_url else None
         telemetry = _telemetry(args.metrics_port, args.metrics_addr)
         start = time.monotonic()
@@ -282,10 +294,12 @@ def _run(args: argparse.Namespace) -> int:
     }
     if server is not None:
         summary["server"] = server
+    if shard is not None:
+        summary["shard"] = {"index": shard.index, "count": shard.count, "host": socket.gethostname()}
     try:
-        write_summary(args.out, summary)
+        _write_summary(args.out, summary, shard)
     except OSError as e:
-        log.error("cannot write %s: %s", args.out / "summary.json", e.strerror or e)
+        log.error("cannot write the summary in %s: %s", args.out, e.strerror or e)
         written = False
     else:
         written = True
@@ -295,13 +309,23 @@ def _run(args: argparse.Namespace) -> int:
         log.info("server: %d inferences in %d executions (avg batch %.2f), queue %.2f ms and compute %.2f ms per "
                  "request, %d failed requests", server["inferences"], server["executions"], server["avg_batch_size"],
                  server["queue_ms_per_request"], server["compute_ms_per_request"], server["request_failures"])
+    name = "summary.json" if shard is None else shard_summary_name(shard)
     if result.stopped:
         log.error("run stopped (%s): %s; rerun the same command to resume", result.stopped,
-                  "see summary.json" if written else "summary.json could not be written")
+                  f"see {name}" if written else f"{name} could not be written")
     if result.interrupt is not None:
         return EXIT_TERMINATED if result.interrupt == "SIGTERM" else EXIT_INTERRUPTED
     complete = written and all(f.status in (OK, SKIPPED) for f in files)
     return EXIT_OK if complete else EXIT_FAILED
+
+
+def _write_summary(out: Path, summary: dict[str, object], shard: Shard | None) -> None:
+    """summary.json; a shard writes its own and merges summary.json when it is the last."""
+    if shard is None:
+        write_summary(out, summary)
+        return
+    if write_and_merge(out, shard, summary) is not None:
+        log.info("all %d shards done: merged %s", shard.count, out / "summary.json")
 
 
 def _telemetry(port: int | None, addr: str):

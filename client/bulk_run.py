@@ -25,6 +25,7 @@ from .progress import Progress
 from .report import FileReport
 from .resume import ResumeLedger
 from .schedule import plan
+from .shards import Shard
 from .sinks import Sink
 from .telemetry import RunTelemetry
 from .triage import triage
@@ -43,6 +44,7 @@ class RunOptions:
     split: bool = True  # cut long files into segments at key frames
     progress: bool | None = None  # None: live bar when stderr is a terminal
     follow_links: bool = False  # follow directory symlinks that lead out of root
+    shard: Shard | None = None  # only this shard's part of root (--shard I/N)
 
 
 @dataclass
@@ -63,7 +65,8 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
     processed, and a result returned so the caller can still write ``summary.json``.
     """
     reports, todo = triage(options.root, options.out, sink, ledger, overwrite=options.overwrite,
-                           follow_links=options.follow_links)
+                           follow_links=options.follow_links, shard=options.shard,
+                           sampling=options.pipeline.sampling)
     config = options.pipeline
     plans = plan(todo, config.sampling, workers=config.workers, split=options.split)
     split_plans = [p for p in plans if p.split]

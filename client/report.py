@@ -63,10 +63,11 @@ def print_schedule(schedule: dict[str, object], stream: TextIO) -> None:
     )
 
 
-def write_summary(out: Path, summary: dict[str, object]) -> Path:
-    """Atomically, and flushed to disk before it replaces the last one."""
-    path = out / "summary.json"
-    tmp = out / ".summary.json.tmp"
+def write_summary(out: Path, summary: dict[str, object], name: str = "summary.json") -> Path:
+    """Atomically, and flushed to disk before it replaces the last one; the temporary is this
+    process's own, as shards sharing OUT may write at the same time."""
+    path = out / name
+    tmp = out / f".{name}.{os.getpid()}.tmp"
     try:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(json.dumps(summary, indent=2) + "\n")

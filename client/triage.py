@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from .decode import Sampling
 from .discovery import Candidate, discover
 from .outfiles import summary_rel
 from .report import ERROR, OK, SKIPPED, FileReport
 from .resume import NO_RECORD, ResumeLedger, redo_lines
+from .schedule import estimated_work
+from .shards import Shard, take
 from .sinks import Sink
 
 log = logging.getLogger(__name__)
@@ -17,9 +20,17 @@ __all__ = ["triage"]
 
 
 def triage(root: Path, out: Path, sink: Sink, ledger: ResumeLedger, *, overwrite: bool,
-           follow_links: bool) -> tuple[dict[str, FileReport], list[Candidate]]:
-    """Reports for what needs no work (not videos, unreadable, already complete); the rest to do."""
+           follow_links: bool, shard: Shard | None = None,
+           sampling: Sampling = Sampling()) -> tuple[dict[str, FileReport], list[Candidate]]:
+    """Reports for what needs no work (not videos, unreadable, already complete); the rest to do.
+
+    With a ``shard``, only its part of the directory: split before the resume check, so every
+    shard computes the same partition however far each has got.
+    """
     found = discover(root, follow_links=follow_links)
+    if shard is not None:
+        found = take(found, shard, lambda c: estimated_work(c, sampling))
+        log.info("%s: %d of the directory's videos", shard.name.replace("-", " "), len(found.videos))
     reports: dict[str, FileReport] = {}
     for c, reason in found.skipped:
         reports[c.rel] = FileReport(c.rel, SKIPPED, error=reason)
