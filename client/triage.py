@@ -39,9 +39,12 @@ def triage(root: Path, out: Path, sink: Sink, ledger: ResumeLedger, *, overwrite
     todo: list[Candidate] = []
     verdicts = []
     for c in found.videos:
+        if overwrite:  # no need to read and hash earlier outputs
+            todo.append(c)
+            continue
         outputs = sink.outputs(c.rel)
         verdict = ledger.check(c.path, c.rel, outputs)
-        if overwrite or not verdict.complete:
+        if not verdict.complete:
             todo.append(c)
             verdicts.append(verdict)
         else:
