@@ -103,8 +103,11 @@ def _config_key(key: str) -> str:
     return key if key.startswith(CONFIG_PREFIX) else CONFIG_PREFIX + key
 
 
-def model_digest(path: Path) -> str:
-    """sha256 of a model file's bytes: what the resume identity and a served config name it by."""
+def model_digest(path: Path | bytes) -> str:
+    """sha256 of a model file's bytes (given the file or the bytes): what the resume identity
+    and a served config name it by."""
+    if isinstance(path, bytes):
+        return hashlib.sha256(path).hexdigest()
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

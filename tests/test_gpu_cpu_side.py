@@ -140,7 +140,7 @@ def test_a_session_whose_cuda_provider_fell_back_to_cpu_fails_in_one_line(model_
     # Asked for CUDA then CPU where CUDA cannot start, onnxruntime warns and runs on CPU: the
     # very fallback a CUDA image without cuDNN meets.
     with pytest.raises(UsageError) as caught:
-        OrtBackend(model_path, lambda: open_cuda_session(ort, model_path, 0), lanes=1, memory=host,
+        OrtBackend(model_path, lambda model: open_cuda_session(ort, model, 0), lanes=1, memory=host,
                    runtime="onnxruntime-gpu")
     message = str(caught.value)
     assert "fell back to CPUExecutionProvider" in message and "--device cpu" in message and "\n" not in message

@@ -25,8 +25,8 @@ class EmbeddedGpuBackend(OrtBackend):
             raise UsageError("the GPU embedded backend needs onnxruntime-gpu: pip install 'framestream[gpu]'")
         self.device_id = device_id
 
-        def open_session():
-            return open_cuda_session(ort, model_path, device_id)
+        def open_session(model: bytes):
+            return open_cuda_session(ort, model, device_id)
 
         super().__init__(model_path, open_session, lanes=sessions, memory=device, runtime="onnxruntime-gpu")
 
@@ -46,13 +46,13 @@ class EmbeddedGpuBackend(OrtBackend):
         return det, num
 
 
-def open_cuda_session(ort, model_path: Path, device_id: int):
+def open_cuda_session(ort, model: bytes | Path, device_id: int):
     """An onnxruntime session that really runs on CUDA. Where the CUDA provider cannot start
     (no cuDNN in a CUDA runtime image, a driver too old) onnxruntime logs a warning and runs
     the session on CPU instead, which would feed device pointers to a CPU session: the
     providers the session actually took are checked, and a fallback fails here in one line."""
     providers = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
-    session = ort.InferenceSession(str(model_path), providers=providers)
+    session = ort.InferenceSession(str(model) if isinstance(model, Path) else model, providers=providers)
     taken = session.get_providers()
     if "CUDAExecutionProvider" not in taken:
         raise UsageError(f"onnxruntime's CUDA provider did not start on GPU {device_id} and the session fell back to "
