@@ -1,9 +1,12 @@
 """python -m server_config.local: a real Triton on this machine's CPU, from the nvidia-pytriton wheel.
 
-The wheel bundles ``tritonserver`` and the python backend; what it lacks is assembled here:
-a backend directory holding the python backend plus the stub built for the running Python,
-the bundled libraries on ``LD_LIBRARY_PATH``, and a ``PYTHONPATH`` under which the model's
-``model.py`` imports onnxruntime and framestream. The server runs in its own process group,
+The wheel bundles ``tritonserver`` and the python backend. It is installed in an environment
+of its own (:mod:`server_config.triton_env`, prepared on first use), never in the client's,
+whose numpy it would hold below 2. What the wheel lacks is assembled here: a backend
+directory holding the python backend plus the stub built for the running Python, the bundled
+libraries on ``LD_LIBRARY_PATH``, and a ``PYTHONPATH`` under which the model's ``model.py``
+imports numpy and onnxruntime from that environment and, from the client, only framestream's
+``client`` package. The server runs in its own process group,
 so stopping it never leaves python-backend stubs behind, and its python backend names its
 shared-memory regions with a prefix of this server's own, so those a killed server could not
 unlink are removed by :meth:`LocalTriton.stop` (and no other server's).
@@ -18,7 +21,6 @@ configs in ``model_repository/`` stay as committed. Everything else is linked.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import os
 import re
@@ -28,7 +30,6 @@ import signal
 import socket
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 import urllib.error
@@ -36,11 +37,13 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import client
 from client.contract import GRPC_PORT, HTTP_PORT, METRICS_PORT
 from client.errors import FramestreamError, UsageError
 
-from .model.paths import MODEL_NAME, MODEL_REPOSITORY, REPO_ROOT, default_model_path
+from .model.paths import MODEL_NAME, MODEL_REPOSITORY, default_model_path
 from .model.repository import config_files, latest_model, stamp_model_dir
+from .triton_env import REQUIREMENTS, TritonEnv, TritonEnvError, triton_env
 
 log = logging.getLogger("server_config.local")
 
@@ -54,7 +57,7 @@ class ServerSetupError(FramestreamError, RuntimeError):
 
 
 class MissingPrerequisiteError(ServerSetupError):
-    """A package the server needs is not installed (the server extra, libpython3.X)."""
+    """Something the server needs is not there: its environment (not preparable here), libpython3.X."""
 
 
 @dataclass(frozen=True)
@@ -92,17 +95,16 @@ class LocalTriton:
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> "LocalTriton":
         cfg = self.config
-        triton_root = _pytriton_root()
-        _check_libpython(triton_root)
         _check_models(cfg.model_repository)
         for port in (cfg.grpc_port, cfg.http_port, cfg.metrics_port):
             _check_port_free(cfg.host, port)
+        server = prepared_environment()
         self._workdir = Path(tempfile.mkdtemp(prefix="framestream-triton-"))
-        backends = _backend_dir(triton_root, self._workdir)
+        backends = _backend_dir(server.triton_root, self._workdir)
         source = cfg.model_repository if cfg.model_repository is not None else _own_repository(self._workdir)
         repository = _served_repository(source, cfg.instances, self._workdir)
-        binary = triton_root / "bin" / "tritonserver"
-        env = _server_env(triton_root)
+        binary = server.triton_root / "bin" / "tritonserver"
+        env = _server_env(server, self._workdir)
         args = [
             str(binary),
             f"--model-repository={repository}",
@@ -194,14 +196,14 @@ class LocalTriton:
 
 
 # -- preparation ----------------------------------------------------------------------------
-def _pytriton_root() -> Path:
-    spec = importlib.util.find_spec("pytriton")
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingPrerequisiteError("the local server needs nvidia-pytriton: pip install 'framestream[server]'")
-    root = Path(list(spec.submodule_search_locations)[0]) / "tritonserver"
-    if not (root / "bin" / "tritonserver").is_file():
-        raise ServerSetupError(f"no tritonserver binary in {root}; reinstall nvidia-pytriton")
-    return root
+def prepared_environment(wheelhouse: Path | None = None) -> TritonEnv:
+    """The server's own environment, prepared if it is not yet, with its stub's libraries checked."""
+    try:
+        server = triton_env().prepare(wheelhouse)
+    except TritonEnvError as e:
+        raise MissingPrerequisiteError(str(e)) from e
+    _check_libpython(server)
+    return server
 
 
 def _stub(triton_root: Path) -> Path:
@@ -212,9 +214,10 @@ def _stub(triton_root: Path) -> Path:
     return stub
 
 
-def _check_libpython(triton_root: Path) -> None:
-    stub = _stub(triton_root)
-    out = subprocess.run(["ldd", str(stub)], capture_output=True, text=True, env=_server_env(triton_root)).stdout
+def _check_libpython(server: TritonEnv) -> None:
+    stub = _stub(server.triton_root)
+    env = dict(os.environ, LD_LIBRARY_PATH=_library_path(server))
+    out = subprocess.run(["ldd", str(stub)], capture_output=True, text=True, env=env).stdout
     missing = re.findall(r"(\S+) => not found", out)
     if missing:
         pkg = f"libpython{sys.version_info.major}.{sys.version_info.minor}"
@@ -300,12 +303,20 @@ def _served_repository(repository: Path, instances: int | None, workdir: Path) -
     return copy
 
 
-def _server_env(triton_root: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    libs = triton_root.parent.parent / "nvidia_pytriton.libs"
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(libs), env.get("LD_LIBRARY_PATH", "")) if p)
-    site = sysconfig.get_paths()["purelib"]
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (site, str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+def _library_path(server: TritonEnv) -> str:
+    return os.pathsep.join(p for p in (str(server.libraries), os.environ.get("LD_LIBRARY_PATH", "")) if p)
+
+
+def _server_env(server: TritonEnv, workdir: Path) -> dict[str, str]:
+    """tritonserver's environment: the bundled libraries, and for the python backend's model.py
+    the server environment's packages followed by a folder holding only framestream's
+    ``client`` package (for the contract), so nothing else of the client's environment."""
+    own = workdir / "framestream"
+    own.mkdir()
+    (own / "client").symlink_to(Path(client.__file__).resolve().parent)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env["LD_LIBRARY_PATH"] = _library_path(server)
+    env["PYTHONPATH"] = os.pathsep.join((str(server.site_packages), str(own)))
     return env
 
 
@@ -341,12 +352,31 @@ def parser(prog: str = "python -m server_config.local") -> argparse.ArgumentPars
     p.add_argument("--http-port", type=int, default=HTTP_PORT)
     p.add_argument("--metrics-port", type=int, default=METRICS_PORT)
     p.add_argument("--instances", type=int, default=None, help="CPU instances per model (default: the config's)")
+    env = p.add_argument_group("the server's own environment (nvidia-pytriton, numpy<2, onnxruntime; "
+                               "prepared on first use in $FRAMESTREAM_HOME/triton-env, or in $FRAMESTREAM_TRITON_ENV)")
+    env.add_argument("--prepare", action="store_true", help="prepare the environment and exit (nothing is served)")
+    env.add_argument("--wheelhouse", type=Path, default=None, metavar="DIR",
+                     help="install the environment from these wheels only (no index)")
+    env.add_argument("--requirements", action="store_true",
+                     help="print the environment's requirements (for pip download -r) and exit")
     return p
 
 
 def main(argv: list[str] | None = None, *, prog: str = "python -m server_config.local") -> int:
     args = parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.requirements:
+        print(REQUIREMENTS.read_text(), end="")
+        return 0
+    if args.prepare or args.wheelhouse is not None:
+        try:
+            server = prepared_environment(args.wheelhouse)
+        except FramestreamError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        if args.prepare:
+            log.info("the local Triton's environment is ready: %s", server.path)
+            return 0
     config = LocalServerConfig(model_repository=args.model_repository, host=args.host, grpc_port=args.grpc_port,
                                http_port=args.http_port, metrics_port=args.metrics_port, instances=args.instances)
     stop = {"now": False}

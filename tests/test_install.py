@@ -177,12 +177,6 @@ def test_the_local_servers_own_repository_is_assembled_from_the_installed_packag
 
 
 def test_installed_serve_without_a_built_model_is_one_line_naming_where_the_model_goes(installed: Installed) -> None:
-    from server_config import local
-
-    try:
-        local._check_libpython(local._pytriton_root())
-    except local.ServerSetupError as e:
-        pytest.skip(f"the local server cannot start here: {e}")
     home = installed.root / "empty-home"
     result = installed.framestream("serve", "--grpc-port", "1", FRAMESTREAM_HOME=str(home))
     assert result.returncode == 1 and "Traceback" not in result.stderr
@@ -198,8 +192,8 @@ def test_installed_serve_serves_the_packaged_configs_with_the_model_in_framestre
     from .triton_server import free_ports
 
     try:
-        local._check_libpython(local._pytriton_root())
-    except local.ServerSetupError as e:
+        server_env = local.prepared_environment()
+    except local.MissingPrerequisiteError as e:
         pytest.skip(f"the local server cannot start here: {e}")
     home = installed.root / "home-for-a-real-serve"
     home.mkdir(exist_ok=True)
@@ -208,10 +202,8 @@ def test_installed_serve_serves_the_packaged_configs_with_the_model_in_framestre
     videos.mkdir(exist_ok=True)
     write_video(videos / "a.mp4", frames=2)
     grpc, http, metrics = map(str, free_ports(3))
-    # The python backend's model.py finds onnxruntime through PYTHONPATH (a user's venv holds it
-    # in its own site-packages; this one sees it through a .pth file, which the backend does not read).
-    dependencies = os.pathsep.join(p for p in site.getsitepackages() if Path(p).is_dir())
-    env = installed.env(FRAMESTREAM_HOME=str(home), PYTHONPATH=dependencies)
+    # The server's environment prepared once for the suite (it is keyed, not tied to the home).
+    env = installed.env(FRAMESTREAM_HOME=str(home), FRAMESTREAM_TRITON_ENV=str(server_env.path))
     server = subprocess.Popen([str(installed.venv / "bin" / "framestream"), "serve", "--grpc-port", grpc,
                                "--http-port", http, "--metrics-port", metrics, "--instances", "1"],
                               cwd=installed.root, env=env, stderr=subprocess.PIPE, text=True)
@@ -230,6 +222,59 @@ def test_installed_serve_serves_the_packaged_configs_with_the_model_in_framestre
     finally:
         server.terminate()
         assert server.wait(timeout=60) == 0
+
+
+def test_the_server_s_environment_prepares_offline_from_a_wheelhouse_with_the_documented_commands(
+        installed: Installed) -> None:
+    """README's offline route: the requirements printed, a wheelhouse downloaded where an index
+    answers, then one command without an index."""
+    printed = installed.framestream("serve", "--requirements")
+    assert printed.returncode == 0 and "nvidia-pytriton" in printed.stdout
+    requirements = installed.root / "triton-requirements.txt"
+    requirements.write_text(printed.stdout)
+    wheels = installed.root / "triton-wheels"
+    download = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(wheels),
+                               "-r", str(requirements)], capture_output=True, text=True, timeout=600)
+    if download.returncode != 0:
+        pytest.skip(f"no package index answers here: {download.stderr.strip().splitlines()[-1:]}")
+    target = installed.root / "triton-env"
+    prepared = installed.framestream("serve", "--prepare", "--wheelhouse", str(wheels),
+                                     FRAMESTREAM_TRITON_ENV=str(target), PIP_INDEX_URL="http://127.0.0.1:9/nowhere")
+    assert prepared.returncode == 0, prepared.stderr[-3000:]
+    assert (target / "lib").is_dir() and list(target.glob("lib/python3.*/site-packages/pytriton/tritonserver/bin/tritonserver"))
+    numpy_major = subprocess.run([str(target / "bin" / "python"), "-c", "import numpy; print(numpy.__version__)"],
+                                 capture_output=True, text=True, check=True).stdout.split(".")[0]
+    assert numpy_major == "1", "nvidia-pytriton's numpy pin lives in the server's environment"
+    again = installed.framestream("serve", "--prepare", FRAMESTREAM_TRITON_ENV=str(target),
+                                  PIP_INDEX_URL="http://127.0.0.1:9/nowhere")
+    assert again.returncode == 0 and "preparing" not in again.stderr, "a ready environment is kept, not redone"
+
+
+def test_installing_into_an_environment_with_numpy_2_keeps_numpy_2_and_the_embedded_run_works(
+        installed: Installed) -> None:
+    """A data-science environment already on numpy 2: framestream's extras never take it back."""
+    venv = installed.root / "numpy2-venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    python = str(venv / "bin" / "python")
+    first = subprocess.run([python, "-m", "pip", "install", "--quiet", "numpy>=2"], capture_output=True, text=True,
+                           timeout=600)
+    if first.returncode != 0:
+        pytest.skip(f"no package index answers here: {first.stderr.strip().splitlines()[-1:]}")
+    (wheel,) = (installed.root / "wheels").glob("framestream-*.whl")
+    _pip("install", "--quiet", f"framestream[cpu,exact,parquet,metrics] @ {wheel.as_uri()}", python=python)
+    version = subprocess.run([python, "-c", "import numpy; print(numpy.__version__)"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+    assert int(version.split(".")[0]) >= 2, f"installing framestream changed numpy to {version}"
+    videos = installed.root / "videos-numpy2"
+    videos.mkdir()
+    write_video(videos / "a.mp4", frames=3)
+    out = installed.root / "out-numpy2"
+    env = installed.env(FRAMESTREAM_HOME=str(installed.root / "home-numpy2"))
+    run = subprocess.run([str(venv / "bin" / "framestream"), "bulk", str(videos), "--out", str(out), "--no-progress",
+                          "--format", "parquet"], cwd=installed.root, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads((out / "summary.json").read_text())["files"][0]["frames"] == 3
 
 
 def test_every_package_folder_is_listed_in_pyproject() -> None:

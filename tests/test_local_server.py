@@ -9,9 +9,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("pytriton", reason="needs the server extra: pip install 'framestream[server]'")
-
-from .triton_server import free_ports, make_repository  # noqa: E402
+from .triton_server import free_ports, make_repository
 
 
 def local(*args: str) -> subprocess.CompletedProcess:
@@ -64,3 +62,53 @@ def test_the_served_copy_carries_the_models_parameters_and_leaves_the_repository
     assert not [k for k, _ in text_format.Parse((served / "other" / "configs" / "cpu.pbtxt").read_text(),
                                                   model_config_pb2.ModelConfig()).parameters.items()]
     assert {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()} == before
+
+
+# -- the server's own environment -------------------------------------------------------------
+
+def test_the_server_s_requirements_are_printed_and_no_client_extra_installs_them() -> None:
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    printed = local("--requirements")
+    assert printed.returncode == 0
+    server = {Requirement(l.split("#")[0]).name for l in printed.stdout.splitlines() if l.split("#")[0].strip()}
+    assert {"nvidia-pytriton", "onnxruntime"} <= server
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    client_side = project["dependencies"] + [r for e in project["optional-dependencies"].values() for r in e]
+    assert "nvidia-pytriton" not in {Requirement(r).name for r in client_side}, "the client never holds the server"
+
+
+def prepare(env_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "server_config.local", "--prepare", *args], capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, FRAMESTREAM_TRITON_ENV=str(env_dir)))
+
+
+def test_a_wheelhouse_without_the_server_s_wheels_is_one_line_saying_how_to_make_one_and_leaves_nothing(
+        tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    result = prepare(tmp_path / "env", "--wheelhouse", str(wheels))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (error,) = [line for line in result.stderr.splitlines() if not line.startswith("preparing ")]
+    assert error.startswith("error: ")
+    assert "pip download" in result.stderr and "--wheelhouse" in result.stderr
+    assert not (tmp_path / "env").exists(), "a half-prepared environment would look ready to the next start"
+
+
+def test_a_missing_wheelhouse_folder_is_one_line(tmp_path: Path) -> None:
+    result = prepare(tmp_path / "env", "--wheelhouse", str(tmp_path / "nowhere"))
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert "nowhere: no such folder" in result.stderr
+
+
+def test_a_folder_that_is_not_a_venv_is_never_replaced(tmp_path: Path) -> None:
+    precious = tmp_path / "env"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("mine")
+    result = prepare(precious)
+    assert result.returncode == 1 and "not a venv" in result.stderr
+    assert (precious / "notes.txt").read_text() == "mine"

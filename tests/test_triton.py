@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("tritonclient.grpc", reason="needs the server extra: pip install 'framestream[server]'")
-pytest.importorskip("pytriton", reason="needs the server extra: pip install 'framestream[server]'")
+pytest.importorskip("tritonclient.grpc", reason="needs the client extra: pip install 'framestream[client]'")
 
 from client.contract import model_digest  # noqa: E402
 from client.infer.triton import TritonBackend, TritonOptions  # noqa: E402
@@ -48,6 +47,33 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_video(src / "b.mp4", frames=12, size_wh=(96, 160))
     write_video(src / "c.mkv", frames=9, size_wh=(176, 144), codec="mpeg4")
     return src
+
+
+def test_the_served_model_runs_numpy_and_onnxruntime_from_the_server_s_environment_not_the_client_s(
+        triton) -> None:
+    from server_config.triton_env import triton_env
+
+    stubs = [pid for pid in os.listdir("/proc") if pid.isdigit() and pid != str(triton.process.pid)
+             and _process_group(pid) == triton.process.pid]
+    loaded = set()
+    for pid in stubs:
+        try:
+            maps = Path(f"/proc/{pid}/maps").read_text()
+        except OSError:
+            continue
+        loaded |= {line.split()[-1] for line in maps.splitlines() if "/numpy/" in line or "/onnxruntime/" in line}
+    assert any("/numpy/" in p for p in loaded) and any("/onnxruntime/" in p for p in loaded), loaded
+    server_site = str(triton_env().site_packages) + "/"
+    assert all(p.startswith(server_site) for p in loaded), sorted(loaded)
+    assert not Path(np.__file__).is_relative_to(triton_env().site_packages), "the client imports its own numpy"
+
+
+def _process_group(pid: str) -> int | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[2])  # after the state and the parent: the process group
 
 
 def server_args(server, *extra: str) -> list[str]:
