@@ -35,8 +35,9 @@ timeout 240 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py 2>
 echo "== 4 NVDEC threads under per-thread default streams (issue 19, finding 1) ==" | tee "$OUT/threads_ptds.log"
 CUPY_CUDA_PER_THREAD_DEFAULT_STREAM=1 timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu \
   tests/test_gpu.py -k "four_decoder_threads or letterbox_matches" 2>&1 | tee -a "$OUT/threads_ptds.log"
-# Expected once finding 1 (explicit decoder/lane streams and events) is fixed: passes. Until
-# then a failure here ("differs from one thread") is the race the issue describes, not noise.
+# Expected: passes. Each decoder runs on a stream of its own given to NVDEC, each lane on its
+# own, ordered by events (client/gpu/streams.py; the ordering itself is tested without a GPU in
+# tests/test_gpu_streams.py); a failure here ("differs from one thread") is a race, not noise.
 python3 -m server_config.model build --imgsz 640 --out /tmp/yolov8n.onnx >/dev/null
 timeout 240 python3 -m benchmarks.gpu --out "$OUT" --model /tmp/yolov8n.onnx 2>&1 | tee "$OUT/gpu_bench.log"
 rm -rf "$OUT/work"

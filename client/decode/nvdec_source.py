@@ -21,6 +21,7 @@ import av
 from ..colour import Colour, stream_colour
 from ..errors import DecodeError
 from ..gpu.letterbox import GpuLetterbox, Nv12Picture
+from ..gpu.streams import DecoderStream, Ready
 from ..letterbox import LetterboxPlan, quarter_turns
 from . import DecodedFrame, FrameRange, PlanFor, Sampling
 from .checks import declared_rate, has_timestamps, video_info
@@ -87,15 +88,20 @@ class NvdecSource:
     def frames(self, plan_for: PlanFor) -> Iterator[DecodedFrame]:
         import PyNvVideoCodec as nvc
 
+        # The decoder runs on a stream of ours in CuPy's (primary) context, not on one it makes
+        # in a context of its own: its writes, our copies and its next Decode() are ordered there.
+        stream = DecoderStream(self.gpu_id)
         try:
             demuxer = nvc.CreateDemuxer(filename=str(self.path))
-            decoder = nvc.CreateDecoder(gpuid=self.gpu_id, codec=demuxer.GetNvCodecId(), usedevicememory=True)
+            decoder = nvc.CreateDecoder(gpuid=self.gpu_id, codec=demuxer.GetNvCodecId(),
+                                        cudacontext=_primary_context(self.gpu_id), cudastream=stream.stream.ptr,
+                                        usedevicememory=True)
         except Exception as e:  # PyNvVCException*: this GPU or build cannot take the stream
             log.info("%s: NVDEC refused the stream (%s); decoding it with PyAV", self.path.name,
                      str(e).splitlines()[0][:120])
             yield from self._pyav_frames(plan_for)
             return
-        driver = _NvdecDriver(demuxer, decoder, self)
+        driver = _NvdecDriver(demuxer, decoder, self, stream)
         cut = Cut(self.info, self._clock, self.sampling, self.frame_range, self._layout)
         try:
             yield from cut.frames(driver, plan_for)
@@ -130,8 +136,8 @@ class _NvdecDriver:
     name = "NVDEC decoding"
     failures = (Exception,)  # decoder errors surface as RuntimeError/PyNvVCException
 
-    def __init__(self, demuxer, decoder, source: NvdecSource) -> None:
-        self.demuxer, self.decoder, self.source = demuxer, decoder, source
+    def __init__(self, demuxer, decoder, source: NvdecSource, stream: DecoderStream) -> None:
+        self.demuxer, self.decoder, self.source, self.stream = demuxer, decoder, source, stream
         self.packets = 0
 
     def decode(self, feed: Feed) -> Iterator[tuple[int | None, object]]:
@@ -140,8 +146,8 @@ class _NvdecDriver:
             for frame in self.decoder.Decode(packet):
                 yield frame.getPTS(), frame
 
-    def keep(self, frame):
-        return _surface_copy(frame)  # the decoder reuses its surfaces
+    def keep(self, frame) -> Ready:
+        return self.stream.keep(lambda: _surface_copy(frame))  # the decoder reuses its surfaces
 
     def is_key(self, frame) -> bool:
         raise NotImplementedError("streams without timestamps are refused (NvdecUnsupported) and go to PyAV")
@@ -149,9 +155,9 @@ class _NvdecDriver:
     def display_hw(self, nv12) -> tuple[int, int]:
         return self.source._display_hw
 
-    def picture(self, nv12, plan: LetterboxPlan) -> Nv12Picture:
+    def picture(self, nv12: Ready, plan: LetterboxPlan) -> Nv12Picture:
         s = self.source
-        return Nv12Picture(nv12, plan, s._colour, s._letterbox, s._turns)
+        return Nv12Picture(nv12, plan, s._colour, s._letterbox, s._turns, self.stream.ops)
 
     def reason(self, error: BaseException) -> str:
         return str(error).splitlines()[0][:160]
@@ -163,6 +169,18 @@ def _size(packet) -> int:
 
 def _pts(packet) -> int:
     return packet.pts
+
+
+def _primary_context(device_id: int) -> int:
+    """The CUDA context CuPy works in on ``device_id`` (its primary context), for NVDEC."""
+    import cupy as cp
+
+    with cp.cuda.Device(device_id):
+        context = int(cp.cuda.driver.ctxGetCurrent())
+        if not context:  # not made current yet in this thread: a runtime call does it
+            cp.cuda.runtime.free(0)
+            context = int(cp.cuda.driver.ctxGetCurrent())
+    return context
 
 
 def _surface_copy(frame):

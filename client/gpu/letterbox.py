@@ -12,12 +12,13 @@ buffer, so the kernel writes straight into the memory inference reads.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..arrays import copy_into, on_host
 from ..colour import Colour
 from ..contract import PAD_VALUE
 from ..letterbox import LetterboxPlan
+from .streams import DeviceOps, Lanes, Ready, cupy_ops
 
 BLOCK = (32, 8)  # 256 threads; x (width) first, so a warp writes 32 consecutive pixels
 
@@ -155,19 +156,26 @@ def luma_rows(rows: int) -> int:
 @dataclass(frozen=True)
 class Nv12Picture:
     """A decoded NV12 surface (our own copy, the decoder reuses its surfaces) that the kernel
-    letterboxes when the pipeline knows its batch slot: straight into the batch buffer."""
+    letterboxes when the pipeline knows its batch slot: straight into the batch buffer.
 
-    nv12: object  # CuPy uint8 [rows, width]: luma over interleaved chroma
+    The copy was made on the decoder's stream in another thread; the kernel runs on the
+    calling thread's current stream (a lane's, see :mod:`client.gpu.streams`) after waiting
+    for the copy's event."""
+
+    nv12: Ready  # CuPy uint8 [rows, width] (luma over interleaved chroma), and when it is whole
     plan: LetterboxPlan
     colour: Colour
     kernel: GpuLetterbox
     turns: int = 0  # display rotation, counterclockwise quarter turns
+    ops: DeviceOps = field(default_factory=cupy_ops)
 
     def write_into(self, out) -> None:
         if on_host(out):  # a host batch (system shared memory): letterbox, then one download
             copy_into(out, self.array())
         else:
-            self.kernel(*nv12_planes(self.nv12), self.plan, self.colour, out, self.turns)
+            Lanes.wait(self.nv12, self.ops)
+            self.kernel(*nv12_planes(self.nv12.array), self.plan, self.colour, out, self.turns)
 
     def array(self):
-        return self.kernel(*nv12_planes(self.nv12), self.plan, self.colour, turns=self.turns)
+        Lanes.wait(self.nv12, self.ops)
+        return self.kernel(*nv12_planes(self.nv12.array), self.plan, self.colour, turns=self.turns)

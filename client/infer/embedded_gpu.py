@@ -2,7 +2,9 @@
 
 Each lane's batch buffer is device memory that the letterbox kernel fills and the session
 reads through I/O binding by its pointer, so frames never cross to the host; only the few
-KB of detections come back. A host batch, if handed one, is passed as usual.
+KB of detections come back. A host batch, if handed one, is passed as usual. Each lane fills
+its buffer on a stream of its own and synchronizes it before onnxruntime, which runs on its
+own stream, reads the buffer (:mod:`client.gpu.streams`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import numpy as np
 from .. import defaults
 from ..contract import DETECTIONS, INPUT, NUM_DETECTIONS
 from ..errors import UsageError
+from ..gpu.streams import Lanes
 from .buffers import device
+from . import BatchOutput
 from .embedded import OrtBackend, import_onnxruntime
 
 
@@ -29,14 +33,26 @@ class EmbeddedGpuBackend(OrtBackend):
             return open_cuda_session(ort, model, device_id)
 
         super().__init__(model_path, open_session, lanes=sessions, memory=device, runtime="onnxruntime-gpu")
+        self._lanes = Lanes(sessions, device_id)
+
+    def batch_buffer(self, lane: int, shape: tuple[int, int, int, int]):
+        self._lanes.enter(lane)  # the buffer, the letterbox kernels and their waits on this lane's stream
+        return super().batch_buffer(lane, shape)
+
+    def infer(self, lane: int, batch) -> BatchOutput:
+        if not isinstance(batch, np.ndarray):
+            self._lanes.enter(lane)
+            self._lanes.finish(lane)  # the letterbox kernels are done before onnxruntime reads
+        return super().infer(lane, batch)
 
     def _run(self, session, batch) -> tuple[np.ndarray, np.ndarray]:
         if isinstance(batch, np.ndarray):
             return super()._run(session, batch)
         import cupy as cp
 
-        batch = cp.ascontiguousarray(batch)
-        cp.cuda.get_current_stream().synchronize()  # the letterbox kernels are done
+        if not batch.flags.c_contiguous:
+            batch = cp.ascontiguousarray(batch)
+            cp.cuda.get_current_stream().synchronize()  # the lane's stream: the copy is done
         binding = session.io_binding()
         binding.bind_input(INPUT.name, "cuda", self.device_id, INPUT.numpy_dtype, list(batch.shape), batch.data.ptr)
         binding.bind_output(DETECTIONS.name, "cpu")

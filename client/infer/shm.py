@@ -11,7 +11,9 @@ way out (``close``); after a server restart, ``reregister`` puts them back.
   the letterbox kernel writes into; tritonclient's ``set_shared_memory_region_from_dlpack``
   copies, and per-call DLPack views of shared-memory tensors have been reported to leak.
 
-``write`` takes the view back without a copy; any other array is copied in once.
+``write`` takes the view back without a copy; any other array is copied in once. A CUDA
+ring's lanes write on streams of their own, synchronized before Triton, another process,
+reads the region (:mod:`client.gpu.streams`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 
 from ..arrays import copy_into, on_host
 from ..errors import ServerError, UsageError
+from ..gpu.streams import Lanes
 
 
 def region_names(prefix: str, lanes: int) -> list[str]:
@@ -112,6 +115,7 @@ class CudaShmRing:
         cudashm = import_cuda_shm()
         self._client, self._cudashm, self.device_id = client, cudashm, device_id
         self.byte_size = byte_size
+        self._lanes = Lanes(lanes, device_id)
         self.handles: list = []
         self.views: list = []
         try:
@@ -138,17 +142,18 @@ class CudaShmRing:
                                                          self.byte_size)
 
     def view(self, lane: int, shape: tuple[int, ...]):
-        """The lane's region as a CuPy batch of ``shape``: the letterbox kernel writes here."""
+        """The lane's region as a CuPy batch of ``shape``: the letterbox kernel writes here, on
+        the lane's stream (made current in the calling thread)."""
+        self._lanes.enter(lane)
         return self.views[lane][: _check_fits(shape, self.byte_size)].reshape(shape)
 
     def write(self, lane: int, batch) -> tuple[str, int]:
         """The region carrying ``batch`` once the GPU has finished writing it; copied in
         (device to device, or uploaded) unless it is :meth:`view`'s."""
-        import cupy as cp
-
+        self._lanes.enter(lane)
         if on_host(batch) or batch.data.ptr != self.views[lane].data.ptr:
             copy_into(self.view(lane, batch.shape), batch)
-        cp.cuda.get_current_stream().synchronize()  # Triton reads the region from another process
+        self._lanes.finish(lane)  # Triton reads the region from another process
         return self.handles[lane][0], int(batch.nbytes)
 
     def close(self) -> None:
