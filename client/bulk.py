@@ -19,6 +19,7 @@ from pathlib import Path
 from . import defaults
 from .contract import METRICS_PORT, MODEL_NAME
 from .decode import Sampling
+from .devices import parse_devices
 from .errors import FramestreamError, UsageError
 from .pipeline import PipelineConfig
 from .report import OK, SKIPPED, print_schedule, print_table, totals, write_summary
@@ -98,6 +99,9 @@ def parser(prog: str = "python -m client.bulk") -> argparse.ArgumentParser:
                         help="keep retrying an unreachable server this long before failing the files in flight")
     server.add_argument("--metrics-url", default=None,
                         help=f"Triton's Prometheus endpoint (default: http://<server host>:{METRICS_PORT}/metrics)")
+    p.add_argument("--devices", metavar="all|IDS", default=None,
+                   help="GPU path: the GPUs to use, 'all' visible (default) or ids like 0,2; with more than one, "
+                   "one process per GPU, each on its share of the files (as --shard)")
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                    help="gpu: NVDEC decoding, CUDA letterbox, GPU inference (or CUDA shared memory to Triton); "
                    "auto takes it when PyNvVideoCodec, CuPy and a GPU all work")
@@ -142,6 +146,7 @@ def _check_args(args: argparse.Namespace) -> Shard | None:
         raise UsageError(f"--inflight must be at least 1, got {args.inflight}")
     if args.server is not None and ":" not in args.server:
         raise UsageError(f"--server takes HOST:PORT, got {args.server!r}")
+    parse_devices(args.devices)  # its form on any path; which GPUs exist is checked on the GPU path
     return resolve_shard(args.shard, os.environ)
 
 
@@ -170,11 +175,12 @@ def _resolve_model(path: Path | None, *, build: bool = True) -> Path | None:
 
 
 def main(argv: list[str] | None = None, *, prog: str = "python -m client.bulk") -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser(prog).parse_args(argv)
     _configure_logging(args.verbose)
     previous = _on_sigterm(_raise_terminated)
     try:
-        return _run(args)
+        return _run(args, argv)
     except FramestreamError as e:  # usage, model or server problems, found before any file was touched
         log.error("error: %s", e)
         return EXIT_USAGE
@@ -212,12 +218,23 @@ def _use_gpu(args: argparse.Namespace) -> tuple[bool, str]:
     return found.ok, found.reason
 
 
-def _make_backend(args: argparse.Namespace, model_path: Path | None, gpu: bool):
+def _gpu_devices(args: argparse.Namespace, gpu: bool) -> list[int]:
+    """The GPUs this run uses (``[0]``-like on the CPU path, where --devices means nothing)."""
+    if not gpu:
+        if args.devices is not None:
+            log.warning("--devices %s is not used on the CPU path", args.devices)
+        return [0]
+    from .devices import select_devices, visible_gpus
+
+    return select_devices(args.devices, visible_gpus())
+
+
+def _make_backend(args: argparse.Namespace, model_path: Path | None, gpu: bool, device: int = 0):
     if args.server is None and gpu:
         from .infer.embedded_gpu import EmbeddedGpuBackend
 
-        backend = EmbeddedGpuBackend(model_path, sessions=args.sessions or defaults.GPU_SESSIONS)
-        log.info("embedded onnxruntime-gpu: %d session(s); model %s", backend.lanes, model_path)
+        backend = EmbeddedGpuBackend(model_path, sessions=args.sessions or defaults.GPU_SESSIONS, device_id=device)
+        log.info("embedded onnxruntime-gpu on GPU %d: %d session(s); model %s", device, backend.lanes, model_path)
         return backend
     if args.server is None:
         from .infer.embedded import EmbeddedBackend
@@ -229,14 +246,14 @@ def _make_backend(args: argparse.Namespace, model_path: Path | None, gpu: bool):
 
     options = TritonOptions(url=args.server, model_name=args.model_name, inflight=args.inflight, shm=args.shm,
                             retry_seconds=args.retry_seconds)
-    backend = TritonBackend(options, batch=args.batch, gpu_frames=gpu)
+    backend = TritonBackend(options, batch=args.batch, gpu_frames=gpu, device_id=device)
     log.info("Triton %s model %r (%s, digest %s): %d request(s) in flight at most, inputs via %s", args.server,
              args.model_name, backend.model.source, backend.model.digest[:12], backend.lanes,
              f"{backend.shm} shared memory" if backend.shm else "the gRPC payload")
     return backend
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from .metrics import scrape, scrape_after, server_report
     from .resume import ResumeLedger
     from .bulk_run import RunOptions, run_bulk
@@ -247,7 +264,13 @@ def _run(args: argparse.Namespace) -> int:
     model_path = _resolve_model(args.model, build=args.server is None)
     sink = make_sink(args.format, args.out)
     gpu, why = _use_gpu(args)
-    backend = _make_backend(args, model_path, gpu)
+    devices = _gpu_devices(args, gpu)
+    if len(devices) > 1:
+        from .devices import run_per_device
+
+        log.info("device: gpu (%s); %d GPUs, one process each: %s", why, len(devices), ", ".join(map(str, devices)))
+        return run_per_device(argv, devices, shard)
+    backend = _make_backend(args, model_path, gpu, devices[0])
     log.info("device: %s (%s)", "gpu" if gpu else "cpu", why)  # after the start-up checks passed
     if not gpu:
         from .decode.pyav_source import resize_method
@@ -261,7 +284,8 @@ def _run(args: argparse.Namespace) -> int:
         except OSError as e:
             raise UsageError(f"cannot create {args.out}: {e.strerror}") from e
         workers = args.workers or (defaults.GPU_WORKERS if gpu else defaults.CPU_WORKERS)
-        config = PipelineConfig(batch=args.batch, workers=workers, square=args.square, sampling=sampling, gpu=gpu)
+        config = PipelineConfig(batch=args.batch, workers=workers, square=args.square, sampling=sampling, gpu=gpu,
+                                gpu_device=devices[0])
         options = {"sampling": sampling.describe(), "square": args.square, "format": args.format}
         ledger = ResumeLedger(args.out, backend.model.digest, options)  # on --server: the served model's digest
         run = RunOptions(args.dir, args.out, config, overwrite=args.overwrite, split=not args.no_split,

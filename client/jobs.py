@@ -56,7 +56,7 @@ def make_job(p: FilePlan, segment: Segment | None, config: PipelineConfig, maps:
         return PyAVSource(path, sampling=sampling, threads=threads, frame_range=frame_range)
 
     def gpu() -> FrameSource:
-        return _open_gpu(p, sampling, letterbox, frame_range, cpu)
+        return _open_gpu(p, sampling, letterbox, frame_range, cpu, config.gpu_device)
 
     open_source = cpu if letterbox is None else gpu
     if segment is None:
@@ -70,12 +70,13 @@ def _gpu_letterbox():
     return GpuLetterbox()
 
 
-def _open_gpu(p: FilePlan, sampling, letterbox, frame_range: FrameRange | None, cpu) -> FrameSource:
+def _open_gpu(p: FilePlan, sampling, letterbox, frame_range: FrameRange | None, cpu, device: int) -> FrameSource:
     """NVDEC for the job, or PyAV (its frames are uploaded into their slots of the GPU batch)."""
     from .decode.nvdec_source import NvdecSource, NvdecUnsupported
 
     try:
-        return NvdecSource(p.candidate.path, sampling=sampling, letterbox=letterbox, frame_range=frame_range)
+        return NvdecSource(p.candidate.path, sampling=sampling, letterbox=letterbox, gpu_id=device,
+                           frame_range=frame_range)
     except NvdecUnsupported as e:
         if frame_range is None or frame_range.start == 0:  # one line per file
             log.info("%s: %s; decoding it with PyAV", p.candidate.rel, e)

@@ -42,6 +42,7 @@ class PipelineConfig:
     sampling: Sampling = field(default_factory=Sampling)
     decode_threads: int = 0  # FFmpeg threads per decoder; 0 lets FFmpeg choose
     gpu: bool = False  # decode with NVDEC and letterbox with CUDA (frames stay on the GPU)
+    gpu_device: int = 0  # the GPU NVDEC decodes on (--devices: one process per GPU)
 
 
 @dataclass(frozen=True)

@@ -39,14 +39,13 @@ def test_config_states_the_contract(path: Path) -> None:
     assert sum(g.count for g in config.instance_group) >= 2
 
 
-def test_gpu_config_runs_tensorrt_fp16_on_gpu_instances_with_warmup() -> None:
+def test_gpu_config_runs_the_whole_graph_on_cuda_gpu_instances_with_warmup() -> None:
     config = load(CONFIGS[0])
     assert config.backend == "onnxruntime"
     assert {g.kind for g in config.instance_group} == {model_config_pb2.ModelInstanceGroup.KIND_GPU}
-    (trt,) = config.optimization.execution_accelerators.gpu_execution_accelerator
-    assert trt.name == "tensorrt" and trt.parameters["precision_mode"] == "FP16"
-    max_shape = trt.parameters["trt_profile_max_shapes"]
-    assert max_shape == f"{INPUT.name}:{MAX_BATCH}x640x640x3"
+    accelerators = [a.name for a in config.optimization.execution_accelerators.gpu_execution_accelerator]
+    assert accelerators == [], ("TensorRT through onnxruntime gets subgraphs of the NMS tail whose inputs no "
+                                "explicit profile covers, and the model does not load (issue 19, finding 4)")
     assert config.model_warmup and config.model_warmup[0].inputs[INPUT.name].data_type == model_config_pb2.TYPE_UINT8
 
 
@@ -67,12 +66,6 @@ def sent_shapes() -> set[tuple[int, int]]:
             for hw in sizes for minimal in (True, False)}
 
 
-def profile_shapes(trt, key: str) -> tuple[int, ...]:
-    """'images:1x32x32x3' -> (1, 32, 32, 3) for the contract's input."""
-    (shape,) = [s for s in trt.parameters[key].split(",") if s.startswith(INPUT.name + ":")]
-    return tuple(int(d) for d in shape.split(":", 1)[1].split("x"))
-
-
 def test_every_letterbox_the_client_sends_fits_both_configs() -> None:
     shapes = sent_shapes()
     assert {(640, 160), (160, 640), (640, 32), (32, 640), (640, 288), (640, 640)} <= shapes  # 4:1, 20:1, 2.39:1
@@ -81,16 +74,10 @@ def test_every_letterbox_the_client_sends_fits_both_configs() -> None:
         dims = tuple(config.input[0].dims)
         misfits = [hw for hw in sorted(shapes) if any(d != -1 and d != n for d, n in zip(dims, (*hw, 3)))]
         assert not misfits, f"{config.backend}: dims {dims} reject {misfits}"
-    (trt,) = gpu.optimization.execution_accelerators.gpu_execution_accelerator
-    low, opt, high = (profile_shapes(trt, f"trt_profile_{k}_shapes") for k in ("min", "opt", "max"))
-    assert low[0] == 1 and high[0] == MAX_BATCH and low[3] == opt[3] == high[3] == 3
-    assert all(lo <= o <= hi for lo, o, hi in zip(low, opt, high))
-    misfits = [hw for hw in sorted(shapes) if not all(lo <= n <= hi for lo, n, hi in zip(low[1:3], hw, high[1:3]))]
-    assert not misfits, f"TensorRT profile {low}..{high} rejects {misfits}"
 
 
-def test_the_model_infers_at_the_profile_extremes(session) -> None:
-    """The thinnest letterboxes the profile admits (32 high or wide) run through the graph."""
+def test_the_model_infers_at_the_thinnest_letterboxes(session) -> None:
+    """The thinnest letterboxes the client sends (32 high or wide) run through the graph."""
     for batch, h, w in [(1, 32, 640), (2, 640, 32), (1, 32, 32)]:
         det, num = session.run(None, {INPUT.name: np.full((batch, h, w, 3), 114, np.uint8)})
         assert det.shape == (batch, *DETECTIONS.dims) and num.shape == (batch, *NUM_DETECTIONS.dims)

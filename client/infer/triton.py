@@ -31,6 +31,7 @@ from ..errors import ContractMismatchError, ModelError, ServerError, ServerUnava
 from . import BatchOutput
 from .buffers import LaneBuffers, device, host, pinned
 from .busy import BusyClock
+from ..gpu.streams import Lanes
 from .shm import CudaShmRing, SystemShmRing, import_cuda_shm
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ class _InFlight:
 
 
 class TritonBackend:
-    def __init__(self, options: TritonOptions, *, batch: int, gpu_frames: bool = False) -> None:
+    def __init__(self, options: TritonOptions, *, batch: int, gpu_frames: bool = False, device_id: int = 0) -> None:
         try:
             import tritonclient.grpc as grpcclient
         except ImportError as e:
@@ -88,12 +89,15 @@ class TritonBackend:
         self._aborted = threading.Event()  # set by abort(): lanes waiting out an outage give up
         self._clients = [grpcclient.InferenceServerClient(options.url) for _ in range(self.lanes)]
         self._ring = None
+        self.device_id = device_id  # GPU frames live there; CUDA regions are registered with its id
         self.shm = self._choose_shm(gpu_frames)  # "system", "cuda" or None
         h, w = self.model.imgsz
         size = options.max_batch_bytes or batch * max(h, w) ** 2 * 3
         self._ring = self._open_ring(size)
+        # GPU frames without a CUDA ring: each lane fills its device buffer on a stream of its own.
+        self._gpu_lanes = Lanes(self.lanes, device_id) if gpu_frames and self._ring is None else None
         # Without a ring: batches in host memory, or on the GPU with a pinned staging copy.
-        self._buffers = LaneBuffers(self.lanes, device if gpu_frames else host)
+        self._buffers = LaneBuffers(self.lanes, device if gpu_frames else host)  # allocated in the lane's thread
         self._staging = LaneBuffers(self.lanes, pinned if gpu_frames else host)
 
     # -- start-up -------------------------------------------------------------------------
@@ -142,6 +146,8 @@ class TritonBackend:
         if ring is None:
             return None
         try:
+            if ring is CudaShmRing:
+                return ring(self._client, self.lanes, size, self.device_id)
             return ring(self._client, self.lanes, size)
         except InferenceServerException as e:
             if self.shm == "cuda":
@@ -155,6 +161,8 @@ class TritonBackend:
         """The lane's shared-memory region when there is a ring, else the lane's own buffer."""
         if self._ring is not None:
             return self._ring.view(lane, shape)
+        if self._gpu_lanes is not None:
+            self._gpu_lanes.enter(lane)  # the buffer, the kernels and the download on the lane's stream and GPU
         return self._buffers.view(lane, shape)
 
     def infer(self, lane: int, batch: np.ndarray) -> BatchOutput:
