@@ -11,6 +11,7 @@ compose's model-init put them.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -78,7 +79,7 @@ def test_every_document_is_valid_against_the_kubernetes_schemas(version: str) ->
         kubernetes_validate.validate(doc, version, strict=True)
 
 
-def _set(path: tuple, value) -> callable:
+def _set(path: tuple[str, ...], value: object) -> Callable[[list[dict]], None]:
     def change(docs: list[dict]) -> None:
         target = one(docs, "Job")
         for key in path[:-1]:
