@@ -1,6 +1,8 @@
-"""python -m client.bulk DIR: run a YOLO detector over every video under DIR.
+"""python -m client.bulk PATH...: run a YOLO detector over every video under DIR, or the given files.
 
-Exit codes: 0 every video ok; 1 usage error (bad DIR, missing model, bad option);
+Inputs (:mod:`client.inputs`): a directory, video files, glob patterns, or ``--from-list FILE``.
+Exit codes: 0 every video ok; 1 usage error (a missing input, a glob matching nothing, a list
+naming missing files, missing model, bad option; nothing is written);
 2 some videos failed or were not processed (see summary.json); 130 interrupted by Ctrl-C
 (SIGINT), 143 by SIGTERM (``docker stop``): both keep partial outputs and write summary.json.
 """
@@ -20,6 +22,8 @@ from . import defaults
 from .contract import METRICS_PORT, MODEL_NAME
 from .decode import Sampling
 from .errors import FramestreamError, UsageError
+from .inputs import Inputs, resolve_inputs
+from .outfiles import display_rel
 from .pipeline import PipelineConfig
 from .report import OK, SKIPPED, print_schedule, print_table, totals, write_summary
 from .shards import Shard, resolve_shard
@@ -58,13 +62,20 @@ class _Parser(argparse.ArgumentParser):
 def parser(prog: str = "python -m client.bulk") -> argparse.ArgumentParser:
     p = _Parser(
         prog=prog,
-        description="Run a YOLO detector over every video under DIR (recursively); "
-        "write one OUT/<video>.jsonl per video and OUT/summary.json.",
+        description="Run a YOLO detector over every video under DIR (recursively), or over the video files, "
+        "globs or --from-list paths given; write one OUT/<video>.jsonl per video and OUT/summary.json. "
+        "Outputs are named by each video's path relative to DIR (several inputs: to the deepest folder "
+        "holding them all; one file: its own name).",
         epilog="Exit codes: 0 all videos ok; 1 usage error; 2 some videos failed or were not processed; "
         "130 interrupted (Ctrl-C), 143 terminated (SIGTERM); partial outputs and summary.json are kept.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("dir", type=Path, metavar="DIR", help="directory of videos (searched recursively)")
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="a directory of videos (searched recursively), video files, or glob patterns "
+                   "('clips/**/*.mp4', quoted so that framestream expands it)")
+    p.add_argument("--from-list", metavar="FILE", default=None,
+                   help="also read paths from FILE, one a line (relative to the current directory; '-': stdin); "
+                   "every listed path must exist")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
     p.add_argument("--model", type=Path, default=None,
                    help="contract ONNX model (default: ~/.cache/framestream/model.onnx, built if missing; "
@@ -127,10 +138,10 @@ def _configure_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
-def _check_args(args: argparse.Namespace) -> Shard | None:
-    """Every option's check before anything starts; returns the shard this run is, if any."""
-    if not args.dir.is_dir():
-        raise UsageError(f"{args.dir}: not a directory; give the directory that holds your videos")
+def _check_args(args: argparse.Namespace) -> tuple[Inputs, Shard | None]:
+    """Every option's check before anything starts; returns the inputs and the shard this run
+    is, if any."""
+    inputs = resolve_inputs(args.paths, args.from_list)
     for name in ("batch", "every", "workers"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UsageError(f"--{name} must be at least 1, got {getattr(args, name)}")
@@ -142,7 +153,7 @@ def _check_args(args: argparse.Namespace) -> Shard | None:
         raise UsageError(f"--inflight must be at least 1, got {args.inflight}")
     if args.server is not None and ":" not in args.server:
         raise UsageError(f"--server takes HOST:PORT, got {args.server!r}")
-    return resolve_shard(args.shard, os.environ)
+    return inputs, resolve_shard(args.shard, os.environ)
 
 
 def _resolve_model(path: Path | None, *, build: bool = True) -> Path | None:
@@ -242,11 +253,13 @@ def _run(args: argparse.Namespace) -> int:
     from .bulk_run import RunOptions, run_bulk
     from .sinks import make_sink
 
-    shard = _check_args(args)
+    inputs, shard = _check_args(args)
     sampling = Sampling(every=args.every, fps=args.fps, keyframes=args.keyframes)
     model_path = _resolve_model(args.model, build=args.server is None)
     sink = make_sink(args.format, args.out)
     gpu, why = _use_gpu(args)
+    if inputs.files or len(inputs.dirs) > 1:
+        log.info("inputs: %s (outputs are named relative to it)", inputs.describe())
     backend = _make_backend(args, model_path, gpu)
     log.info("device: %s (%s)", "gpu" if gpu else "cpu", why)  # after the start-up checks passed
     if not gpu:
@@ -264,7 +277,7 @@ def _run(args: argparse.Namespace) -> int:
         config = PipelineConfig(batch=args.batch, workers=workers, square=args.square, sampling=sampling, gpu=gpu)
         options = {"sampling": sampling.describe(), "square": args.square, "format": args.format}
         ledger = ResumeLedger(args.out, backend.model.digest, options)  # on --server: the served model's digest
-        run = RunOptions(args.dir, args.out, config, overwrite=args.overwrite, split=not args.no_split,
+        run = RunOptions(inputs, args.out, config, overwrite=args.overwrite, split=not args.no_split,
                          progress=False if args.no_progress else None, follow_links=args.follow_links,
                          shard=shard)
         before = scrape(metrics_url, args.model_name) if metrics_url else None
@@ -288,6 +301,7 @@ def _run(args: argparse.Namespace) -> int:
         "stopped": result.stopped,
         "schedule": result.schedule,
         "model": {"path": str(model_path) if model_path else None, **backend.model.to_summary()},
+        "inputs": {"root": display_rel(str(inputs.root)), "dirs": len(inputs.dirs), "files": len(inputs.files)},
         "options": {**options, "batch": args.batch, "workers": config.workers,
                     "backend": "triton" if args.server else "embedded", "device": "gpu" if gpu else "cpu"},
         "backend": {**_backend_report(backend), "busy_fraction": result.schedule["busy_fraction"]},

@@ -19,6 +19,7 @@ from typing import Callable
 
 from .collector import Collector
 from .infer import Backend
+from .inputs import Inputs
 from .jobs import build_jobs
 from .pipeline import Pipeline, PipelineConfig
 from .progress import Progress
@@ -37,7 +38,7 @@ __all__ = ["RunOptions", "RunResult", "run_bulk"]
 
 @dataclass(frozen=True)
 class RunOptions:
-    root: Path
+    inputs: Inputs | Path  # a directory, or the resolved command line (client.inputs)
     out: Path
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     overwrite: bool = False
@@ -57,14 +58,14 @@ class RunResult:
 
 def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLedger,
              telemetry: RunTelemetry | None = None) -> RunResult:
-    """Process every video under ``options.root``; never raises for a file's fault.
+    """Process every video of ``options.inputs``; never raises for a file's fault.
 
     An interrupt (SIGINT, SIGTERM) or a fault no file can survive (backend gone, output
     storage unusable, a pipeline bug) stops the run the same way: threads stopped and
     joined, files in flight kept as partial outputs, files not started reported as not
     processed, and a result returned so the caller can still write ``summary.json``.
     """
-    reports, todo = triage(options.root, options.out, sink, ledger, overwrite=options.overwrite,
+    reports, todo = triage(options.inputs, options.out, sink, ledger, overwrite=options.overwrite,
                            follow_links=options.follow_links, shard=options.shard,
                            sampling=options.pipeline.sampling)
     config = options.pipeline

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .decode import Sampling
 from .discovery import Candidate, discover
+from .inputs import Inputs
 from .outfiles import summary_rel
 from .report import ERROR, OK, SKIPPED, FileReport
 from .resume import NO_RECORD, ResumeLedger, redo_lines
@@ -19,15 +20,18 @@ log = logging.getLogger(__name__)
 __all__ = ["triage"]
 
 
-def triage(root: Path, out: Path, sink: Sink, ledger: ResumeLedger, *, overwrite: bool,
+def triage(inputs: Inputs | Path, out: Path, sink: Sink, ledger: ResumeLedger, *, overwrite: bool,
            follow_links: bool, shard: Shard | None = None,
            sampling: Sampling = Sampling()) -> tuple[dict[str, FileReport], list[Candidate]]:
     """Reports for what needs no work (not videos, unreadable, already complete); the rest to do.
 
-    With a ``shard``, only its part of the directory: split before the resume check, so every
-    shard computes the same partition however far each has got.
+    ``inputs``: a directory, or what :func:`client.inputs.resolve_inputs` made of the command
+    line. With a ``shard``, only its part of the inputs: split before the resume check, so
+    every shard computes the same partition however far each has got.
     """
-    found = discover(root, follow_links=follow_links)
+    if not isinstance(inputs, Inputs):
+        inputs = Inputs(root=Path(inputs), dirs=(Path(inputs),))
+    found = discover(inputs.root, dirs=inputs.dirs, files=inputs.files, follow_links=follow_links)
     if shard is not None:
         found = take(found, shard, lambda c: estimated_work(c, sampling))
         log.info("%s: %d of the directory's videos", shard.name.replace("-", " "), len(found.videos))
