@@ -22,6 +22,7 @@ from . import defaults
 from .contract import METRICS_PORT, MODEL_NAME
 from .decode import Sampling
 from .errors import FramestreamError, UsageError
+from .filters import DetectionFilter, FilteredSink, make_filter
 from .inputs import Inputs, resolve_inputs
 from .outfiles import display_rel
 from .pipeline import PipelineConfig
@@ -86,6 +87,13 @@ def parser(prog: str = "python -m client.bulk") -> argparse.ArgumentParser:
     sample.add_argument("--fps", type=float, default=None, metavar="F",
                         help="infer the frame nearest each point of a 1/F-second grid")
     sample.add_argument("--keyframes", action="store_true", help="infer key frames only (others are not decoded)")
+    keep = p.add_argument_group("filters (applied in the client; part of the resume check)")
+    keep.add_argument("--classes", metavar="LIST", default=None,
+                      help="keep only these classes: ids or the model's class names, comma-separated "
+                      "(--classes person,car or --classes 0,2; a wrong name lists the model's classes)")
+    keep.add_argument("--conf", type=float, default=None, metavar="C",
+                      help="keep detections scoring above C; C must be at least the model's built-in "
+                      "threshold (0.25 unless built or wrapped with another --conf)")
     p.add_argument("--format", choices=FORMATS, default="jsonl",
                    help="jsonl: a file per video; parquet: one dataset OUT/detections/ (needs pyarrow)")
     p.add_argument("--workers", type=int, default=None,
@@ -261,6 +269,14 @@ def _run(args: argparse.Namespace) -> int:
     if inputs.files or len(inputs.dirs) > 1:
         log.info("inputs: %s (outputs are named relative to it)", inputs.describe())
     backend = _make_backend(args, model_path, gpu)
+    try:
+        keep = make_filter(args.classes, args.conf, backend.model, served=args.server is not None)
+    except UsageError:
+        backend.close()
+        raise
+    if keep.active:
+        sink = FilteredSink(sink, keep)
+        log.info("keeping %s", _describe_filter(keep, backend.model.names))
     log.info("device: %s (%s)", "gpu" if gpu else "cpu", why)  # after the start-up checks passed
     if not gpu:
         from .decode.pyav_source import resize_method
@@ -275,7 +291,7 @@ def _run(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot create {args.out}: {e.strerror}") from e
         workers = args.workers or (defaults.GPU_WORKERS if gpu else defaults.CPU_WORKERS)
         config = PipelineConfig(batch=args.batch, workers=workers, square=args.square, sampling=sampling, gpu=gpu)
-        options = {"sampling": sampling.describe(), "square": args.square, "format": args.format}
+        options = {"sampling": sampling.describe(), "square": args.square, "format": args.format, **keep.options()}
         ledger = ResumeLedger(args.out, backend.model.digest, options)  # on --server: the served model's digest
         run = RunOptions(inputs, args.out, config, overwrite=args.overwrite, split=not args.no_split,
                          progress=False if args.no_progress else None, follow_links=args.follow_links,
@@ -340,6 +356,15 @@ def _write_summary(out: Path, summary: dict[str, object], shard: Shard | None) -
         return
     if write_and_merge(out, shard, summary) is not None:
         log.info("all %d shards done: merged %s", shard.count, out / "summary.json")
+
+
+def _describe_filter(keep: DetectionFilter, names) -> str:
+    parts = []
+    if keep.class_ids is not None:
+        parts.append("classes " + ", ".join(f"{i} {names.get(i, '?')}" for i in sorted(keep.class_ids)))
+    if keep.min_score is not None:
+        parts.append(f"scores above {keep.min_score:g}")
+    return "; ".join(parts)
 
 
 def _telemetry(port: int | None, addr: str):
