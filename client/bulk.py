@@ -29,7 +29,7 @@ from .pipeline import PipelineConfig
 from .report import OK, SKIPPED, print_schedule, print_table, totals, write_summary
 from .shards import Shard, resolve_shard
 from .summary import shard_summary_name, write_and_merge
-from .sinks import FORMATS
+from .sinks import FORMATS, PARQUET_COLUMNS
 
 log = logging.getLogger("client.bulk")
 
@@ -264,13 +264,15 @@ def _run(args: argparse.Namespace) -> int:
     inputs, shard = _check_args(args)
     sampling = Sampling(every=args.every, fps=args.fps, keyframes=args.keyframes)
     model_path = _resolve_model(args.model, build=args.server is None)
-    sink = make_sink(args.format, args.out)
+    if args.format == "parquet":
+        make_sink(args.format, args.out)  # pyarrow is there (or one line says how to install it)
     gpu, why = _use_gpu(args)
     if inputs.files or len(inputs.dirs) > 1:
         log.info("inputs: %s (outputs are named relative to it)", inputs.describe())
     backend = _make_backend(args, model_path, gpu)
     try:
         keep = make_filter(args.classes, args.conf, backend.model, served=args.server is not None)
+        sink = make_sink(args.format, args.out, names=backend.model.names)
     except UsageError:
         backend.close()
         raise
@@ -292,6 +294,8 @@ def _run(args: argparse.Namespace) -> int:
         workers = args.workers or (defaults.GPU_WORKERS if gpu else defaults.CPU_WORKERS)
         config = PipelineConfig(batch=args.batch, workers=workers, square=args.square, sampling=sampling, gpu=gpu)
         options = {"sampling": sampling.describe(), "square": args.square, "format": args.format, **keep.options()}
+        if args.format == "parquet":
+            options["parquet_columns"] = list(PARQUET_COLUMNS)
         ledger = ResumeLedger(args.out, backend.model.digest, options)  # on --server: the served model's digest
         run = RunOptions(inputs, args.out, config, overwrite=args.overwrite, split=not args.no_split,
                          progress=False if args.no_progress else None, follow_links=args.follow_links,

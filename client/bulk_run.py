@@ -27,6 +27,7 @@ from .report import FileReport
 from .resume import ResumeLedger
 from .schedule import plan
 from .shards import Shard
+from .sidecar import Sidecars
 from .sinks import Sink
 from .telemetry import RunTelemetry
 from .triage import triage
@@ -65,10 +66,11 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
     joined, files in flight kept as partial outputs, files not started reported as not
     processed, and a result returned so the caller can still write ``summary.json``.
     """
+    config = options.pipeline
+    sidecars = Sidecars(options.out, backend.model, config.sampling.describe(), ledger.options)
     reports, todo = triage(options.inputs, options.out, sink, ledger, overwrite=options.overwrite,
                            follow_links=options.follow_links, shard=options.shard,
-                           sampling=options.pipeline.sampling)
-    config = options.pipeline
+                           sampling=options.pipeline.sampling, sidecars=sidecars)
     plans = plan(todo, config.sampling, workers=config.workers, split=options.split)
     split_plans = [p for p in plans if p.split]
     if split_plans:
@@ -81,7 +83,8 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
     if telemetry is not None:
         in_flight = getattr(backend, "in_flight", None)
         telemetry.watch(queue_depths=pipeline.queue_depths, inflight=lambda: in_flight.now if in_flight else 0)
-    collector = Collector(plans, sink, ledger, progress, telemetry, out=options.out, stop=pipeline.stop)
+    collector = Collector(plans, sink, ledger, progress, telemetry, out=options.out, stop=pipeline.stop,
+                          sidecars=sidecars)
     busy_before = backend.busy_seconds()
     start = time.monotonic()
     with _Interrupts(pipeline.stop) as interrupts:

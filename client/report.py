@@ -25,6 +25,8 @@ class FileReport:
     partial_output: str | None = None  # relative to OUT
     outputs: list[str] = field(default_factory=list)  # complete outputs, relative to OUT
     segments: list[dict[str, object]] = field(default_factory=list)  # per segment: frames, seconds
+    letterbox: str | None = None  # the model input the video got, "WxH"
+    meta: str | None = None  # its sidecar OUT/<rel>.meta.json, relative to OUT
 
     @property
     def fps(self) -> float:
