@@ -316,7 +316,7 @@ def _run(args: argparse.Namespace) -> int:
     files = result.files
     summary_totals = totals(files, wall)
     summary = {
-        "files": [f.to_json() for f in files],
+        "files": [f.to_json(summary_totals["frames"]) for f in files],
         "totals": summary_totals,
         "stopped": result.stopped,
         "schedule": result.schedule,
