@@ -67,7 +67,9 @@ def parser(prog: str = "python -m client.bulk") -> argparse.ArgumentParser:
         "globs or --from-list paths given; write one OUT/<video>.jsonl per video and OUT/summary.json. "
         "Outputs are named by each video's path relative to DIR (several inputs: to the deepest folder "
         "holding them all; one file: its own name).",
-        epilog="Exit codes: 0 all videos ok; 1 usage error; 2 some videos failed or were not processed; "
+        epilog="Exit codes: 0 all videos ok; 1 usage error (a bad option, a missing input, a glob that matches "
+        "nothing, a --from-list naming missing files, an unknown --classes name: nothing is written); "
+        "2 some videos failed or were not processed; "
         "130 interrupted (Ctrl-C), 143 terminated (SIGTERM); partial outputs and summary.json are kept.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

@@ -106,3 +106,16 @@ def test_the_table_gives_each_file_its_share_and_letterbox_and_the_run_its_rate(
     assert "the run's rate is the only throughput" in err
     first = next(m for m in caplog.messages if m.startswith("0/3 files"))  # shown at the first result
     assert first == "0/3 files, 1 frames, rate: measuring, ETA once the rate is steady"
+
+
+def test_merged_shard_summaries_give_each_file_its_share_of_all_the_frames() -> None:
+    from client.summary import merge
+
+    def shard(files: dict[str, int]) -> dict:
+        total = sum(files.values())
+        return {"files": [{"path": p, "status": "ok", "frames": n, "share": n / total} for p, n in files.items()],
+                "totals": {"files": len(files), "ok": len(files), "error": 0, "skipped": 0, "not_processed": 0,
+                           "resumed": 0, "frames": total, "wall_seconds": 1.0, "fps": float(total)}}
+
+    merged = merge({0: shard({"a.mp4": 30, "b.mp4": 10}), 1: shard({"c.mp4": 60})}, 2)
+    assert {f["path"]: f["share"] for f in merged["files"]} == {"a.mp4": 0.3, "b.mp4": 0.1, "c.mp4": 0.6}
