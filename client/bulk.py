@@ -1,6 +1,8 @@
-"""python -m client.bulk DIR: run a YOLO detector over every video under DIR.
+"""python -m client.bulk PATH...: run a YOLO detector over every video under DIR, or the given files.
 
-Exit codes: 0 every video ok; 1 usage error (bad DIR, missing model, bad option);
+Inputs (:mod:`client.inputs`): a directory, video files, glob patterns, or ``--from-list FILE``.
+Exit codes: 0 every video ok; 1 usage error (a missing input, a glob matching nothing, a list
+naming missing files, missing model, bad option; nothing is written);
 2 some videos failed or were not processed (see summary.json); 130 interrupted by Ctrl-C
 (SIGINT), 143 by SIGTERM (``docker stop``): both keep partial outputs and write summary.json.
 """
@@ -21,11 +23,14 @@ from .contract import METRICS_PORT, MODEL_NAME
 from .decode import Sampling
 from .devices import parse_devices
 from .errors import FramestreamError, UsageError
+from .filters import DetectionFilter, FilteredSink, make_filter
+from .inputs import Inputs, resolve_inputs
+from .outfiles import display_rel
 from .pipeline import PipelineConfig
 from .report import OK, SKIPPED, print_schedule, print_table, totals, write_summary
 from .shards import Shard, resolve_shard
 from .summary import shard_summary_name, write_and_merge
-from .sinks import FORMATS
+from .sinks import FORMATS, PARQUET_COLUMNS
 
 log = logging.getLogger("client.bulk")
 
@@ -59,13 +64,22 @@ class _Parser(argparse.ArgumentParser):
 def parser(prog: str = "python -m client.bulk") -> argparse.ArgumentParser:
     p = _Parser(
         prog=prog,
-        description="Run a YOLO detector over every video under DIR (recursively); "
-        "write one OUT/<video>.jsonl per video and OUT/summary.json.",
-        epilog="Exit codes: 0 all videos ok; 1 usage error; 2 some videos failed or were not processed; "
+        description="Run a YOLO detector over every video under DIR (recursively), or over the video files, "
+        "globs or --from-list paths given; write one OUT/<video>.jsonl per video and OUT/summary.json. "
+        "Outputs are named by each video's path relative to DIR (several inputs: to the deepest folder "
+        "holding them all; one file: its own name).",
+        epilog="Exit codes: 0 all videos ok; 1 usage error (a bad option, a missing input, a glob that matches "
+        "nothing, a --from-list naming missing files, an unknown --classes name: nothing is written); "
+        "2 some videos failed or were not processed; "
         "130 interrupted (Ctrl-C), 143 terminated (SIGTERM); partial outputs and summary.json are kept.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("dir", type=Path, metavar="DIR", help="directory of videos (searched recursively)")
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="a directory of videos (searched recursively), video files, or glob patterns "
+                   "('clips/**/*.mp4', quoted so that framestream expands it)")
+    p.add_argument("--from-list", metavar="FILE", default=None,
+                   help="also read paths from FILE, one a line (relative to the current directory; '-': stdin); "
+                   "every listed path must exist")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
     p.add_argument("--model", type=Path, default=None,
                    help="contract ONNX model (default: ~/.cache/framestream/model.onnx, built if missing; "
@@ -76,6 +90,13 @@ def parser(prog: str = "python -m client.bulk") -> argparse.ArgumentParser:
     sample.add_argument("--fps", type=float, default=None, metavar="F",
                         help="infer the frame nearest each point of a 1/F-second grid")
     sample.add_argument("--keyframes", action="store_true", help="infer key frames only (others are not decoded)")
+    keep = p.add_argument_group("filters (applied in the client; part of the resume check)")
+    keep.add_argument("--classes", metavar="LIST", default=None,
+                      help="keep only these classes: ids or the model's class names, comma-separated "
+                      "(--classes person,car or --classes 0,2; a wrong name lists the model's classes)")
+    keep.add_argument("--conf", type=float, default=None, metavar="C",
+                      help="keep detections scoring above C; C must be at least the model's built-in "
+                      "threshold (0.25 unless built or wrapped with another --conf)")
     p.add_argument("--format", choices=FORMATS, default="jsonl",
                    help="jsonl: a file per video; parquet: one dataset OUT/detections/ (needs pyarrow)")
     p.add_argument("--workers", type=int, default=None,
@@ -131,10 +152,10 @@ def _configure_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
-def _check_args(args: argparse.Namespace) -> Shard | None:
-    """Every option's check before anything starts; returns the shard this run is, if any."""
-    if not args.dir.is_dir():
-        raise UsageError(f"{args.dir}: not a directory; give the directory that holds your videos")
+def _check_args(args: argparse.Namespace) -> tuple[Inputs, Shard | None]:
+    """Every option's check before anything starts; returns the inputs and the shard this run
+    is, if any."""
+    inputs = resolve_inputs(args.paths, args.from_list)
     for name in ("batch", "every", "workers"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UsageError(f"--{name} must be at least 1, got {getattr(args, name)}")
@@ -147,7 +168,7 @@ def _check_args(args: argparse.Namespace) -> Shard | None:
     if args.server is not None and ":" not in args.server:
         raise UsageError(f"--server takes HOST:PORT, got {args.server!r}")
     parse_devices(args.devices)  # its form on any path; which GPUs exist is checked on the GPU path
-    return resolve_shard(args.shard, os.environ)
+    return inputs, resolve_shard(args.shard, os.environ)
 
 
 def _resolve_model(path: Path | None, *, build: bool = True) -> Path | None:
@@ -259,10 +280,11 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from .bulk_run import RunOptions, run_bulk
     from .sinks import make_sink
 
-    shard = _check_args(args)
+    inputs, shard = _check_args(args)
     sampling = Sampling(every=args.every, fps=args.fps, keyframes=args.keyframes)
     model_path = _resolve_model(args.model, build=args.server is None)
-    sink = make_sink(args.format, args.out)
+    if args.format == "parquet":
+        make_sink(args.format, args.out)  # pyarrow is there (or one line says how to install it)
     gpu, why = _use_gpu(args)
     devices = _gpu_devices(args, gpu)
     if len(devices) > 1:
@@ -270,7 +292,18 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
 
         log.info("device: gpu (%s); %d GPUs, one process each: %s", why, len(devices), ", ".join(map(str, devices)))
         return run_per_device(argv, devices, shard)
+    if inputs.files or len(inputs.dirs) > 1:
+        log.info("inputs: %s (outputs are named relative to it)", inputs.describe())
     backend = _make_backend(args, model_path, gpu, devices[0])
+    try:
+        keep = make_filter(args.classes, args.conf, backend.model, served=args.server is not None)
+        sink = make_sink(args.format, args.out, names=backend.model.names)
+    except UsageError:
+        backend.close()
+        raise
+    if keep.active:
+        sink = FilteredSink(sink, keep)
+        log.info("keeping %s", _describe_filter(keep, backend.model.names))
     log.info("device: %s (%s)", "gpu" if gpu else "cpu", why)  # after the start-up checks passed
     if not gpu:
         from .decode.pyav_source import resize_method
@@ -286,9 +319,11 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         workers = args.workers or (defaults.GPU_WORKERS if gpu else defaults.CPU_WORKERS)
         config = PipelineConfig(batch=args.batch, workers=workers, square=args.square, sampling=sampling, gpu=gpu,
                                 gpu_device=devices[0])
-        options = {"sampling": sampling.describe(), "square": args.square, "format": args.format}
+        options = {"sampling": sampling.describe(), "square": args.square, "format": args.format, **keep.options()}
+        if args.format == "parquet":
+            options["parquet_columns"] = list(PARQUET_COLUMNS)
         ledger = ResumeLedger(args.out, backend.model.digest, options)  # on --server: the served model's digest
-        run = RunOptions(args.dir, args.out, config, overwrite=args.overwrite, split=not args.no_split,
+        run = RunOptions(inputs, args.out, config, overwrite=args.overwrite, split=not args.no_split,
                          progress=False if args.no_progress else None, follow_links=args.follow_links,
                          shard=shard)
         before = scrape(metrics_url, args.model_name) if metrics_url else None
@@ -307,11 +342,12 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     files = result.files
     summary_totals = totals(files, wall)
     summary = {
-        "files": [f.to_json() for f in files],
+        "files": [f.to_json(summary_totals["frames"]) for f in files],
         "totals": summary_totals,
         "stopped": result.stopped,
         "schedule": result.schedule,
         "model": {"path": str(model_path) if model_path else None, **backend.model.to_summary()},
+        "inputs": {"root": display_rel(str(inputs.root)), "dirs": len(inputs.dirs), "files": len(inputs.files)},
         "options": {**options, "batch": args.batch, "workers": config.workers,
                     "backend": "triton" if args.server else "embedded", "device": "gpu" if gpu else "cpu"},
         "backend": {**_backend_report(backend), "busy_fraction": result.schedule["busy_fraction"]},
@@ -350,6 +386,15 @@ def _write_summary(out: Path, summary: dict[str, object], shard: Shard | None) -
         return
     if write_and_merge(out, shard, summary) is not None:
         log.info("all %d shards done: merged %s", shard.count, out / "summary.json")
+
+
+def _describe_filter(keep: DetectionFilter, names) -> str:
+    parts = []
+    if keep.class_ids is not None:
+        parts.append("classes " + ", ".join(f"{i} {names.get(i, '?')}" for i in sorted(keep.class_ids)))
+    if keep.min_score is not None:
+        parts.append(f"scores above {keep.min_score:g}")
+    return "; ".join(parts)
 
 
 def _telemetry(port: int | None, addr: str):

@@ -19,6 +19,7 @@ from typing import Callable
 
 from .collector import Collector
 from .infer import Backend
+from .inputs import Inputs
 from .jobs import build_jobs
 from .pipeline import Pipeline, PipelineConfig
 from .progress import Progress
@@ -26,6 +27,7 @@ from .report import FileReport
 from .resume import ResumeLedger
 from .schedule import plan
 from .shards import Shard
+from .sidecar import Sidecars
 from .sinks import Sink
 from .telemetry import RunTelemetry
 from .triage import triage
@@ -37,7 +39,7 @@ __all__ = ["RunOptions", "RunResult", "run_bulk"]
 
 @dataclass(frozen=True)
 class RunOptions:
-    root: Path
+    inputs: Inputs | Path  # a directory, or the resolved command line (client.inputs)
     out: Path
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     overwrite: bool = False
@@ -57,17 +59,18 @@ class RunResult:
 
 def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLedger,
              telemetry: RunTelemetry | None = None) -> RunResult:
-    """Process every video under ``options.root``; never raises for a file's fault.
+    """Process every video of ``options.inputs``; never raises for a file's fault.
 
     An interrupt (SIGINT, SIGTERM) or a fault no file can survive (backend gone, output
     storage unusable, a pipeline bug) stops the run the same way: threads stopped and
     joined, files in flight kept as partial outputs, files not started reported as not
     processed, and a result returned so the caller can still write ``summary.json``.
     """
-    reports, todo = triage(options.root, options.out, sink, ledger, overwrite=options.overwrite,
-                           follow_links=options.follow_links, shard=options.shard,
-                           sampling=options.pipeline.sampling)
     config = options.pipeline
+    sidecars = Sidecars(options.out, backend.model, config.sampling.describe(), ledger.options)
+    reports, todo = triage(options.inputs, options.out, sink, ledger, overwrite=options.overwrite,
+                           follow_links=options.follow_links, shard=options.shard,
+                           sampling=options.pipeline.sampling, sidecars=sidecars)
     plans = plan(todo, config.sampling, workers=config.workers, split=options.split)
     split_plans = [p for p in plans if p.split]
     if split_plans:
@@ -80,7 +83,8 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
     if telemetry is not None:
         in_flight = getattr(backend, "in_flight", None)
         telemetry.watch(queue_depths=pipeline.queue_depths, inflight=lambda: in_flight.now if in_flight else 0)
-    collector = Collector(plans, sink, ledger, progress, telemetry, out=options.out, stop=pipeline.stop)
+    collector = Collector(plans, sink, ledger, progress, telemetry, out=options.out, stop=pipeline.stop,
+                          sidecars=sidecars)
     busy_before = backend.busy_seconds()
     start = time.monotonic()
     with _Interrupts(pipeline.stop) as interrupts:

@@ -18,7 +18,9 @@ from .pipeline import BatchFailed, FileEnded, FileStarted, FrameResult
 from .progress import Progress
 from .report import ERROR, NOT_PROCESSED, OK, FileReport
 from .resume import ResumeLedger
+from .letterbox import LetterboxPlan
 from .schedule import FilePlan
+from .sidecar import Sidecars, letterbox_text
 from .sinks import FileWriter, Sink
 from .telemetry import RunTelemetry
 
@@ -39,6 +41,7 @@ class _FileState:
     error: str | None = None
     pending: dict[int, FrameResult] = field(default_factory=dict)  # reorder buffer by seq
     segment_times: list[dict[str, object]] = field(default_factory=list)
+    letterbox: LetterboxPlan | None = None  # the model input its frames got
 
     @property
     def segments_total(self) -> int:
@@ -73,8 +76,9 @@ class Collector:
     """
 
     def __init__(self, plans: list[FilePlan], sink: Sink, ledger: ResumeLedger, progress: Progress,
-                 telemetry: RunTelemetry | None, *, out: Path, stop: Callable[[], None]) -> None:
-        self.plans, self.sink, self.ledger, self.out = plans, sink, ledger, out
+                 telemetry: RunTelemetry | None, *, out: Path, stop: Callable[[], None],
+                 sidecars: Sidecars | None = None) -> None:
+        self.plans, self.sink, self.ledger, self.out, self.sidecars = plans, sink, ledger, out, sidecars
         self.progress, self.telemetry, self._stop_pipeline = progress, telemetry, stop
         self.states: dict[int, _FileState] = {}
         self.reports: dict[str, FileReport] = {}
@@ -89,6 +93,7 @@ class Collector:
         if isinstance(event, FrameResult):
             state = self.states[event.file_id]
             state.pending[event.seq] = event
+            state.letterbox = state.letterbox or event.letterbox
             self._output(state, state.drain)
             self.progress.frame()
             if self.telemetry is not None:
@@ -183,20 +188,29 @@ class Collector:
         c = state.plan.candidate
         seconds = time.monotonic() - state.started
         segments = sorted(state.segment_times, key=lambda s: s["segment"])
+        letterbox = letterbox_text(state.letterbox)
         if not state.error:
             self._output(state, state.drain)
             outputs = self._output(state, state.writer.complete) if not state.error else None
+            meta = None
+            if not state.error and self.sidecars is not None:
+                meta = self._output(state, lambda: self.sidecars.write(c, state.letterbox, state.written,
+                                                                       [o.path for o in outputs]))
             if not state.error:
                 self._output(state, lambda: self.ledger.record(c.path, c.rel, state.written, outputs))
             if not state.error:
                 return FileReport(c.rel, OK, frames=state.written, seconds=seconds, segments=segments,
-                                  outputs=[summary_rel(o.path, self.out) for o in outputs])
+                                  outputs=[summary_rel(o.path, self.out) for o in outputs], letterbox=letterbox,
+                                  meta=summary_rel(meta.path, self.out) if meta is not None else None)
         partial = None
         if state.writer is not None:
             self._output(state, lambda: state.drain(force=True))
         if state.writer is not None:  # still there: the drain did not fail
             partial = self._output(state, state.writer.fail)
         self._output(state, lambda: self.ledger.forget(c.rel))
+        if self.sidecars is not None:  # an earlier run's sidecar no longer describes an output
+            self._output(state, lambda: self.sidecars.remove(c.rel))
         log.warning("%s: %s", c.rel, state.error)
         return FileReport(c.rel, ERROR, frames=state.written, seconds=seconds, error=state.error,
-                          partial_output=summary_rel(partial, self.out) if partial else None, segments=segments)
+                          partial_output=summary_rel(partial, self.out) if partial else None, segments=segments,
+                          letterbox=letterbox)

@@ -79,3 +79,12 @@ PARQUET_ROWS_PER_GROUP = 50_000
 # Progress: a live bar redraws at most this often; a plain log line at most this often.
 PROGRESS_REDRAW_S = 0.2
 PROGRESS_LOG_EVERY_S = 10.0
+# The run's rate (client/rate.py): measured over the last RATE_WINDOW_S of results, from the
+# first result on (start-up and warm-up are not throughput); an ETA only once RATE_MIN_SPAN_S
+# of results are in and the window's two halves agree within RATE_TOLERANCE, over at least
+# RATE_MIN_EVENTS arrivals (a batch arrives at once: a few batches are too few to judge).
+RATE_WINDOW_S = 10.0
+RATE_MIN_SPAN_S = 3.0
+RATE_TOLERANCE = 0.2
+RATE_MIN_EVENTS = 8
+RATE_BURST_S = 0.05  # results this close to the first of their burst are one arrival

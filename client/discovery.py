@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,20 +47,34 @@ class Discovery:
 @dataclass(frozen=True)
 class _Walk:
     root: Path  # as given: candidates' paths and ``rel`` are under it
-    real_root: str  # the root with symlinks resolved, the bound for directory links
+    top: Path  # the directory walked (the root, or one of several inputs below it)
+    real_top: str  # ``top`` with symlinks resolved, the bound for directory links
     follow_links: bool
 
 
-def discover(root: Path, *, follow_links: bool = False) -> Discovery:
+def discover(root: Path, *, dirs: Sequence[Path] | None = None, files: Sequence[Path] = (),
+             follow_links: bool = False) -> Discovery:
     """Walk ``root`` in sorted order; hidden entries are ignored, each directory entered once.
 
-    Directory symlinks whose target lies outside ``root`` are skipped unless ``follow_links``;
-    file symlinks are always followed (see the module docstring).
+    Directory symlinks whose target lies outside the walked directory are skipped unless
+    ``follow_links``; file symlinks are always followed (see the module docstring).
+
+    Several inputs (:mod:`client.inputs`): ``dirs`` (default: ``root`` itself) are walked, each
+    the bound of its own directory links, and ``files`` probed as given (a hidden file named
+    explicitly is taken); all lie below ``root``, which names them. A path found twice is
+    listed once.
     """
     found = Discovery()
     seen_dirs: set[tuple[int, int]] = set()
-    walk = _Walk(root=root, real_root=os.path.realpath(root), follow_links=follow_links)
-    _walk(walk, root, seen_dirs, found)
+    for top in (root,) if dirs is None else dirs:
+        walk = _Walk(root=root, top=top, real_top=os.path.realpath(top), follow_links=follow_links)
+        _walk(walk, top, seen_dirs, found)
+    listed = {c.rel for c in found.videos} | {c.rel for c, _ in (*found.skipped, *found.errors)}
+    for path in files:
+        candidate = _candidate(root, path)
+        if candidate.rel not in listed:
+            listed.add(candidate.rel)
+            _classify(candidate, found)
     return found
 
 
@@ -89,8 +104,8 @@ def _walk(walk: _Walk, directory: Path, seen_dirs: set[tuple[int, int]], found: 
             is_file = entry.is_file(follow_symlinks=True)
         except OSError:
             is_dir = is_file = False
-        if is_dir and entry.is_symlink() and not walk.follow_links and not _inside(walk.real_root, path):
-            found.skipped.append((_candidate(root, path), f"symlink to a directory outside {root} "
+        if is_dir and entry.is_symlink() and not walk.follow_links and not _inside(walk.real_top, path):
+            found.skipped.append((_candidate(root, path), f"symlink to a directory outside {walk.top} "
                                   f"({os.path.realpath(path)}); pass --follow-links to include it"))
         elif is_dir:
             _walk(walk, path, seen_dirs, found)

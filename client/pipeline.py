@@ -27,7 +27,7 @@ from .decode import DecodedFrame, FrameSource, Sampling
 from .detections import Detections
 from .errors import FramestreamError, PipelineCrash, ServerUnavailableError
 from .infer import Backend
-from .letterbox import boxes_to_source, plan_letterbox
+from .letterbox import LetterboxPlan, boxes_to_source, plan_letterbox
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ class FrameResult:
     index: int  # the frame's number in presentation order
     t_s: float  # its time in seconds (the output's "t")
     detections: Detections  # in source pixels
+    letterbox: LetterboxPlan | None = None  # the model input the frame got (reported per video)
 
 
 @dataclass(frozen=True)
@@ -323,4 +324,4 @@ def _frame_result(rows: np.ndarray, file_id: int, seq: int, frame: DecodedFrame)
         confidence=rows[:, 4].astype(np.float32),  # a copy: the backend's output array is not kept
         class_id=rows[:, 5].astype(np.int32),
     )
-    return FrameResult(file_id, seq, frame.index, frame.t, detections)
+    return FrameResult(file_id, seq, frame.index, frame.t, detections, frame.plan)

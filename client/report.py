@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -25,16 +26,28 @@ class FileReport:
     partial_output: str | None = None  # relative to OUT
     outputs: list[str] = field(default_factory=list)  # complete outputs, relative to OUT
     segments: list[dict[str, object]] = field(default_factory=list)  # per segment: frames, seconds
+    letterbox: str | None = None  # the model input the video got, "WxH"
+    meta: str | None = None  # its sidecar OUT/<rel>.meta.json, relative to OUT
 
     @property
     def fps(self) -> float:
+        """Frames over this file's own span (``seconds``). Files are decoded and inferred side by
+        side, so this is not a throughput: the run's rate is in :func:`totals`."""
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
-    def to_json(self) -> dict[str, object]:
+    def share(self, run_frames: int) -> float | None:
+        """This file's part of the frames inferred in this run (None: it inferred none now)."""
+        if self.resumed or run_frames <= 0 or self.status in (SKIPPED, NOT_PROCESSED):
+            return None
+        return self.frames / run_frames
+
+    def to_json(self, run_frames: int = 0) -> dict[str, object]:
         d = asdict(self)
         d["path"] = display_rel(self.path)  # names that are not UTF-8 stay readable JSON text
         d["seconds"] = round(self.seconds, 3)
         d["fps"] = round(self.fps, 2)
+        share = self.share(run_frames)
+        d["share"] = round(share, 4) if share is not None else None
         return d
 
 
@@ -81,16 +94,30 @@ def write_summary(out: Path, summary: dict[str, object], name: str = "summary.js
 
 
 def print_table(files: list[FileReport], summary_totals: dict[str, object], stream: TextIO) -> None:
-    width = min(48, max([len(f.path) for f in files] + [4]))
-    print(f"{'file':<{width}}  {'status':<7} {'frames':>7} {'fps':>7}  note", file=stream)
+    """Per file: frames, its share of the run's frames, the letterbox it got; then the run's
+    rate, the one throughput (files overlap, so a file has none of its own), and a legend."""
+    t = summary_totals
+    run_frames = int(t["frames"])
+    width = min(48, max([len(display_rel(f.path)) for f in files] + [4]))
+    print(f"{'file':<{width}}  {'status':<7} {'frames':>7} {'share':>6}  {'letterbox':<9}  note", file=stream)
     for f in files:
         note = f.error or ("resumed" if f.resumed else "")
-        name = f.path if len(f.path) <= width else "..." + f.path[-(width - 3):]
-        print(f"{name:<{width}}  {f.status:<7} {f.frames:>7} {f.fps:>7.1f}  {note}", file=stream)
-    t = summary_totals
+        path = display_rel(f.path)
+        name = path if len(path) <= width else "..." + path[-(width - 3):]
+        share = f.share(run_frames)
+        share_text = f"{100 * share:5.1f}%" if share is not None else "-"
+        print(f"{name:<{width}}  {f.status:<7} {f.frames:>7} {share_text:>6}  {f.letterbox or '-':<9}  {note}",
+              file=stream)
     print(
         f"{t['files']} files: {t[OK]} ok ({t['resumed']} resumed), {t[ERROR]} error, {t[SKIPPED]} skipped"
         + (f", {t[NOT_PROCESSED]} not processed" if t[NOT_PROCESSED] else "") + "; "
-        f"{t['frames']} frames in {t['wall_seconds']:.1f} s ({t['fps']:.1f} frames/s)",
+        f"the run: {t['frames']} frames in {t['wall_seconds']:.1f} s = {t['fps']:.1f} frames/s",
         file=stream,
     )
+    shapes = Counter(f.letterbox for f in files if f.letterbox)
+    if shapes:
+        listed = ", ".join(f"{shape} ({n} video{'s' if n != 1 else ''})" for shape, n in sorted(shapes.items()))
+        print(f"letterbox (model input, W x H; batches hold one shape): {listed}", file=stream)
+    print("share: a file's part of the frames inferred in this run. Files are decoded and inferred side by "
+          "side, so the run's rate is the only throughput; a file's own seconds overlap other files' "
+          "(summary.json 'seconds').", file=stream)

@@ -20,7 +20,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Protocol
+from typing import Mapping, Protocol
 
 from .contract import DETECTION_COLUMNS
 from .defaults import PARQUET_ROWS_PER_GROUP
@@ -28,7 +28,8 @@ from .detections import Detections
 from .errors import OutputError, UsageError
 from .outfiles import HashingFile, Output, OutTree, boundary, display_rel, translate
 
-__all__ = ["Sink", "FileWriter", "Output", "JsonlSink", "ParquetSink", "make_sink", "display_rel", "FORMATS"]
+__all__ = ["Sink", "FileWriter", "Output", "JsonlSink", "ParquetSink", "make_sink", "display_rel", "FORMATS",
+           "PARQUET_COLUMNS", "NAMES_KEY"]
 
 log = logging.getLogger(__name__)
 
@@ -219,24 +220,28 @@ class JsonlSink(_FileSink):
         return _JsonlWriter(self.tree, rel)
 
 
-_SCHEMA_FIELDS = ("video", "frame", "t", *DETECTION_COLUMNS)
+_SCHEMA_FIELDS = ("video", "frame", "t", *DETECTION_COLUMNS, "class_name")
+PARQUET_COLUMNS = _SCHEMA_FIELDS  # in the resume options: files of an older schema are redone, not mixed in
+NAMES_KEY = b"framestream.names"  # the schema metadata holding the model's class names (JSON, id -> name)
 
 
-def _schema():
+def _schema(names: Mapping[int, str]):
     import pyarrow as pa
 
-    kinds = [pa.string(), pa.int64(), pa.float64()] + [pa.float32()] * 5 + [pa.int32()]
+    kinds = [pa.string(), pa.int64(), pa.float64()] + [pa.float32()] * 5 + [pa.int32(), pa.string()]
+    metadata = {NAMES_KEY: json.dumps({str(k): v for k, v in sorted(names.items())}).encode()}
     return pa.schema([pa.field(name, kind, nullable=name not in _SCHEMA_FIELDS[:3])
-                      for name, kind in zip(_SCHEMA_FIELDS, kinds)])
+                      for name, kind in zip(_SCHEMA_FIELDS, kinds)], metadata=metadata)
 
 
 class _ParquetWriter(_Writer):
     kind = "parquet"
-    _NO_DETECTION = (None,) * len(DETECTION_COLUMNS)
+    _NO_DETECTION = (None,) * (len(DETECTION_COLUMNS) + 1)
 
-    def __init__(self, tree: OutTree, rel: str) -> None:
+    def __init__(self, tree: OutTree, rel: str, names: Mapping[int, str]) -> None:
         super().__init__(tree, rel)
         self.video = display_rel(rel)  # Parquet strings are UTF-8: undecodable bytes as \xNN
+        self.names = names
         self._rows: list[tuple] = []
         self._writer = None
 
@@ -244,7 +249,7 @@ class _ParquetWriter(_Writer):
         if len(detections) == 0:
             self._rows.append((self.video, index, t_s, *self._NO_DETECTION))
         for row in detections.rows():
-            self._rows.append((self.video, index, t_s, *row))
+            self._rows.append((self.video, index, t_s, *row, self.names.get(row[5])))
         if len(self._rows) >= PARQUET_ROWS_PER_GROUP:
             self._flush()
 
@@ -252,7 +257,7 @@ class _ParquetWriter(_Writer):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        schema = _schema()
+        schema = _schema(self.names)
         columns = list(zip(*self._rows)) if self._rows else [[]] * len(schema)
         table = pa.table([pa.array(col, type=f.type) for f, col in zip(schema, columns)], schema=schema)
         if self._writer is None:
@@ -271,24 +276,28 @@ class ParquetSink(_FileSink):
     per processed frame without detections (its detection columns null), so every inferred
     frame is in the dataset. A name part starting with '_' (which dataset readers skip) is
     written as '%_', one starting with '%' as '%%'. Partial outputs go to ``OUT/partial/``
-    (outside the dataset)."""
+    (outside the dataset). ``class_name`` holds the model's name of each ``class_id`` (null
+    for an id the model does not name), and the schema's metadata all the names
+    (``framestream.names``)."""
 
     kind = "parquet"
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, names: Mapping[int, str] | None = None) -> None:
         try:
             import pyarrow  # noqa: F401
         except ImportError as e:
             raise UsageError("--format parquet needs pyarrow: pip install 'framestream[parquet]'") from e
         super().__init__(out)
+        self.names = dict(names or {})
 
     def open(self, rel: str) -> _ParquetWriter:
-        return _ParquetWriter(self.tree, rel)
+        return _ParquetWriter(self.tree, rel, self.names)
 
 
-def make_sink(kind: str, out: Path) -> Sink:
+def make_sink(kind: str, out: Path, names: Mapping[int, str] | None = None) -> Sink:
+    """The sink of ``kind``; ``names``: the model's class names (Parquet stores them)."""
     if kind == "jsonl":
         return JsonlSink(out)
     if kind == "parquet":
-        return ParquetSink(out)
+        return ParquetSink(out, names)
     raise UsageError(f"unknown format {kind!r}; choose one of {', '.join(FORMATS)}")

@@ -84,7 +84,11 @@ def merge(shards: dict[int, dict], count: int) -> dict[str, object]:
                    "missing": [i for i in range(count) if i not in shards], "per_shard": per_shard},
         "model": first.get("model"),
         "options": first.get("options"),
+        "inputs": first.get("inputs"),
     }
+    for f in merged["files"]:  # a shard gave each file its share of that shard's frames: now of all
+        if f.get("share") is not None:
+            f["share"] = round(f["frames"] / totals["frames"], 4) if totals["frames"] else None
     if overlap:  # the directory changed between shards' starts: say so rather than hide it
         merged["overlap"] = sorted(set(overlap))
     return merged

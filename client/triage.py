@@ -7,11 +7,13 @@ from pathlib import Path
 
 from .decode import Sampling
 from .discovery import Candidate, discover
+from .inputs import Inputs
 from .outfiles import summary_rel
 from .report import ERROR, OK, SKIPPED, FileReport
 from .resume import NO_RECORD, ResumeLedger, redo_lines
 from .schedule import estimated_work
 from .shards import Shard, take
+from .sidecar import Sidecars
 from .sinks import Sink
 
 log = logging.getLogger(__name__)
@@ -19,15 +21,19 @@ log = logging.getLogger(__name__)
 __all__ = ["triage"]
 
 
-def triage(root: Path, out: Path, sink: Sink, ledger: ResumeLedger, *, overwrite: bool,
+def triage(inputs: Inputs | Path, out: Path, sink: Sink, ledger: ResumeLedger, *, overwrite: bool,
            follow_links: bool, shard: Shard | None = None,
-           sampling: Sampling = Sampling()) -> tuple[dict[str, FileReport], list[Candidate]]:
+           sampling: Sampling = Sampling(),
+           sidecars: Sidecars | None = None) -> tuple[dict[str, FileReport], list[Candidate]]:
     """Reports for what needs no work (not videos, unreadable, already complete); the rest to do.
 
-    With a ``shard``, only its part of the directory: split before the resume check, so every
-    shard computes the same partition however far each has got.
+    ``inputs``: a directory, or what :func:`client.inputs.resolve_inputs` made of the command
+    line. With a ``shard``, only its part of the inputs: split before the resume check, so
+    every shard computes the same partition however far each has got.
     """
-    found = discover(root, follow_links=follow_links)
+    if not isinstance(inputs, Inputs):
+        inputs = Inputs(root=Path(inputs), dirs=(Path(inputs),))
+    found = discover(inputs.root, dirs=inputs.dirs, files=inputs.files, follow_links=follow_links)
     if shard is not None:
         found = take(found, shard, lambda c: estimated_work(c, sampling))
         log.info("%s: %d of the directory's videos", shard.name.replace("-", " "), len(found.videos))
@@ -49,7 +55,7 @@ def triage(root: Path, out: Path, sink: Sink, ledger: ResumeLedger, *, overwrite
             verdicts.append(verdict)
         else:
             reports[c.rel] = FileReport(c.rel, OK, frames=verdict.frames, resumed=True,
-                                        outputs=[summary_rel(p, out) for p in outputs])
+                                        outputs=[summary_rel(p, out) for p in outputs], **_sidecar(sidecars, c.rel, out))
     if found.videos and len(todo) < len(found.videos):
         log.info("resuming: %d of %d videos already complete", len(found.videos) - len(todo), len(found.videos))
     if overwrite:
@@ -58,3 +64,11 @@ def triage(root: Path, out: Path, sink: Sink, ledger: ResumeLedger, *, overwrite
         for line in redo_lines(v for v in verdicts if v.reason != NO_RECORD):
             log.info("%s", line)  # say why earlier outputs are replaced
     return reports, todo
+
+
+def _sidecar(sidecars: Sidecars | None, rel: str, out: Path) -> dict[str, str | None]:
+    """A resumed video's letterbox shape and sidecar, from the sidecar its run wrote (if any)."""
+    if sidecars is None:
+        return {}
+    shape = sidecars.read_letterbox(rel)
+    return {"letterbox": shape, "meta": summary_rel(sidecars.path(rel), out) if shape is not None else None}

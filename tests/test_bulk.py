@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from client import bulk, triage
+from client.contract import COCO_NAMES
 
 from .videos import write_audio_only, write_unknown_codec, write_video
 
@@ -220,8 +221,9 @@ def test_parquet_dataset_holds_the_same_detections_as_jsonl(videos: Path, tmp_pa
     rc, summary = bulk_main(videos, tmp_path / "p", model_path, "--format", "parquet")
     assert rc == 0
     table = pq.read_table(tmp_path / "p" / "detections")
-    assert table.column_names == ["video", "frame", "t", "x1", "y1", "x2", "y2", "score", "class_id"]
+    assert table.column_names == ["video", "frame", "t", "x1", "y1", "x2", "y2", "score", "class_id", "class_name"]
     rows = table.to_pylist()
+    assert all(r["class_name"] == COCO_NAMES[r["class_id"]] for r in rows if r["class_id"] is not None)
     for path in (tmp_path / "j").rglob("*.jsonl"):
         rel = path.relative_to(tmp_path / "j").as_posix()[: -len(".jsonl")]
         expected = [(r["frame"], d) for r in read_jsonl(path) for d in r["detections"]]

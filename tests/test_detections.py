@@ -54,13 +54,13 @@ def test_jsonl_rounds_pixels_to_hundredths_and_scores_to_four_places(tmp_path: P
 def test_parquet_keeps_float32_boxes_and_int32_classes_and_a_null_row_for_a_frame_without_any(tmp_path: Path) -> None:
     pq = pytest.importorskip("pyarrow.parquet")
     d = Detections(np.array([[1.23456, 0, 159.999, 95.5]], F32), np.array([0.123456], F32), np.array([3], I32))
-    writer = ParquetSink(tmp_path).open("a.mp4")
+    writer = ParquetSink(tmp_path, names={3: "car"}).open("a.mp4")
     writer.write(0, 0.25, d)
     writer.write(1, 0.5, Detections.empty())
     writer.complete()
     table = pq.read_table(tmp_path / "detections" / "a.mp4.parquet")
-    assert [str(f.type) for f in table.schema] == ["string", "int64", "double"] + ["float"] * 5 + ["int32"]
+    assert [str(f.type) for f in table.schema] == ["string", "int64", "double"] + ["float"] * 5 + ["int32", "string"]
     rows = table.to_pylist()
-    assert rows[0]["x1"] == float(F32(1.23456)) and rows[0]["class_id"] == 3
+    assert rows[0]["x1"] == float(F32(1.23456)) and rows[0]["class_id"] == 3 and rows[0]["class_name"] == "car"
     assert rows[1] == {"video": "a.mp4", "frame": 1, "t": 0.5, "x1": None, "y1": None, "x2": None, "y2": None,
-                       "score": None, "class_id": None}
+                       "score": None, "class_id": None, "class_name": None}

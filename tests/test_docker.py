@@ -134,7 +134,7 @@ def test_client_command_is_accepted_by_the_real_cli(name: str) -> None:
     command = SERVICES[name]["command"]
     assert command[:3] == ["python", "-m", "client.bulk"]
     args = bulk.parser().parse_args(command[3:])  # exits (SystemExit) on an unknown flag
-    assert str(args.dir) == "/data" and str(args.out) == "/out" and args.server.endswith(":8001")
+    assert args.paths == ["/data"] and str(args.out) == "/out" and args.server.endswith(":8001")
     assert args.metrics_port == 9100 and args.metrics_addr == "0.0.0.0"  # scraped from the prometheus container
     # The GPU client keeps frames on the GPU into Triton's CUDA shared memory; the CPU one uses system memory.
     assert (args.device, args.shm) == (("gpu", "cuda") if name == "bulk" else ("auto", "system"))

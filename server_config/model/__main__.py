@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from client.contract import DEFAULT_IMGSZ
+from client.contract import DEFAULT_IMGSZ, DETECTIONS, NMS, NmsSettings
 from client.errors import FramestreamError, UsageError
 
 from .paths import default_model_path
@@ -34,6 +34,13 @@ def _parser(prog: str = "python -m server_config.model") -> argparse.ArgumentPar
     for command in (b, w):
         command.add_argument("--out", type=Path, default=default_out, help=f"output file (default: {default_out})")
         command.add_argument("--force", action="store_true", help="replace an existing model at --out")
+        command.add_argument("--conf", type=float, default=NMS.conf_thres,
+                             help=f"keep detections scoring above this (default: {NMS.conf_thres:g}); "
+                             "client.bulk --conf can only raise it")
+        command.add_argument("--iou", type=float, default=NMS.iou_thres,
+                             help=f"NMS IoU threshold (default: {NMS.iou_thres:g}; not for an nms=True export)")
+        command.add_argument("--max-det", type=int, default=NMS.max_det,
+                             help=f"detections per frame at most, 1-{DETECTIONS.dims[0]} (default: {NMS.max_det})")
     s = sub.add_parser("stamp", help="write a model folder's parameters (size, names, digest) into its configs")
     s.add_argument("model_dir", type=Path, help="the model's folder in a Triton repository, e.g. /models/yolo")
     return p
@@ -57,21 +64,33 @@ def _write(args: argparse.Namespace) -> None:
     from .files import save_onnx_atomically
     from .repository import repository_model_dir
 
+    nms = nms_settings(args.conf, args.iou, args.max_det)
     if (args.out.exists() or args.out.is_symlink()) and not args.force:
         raise UsageError(f"{args.out} already exists; pass --force to replace it")
     if args.command == "build":
         from .build import build_model
 
-        model = build_model(size=args.size, imgsz=args.imgsz, seed=args.seed)
+        model = build_model(size=args.size, imgsz=args.imgsz, seed=args.seed, nms=nms)
     else:
         from .wrap import wrap_file
 
-        model = wrap_file(args.export)
+        model = wrap_file(args.export, nms=nms)
     save_onnx_atomically(model, args.out)
     log.info("wrote %s (%s)", args.out, next(p.value for p in model.metadata_props if p.key == "source"))
     model_dir = repository_model_dir(args.out)
     if model_dir is not None:
         _stamp(model_dir)
+
+
+def nms_settings(conf: float, iou: float, max_det: int) -> NmsSettings:
+    """The post-processing ``--conf``, ``--iou`` and ``--max-det`` ask for, checked against the contract."""
+    if not 0 <= conf < 1:
+        raise UsageError(f"--conf must be in [0, 1), got {conf:g}")
+    if not 0 < iou <= 1:
+        raise UsageError(f"--iou must be in (0, 1], got {iou:g}")
+    if not 1 <= max_det <= DETECTIONS.dims[0]:
+        raise UsageError(f"--max-det must be 1-{DETECTIONS.dims[0]} (the contract's rows per frame), got {max_det}")
+    return NmsSettings(conf_thres=conf, iou_thres=iou, max_det=max_det)
 
 
 def _stamp(model_dir: Path) -> None:

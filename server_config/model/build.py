@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import onnx
 
-from client.contract import COCO_NAMES, DEFAULT_IMGSZ, DETECTIONS, INPUT, NUM_DETECTIONS, STRIDE, ModelInfo
+from client.contract import COCO_NAMES, DEFAULT_IMGSZ, DETECTIONS, INPUT, NMS, NUM_DETECTIONS, STRIDE, ModelInfo, NmsSettings
 from client.errors import UsageError
 
 from .contract_graph import HeadLayout, add_postprocess, add_preprocess
@@ -14,8 +14,10 @@ from .yolov8 import SCALES, build_raw_yolov8
 DEFAULT_SEED = 0
 
 
-def build_model(*, size: str = "n", imgsz: int = DEFAULT_IMGSZ, seed: int = DEFAULT_SEED) -> onnx.ModelProto:
-    """YOLOv8-``size`` for 80 classes; H and W dynamic (multiples of 32, long side <= imgsz)."""
+def build_model(*, size: str = "n", imgsz: int = DEFAULT_IMGSZ, seed: int = DEFAULT_SEED,
+                nms: NmsSettings = NMS) -> onnx.ModelProto:
+    """YOLOv8-``size`` for 80 classes; H and W dynamic (multiples of 32, long side <= imgsz);
+    ``nms``: the post-processing built in and stored in the metadata (the client reads it)."""
     if size not in SCALES:
         raise UsageError(f"unknown model size {size!r}; choose one of {', '.join(SCALES)}")
     if imgsz <= 0 or imgsz % STRIDE:
@@ -23,12 +25,13 @@ def build_model(*, size: str = "n", imgsz: int = DEFAULT_IMGSZ, seed: int = DEFA
     g = GraphBuilder()
     x = add_preprocess(g, FLOAT)
     raw = build_raw_yolov8(g, x, size=size, num_classes=len(COCO_NAMES), seed=seed)
-    add_postprocess(g, raw, HeadLayout.ULTRALYTICS)
+    add_postprocess(g, raw, HeadLayout.ULTRALYTICS, nms)
     info = ModelInfo(
         imgsz=(imgsz, imgsz),
         dynamic_hw=True,
         max_batch=None,
         names=dict(enumerate(COCO_NAMES)),
+        nms=nms,
         source=f"framestream yolov8{size} seed {seed}, UNTRAINED weights",
     )
     return make_model(g, *contract_io(), metadata=info.to_metadata(), graph_name=f"yolov8{size}")

@@ -89,11 +89,14 @@ def _scatter_outputs(g: GraphBuilder, rows: str, batch_idx: str, max_det: int) -
 
 
 def _end_to_end_outputs(g: GraphBuilder, raw: str, nms: NmsSettings) -> None:
-    """An nms=True export already holds detections; pad or cut to max_det, zero empty rows, count."""
+    """An nms=True export already holds detections (best first): keep its first max_det rows, pad
+    to the contract's rows, zero the rows at or under the confidence threshold, count."""
+    rows = DETECTIONS.dims[0]
     det = g.op("Cast", [raw], to=1)
-    det = g.op("Pad", [det, g.i64([0, 0, 0, 0, nms.max_det, 0])])
     det = g.op("Slice", [det, g.i64([0]), g.i64([nms.max_det]), g.i64([1])])
-    valid = g.op("Greater", [_slice_last(g, det, 4, 5), g.const(0.0)])  # [B, max_det, 1]
+    det = g.op("Pad", [det, g.i64([0, 0, 0, 0, rows, 0])])
+    det = g.op("Slice", [det, g.i64([0]), g.i64([rows]), g.i64([1])])
+    valid = g.op("Greater", [_slice_last(g, det, 4, 5), g.const(max(nms.conf_thres, 0.0))])  # [B, rows, 1]
     box_score_cls = g.op("Mul", [det, g.op("Cast", [valid], to=1)])
     boxes = _clip_to_input(g, _slice_last(g, box_score_cls, 0, 4))
     rest = _slice_last(g, box_score_cls, 4, 6)

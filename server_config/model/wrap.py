@@ -13,12 +13,12 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto, version_converter
 
-from client.contract import DEFAULT_IMGSZ, ModelInfo
+from client.contract import DEFAULT_IMGSZ, NMS, ModelInfo, NmsSettings
 
 from .build import contract_io
 from .contract_graph import HeadLayout, add_postprocess, add_preprocess
 from .graph import GraphBuilder, make_model
-from client.errors import ModelError
+from client.errors import ModelError, UsageError
 
 _EXPORT_IN = "framestream/export_input"
 _EXPORT_OUT = "framestream/export_output"
@@ -26,13 +26,18 @@ _MIN_OPSET = 13  # Split/Squeeze/ReduceSum take axes as inputs from 13 on
 _END_TO_END_MAX_ROWS = 1000  # an nms=True export keeps at most max_det rows; raw heads have thousands
 
 
-def wrap_model(export: onnx.ModelProto, *, source: str) -> onnx.ModelProto:
-    """Return a contract model around ``export``; raises ModelError naming what doesn't fit."""
+def wrap_model(export: onnx.ModelProto, *, source: str, nms: NmsSettings = NMS) -> onnx.ModelProto:
+    """Return a contract model around ``export``; raises ModelError naming what doesn't fit.
+    ``nms``: the post-processing appended and stored in the metadata. An ``nms=True`` export
+    ran its own NMS: only ``conf_thres`` (raising its threshold) and ``max_det`` apply."""
     export = _at_least_opset(_copy(export), _MIN_OPSET)
     graph = export.graph
     image, batch, height, width = _image_input(export)
     out = _single_output(graph)
     layout, num_classes = detect_layout(_dims(out), export)
+    if layout is HeadLayout.END_TO_END and nms.iou_thres != NMS.iou_thres:
+        raise UsageError("--iou cannot change the NMS of an nms=True export (it ran its own); "
+                         "export without nms=True to choose the IoU threshold")
     names = _class_names(export, num_classes)
     meta = {p.key: p.value for p in export.metadata_props}
     imgsz = (height, width) if height and width else tuple(_meta_imgsz(meta))
@@ -44,13 +49,14 @@ def wrap_model(export: onnx.ModelProto, *, source: str) -> onnx.ModelProto:
     g.nodes.append(onnx.helper.make_node("Identity", [pre], [_EXPORT_IN], name="framestream/to_export"))
     g.nodes.extend(graph.node)
     g.initializers.extend(graph.initializer)
-    add_postprocess(g, _EXPORT_OUT, layout)
+    add_postprocess(g, _EXPORT_OUT, layout, nms)
 
     info = ModelInfo(
         imgsz=imgsz,
         dynamic_hw=not (height and width),
         max_batch=batch,
         names=names,
+        nms=nms,
         source=source,
     )
     inputs, outputs = contract_io(height or "height", width or "width", batch or "batch")
@@ -158,7 +164,7 @@ def _at_least_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
         raise ModelError(f"could not convert the export from opset {_onnx_opset(model)} to {opset}: {e}") from e
 
 
-def wrap_file(path: Path) -> onnx.ModelProto:
+def wrap_file(path: Path, *, nms: NmsSettings = NMS) -> onnx.ModelProto:
     from .files import load_onnx
 
-    return wrap_model(load_onnx(path), source=f"wrapped {path.name}")
+    return wrap_model(load_onnx(path), source=f"wrapped {path.name}", nms=nms)
