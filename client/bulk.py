@@ -212,7 +212,17 @@ def _use_gpu(args: argparse.Namespace) -> tuple[bool, str]:
     return found.ok, found.reason
 
 
-def _make_backend(args: argparse.Namespace, model_path: Path | None, gpu: bool):
+def _thread_budget(args: argparse.Namespace, gpu: bool, workers: int):
+    """The usable CPUs (affinity, cgroup quota) split between onnxruntime, FFmpeg and OpenCV."""
+    from .threads import apply_opencv, split_budget, usable_cpus
+
+    budget = split_budget(usable_cpus(), workers=workers, sessions=args.sessions,
+                          cpu_inference=args.server is None and not gpu)
+    apply_opencv(budget)
+    return budget
+
+
+def _make_backend(args: argparse.Namespace, model_path: Path | None, gpu: bool, *, sessions: int | None = None):
     if args.server is None and gpu:
         from .infer.embedded_gpu import EmbeddedGpuBackend
 
@@ -222,7 +232,7 @@ def _make_backend(args: argparse.Namespace, model_path: Path | None, gpu: bool):
     if args.server is None:
         from .infer.embedded import EmbeddedBackend
 
-        backend = EmbeddedBackend(model_path, sessions=args.sessions)
+        backend = EmbeddedBackend(model_path, sessions=sessions)
         log.info("embedded onnxruntime: %d session(s); model %s (%s)", backend.lanes, model_path, backend.model.source)
         return backend
     from .infer.triton import TritonBackend, TritonOptions
@@ -247,8 +257,11 @@ def _run(args: argparse.Namespace) -> int:
     model_path = _resolve_model(args.model, build=args.server is None)
     sink = make_sink(args.format, args.out)
     gpu, why = _use_gpu(args)
-    backend = _make_backend(args, model_path, gpu)
+    workers = args.workers or (defaults.GPU_WORKERS if gpu else defaults.CPU_WORKERS)
+    budget = _thread_budget(args, gpu, workers)
+    backend = _make_backend(args, model_path, gpu, sessions=budget.sessions or args.sessions)
     log.info("device: %s (%s)", "gpu" if gpu else "cpu", why)  # after the start-up checks passed
+    log.info("%s", budget.describe())
     if not gpu:
         from .decode.pyav_source import resize_method
 
@@ -260,8 +273,8 @@ def _run(args: argparse.Namespace) -> int:
             args.out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UsageError(f"cannot create {args.out}: {e.strerror}") from e
-        workers = args.workers or (defaults.GPU_WORKERS if gpu else defaults.CPU_WORKERS)
-        config = PipelineConfig(batch=args.batch, workers=workers, square=args.square, sampling=sampling, gpu=gpu)
+        config = PipelineConfig(batch=args.batch, workers=workers, square=args.square, sampling=sampling, gpu=gpu,
+                                decode_threads=budget.decode_threads)
         options = {"sampling": sampling.describe(), "square": args.square, "format": args.format}
         ledger = ResumeLedger(args.out, backend.model.digest, options)  # on --server: the served model's digest
         run = RunOptions(args.dir, args.out, config, overwrite=args.overwrite, split=not args.no_split,

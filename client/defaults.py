@@ -7,8 +7,6 @@ each value); a value no benchmark chose says so.
 
 from __future__ import annotations
 
-import os
-
 # -- decoding and scheduling ------------------------------------------------------------------
 # Decoders running at once on the CPU path. Inference is the bottleneck there: one 720p
 # decoder delivers ~260 frames/s against ~18 inferred, and 2-8 workers gave speedups of
@@ -51,8 +49,11 @@ GPU_SESSIONS = 2
 
 
 def cpu_sessions() -> int:
-    """Embedded CPU sessions: one per core, each with :data:`THREADS_PER_SESSION` threads."""
-    return max(1, os.cpu_count() or 1)
+    """Embedded CPU sessions: one per usable CPU (affinity and cgroup quota, not the host's
+    count: :mod:`client.threads`), each with :data:`THREADS_PER_SESSION` threads."""
+    from .threads import usable_cpus
+
+    return usable_cpus().cpus
 
 
 # -- Triton ------------------------------------------------------------------------------------
