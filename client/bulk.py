@@ -84,7 +84,8 @@ def parser(prog: str = "python -m client.bulk") -> argparse.ArgumentParser:
     p.add_argument("--no-split", action="store_true",
                    help="never cut long videos into segments at key frames (for comparison)")
     p.add_argument("--sessions", type=int, default=None,
-                   help="embedded backend: onnxruntime sessions (1 thread each); default: CPU cores")
+                   help="embedded backend: onnxruntime sessions (1 thread each); default: one per usable CPU "
+                        "(affinity and cgroup quota)")
     server = p.add_argument_group("Triton (instead of the embedded onnxruntime)")
     server.add_argument("--server", metavar="HOST:PORT", default=None,
                         help="send every batch to Triton's gRPC endpoint at HOST:PORT")

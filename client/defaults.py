@@ -39,7 +39,8 @@ POLL_S = 0.05
 BATCHER_WAIT_S = 0.01
 
 # -- embedded backend (onnxruntime) -----------------------------------------------------------
-# Threads per onnxruntime session; sessions (lanes) default to the CPU cores. Two 1-thread
+# Threads per onnxruntime session; sessions (lanes) default to the usable CPUs (affinity and
+# cgroup quota: client/threads.py, which also splits the CPUs with FFmpeg and OpenCV). Two 1-thread
 # sessions beat one 2-thread session by about 1.25x on the 2-core machine (measured when the
 # backend was written; not in results/).
 THREADS_PER_SESSION = 1
