@@ -20,6 +20,7 @@ Writes results/client_overhead.md. ``--profile`` prints a cProfile of each measu
 from __future__ import annotations
 
 import argparse
+import os
 import collections
 import cProfile
 import pstats
@@ -251,6 +252,7 @@ def main() -> None:
                  f"{LANES} lanes, 2 decode workers; the backend answers at once. Rounds alternate the measures. "
                  "Frames a CPU second counts every thread's CPU time: on a busy machine it estimates a quiet "
                  "one's frames/s better than wall time (for the threaded pipeline it is a lower bound).")
+        body += f"\n\nLoad average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (other work slows every figure)."
         write_result("client_overhead", "Client overhead: the Python side at GPU rates", body)
     finally:
         shutil.rmtree(work, ignore_errors=True)

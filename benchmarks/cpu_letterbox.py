@@ -17,6 +17,7 @@ wall time on a shared machine); the variants are interleaved, ``--repeats`` roun
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import time
@@ -122,6 +123,7 @@ def main() -> None:
                          statistics.median(f for f, _ in speeds[name]), cpu_ms, cpu_ms / exact_cpu])
     body = table(["clip", "CPU letterbox", "within 1 level", "within 2 levels", "max diff", "frames/s",
                   "CPU ms a frame (decode + letterbox)", "CPU cost vs exact"], rows)
+    body += f"\n\nLoad average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (other work slows every figure).\n"
     write_result("cpu_letterbox", "CPU letterbox: exactness and speed", body)
 
 

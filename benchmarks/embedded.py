@@ -16,6 +16,7 @@ the decode cost are measured in alternating rounds, so a busy machine slows all 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import threading
@@ -110,6 +111,7 @@ def main() -> None:
     ]
     body = table(["measure", "median", "each round", "note"], rows)
     body += f"\n\n{cpus.describe()}; {args.clips} clips x {args.frames} frames; rounds alternate run, bare, decode."
+    body += f"\n\nLoad average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (other work slows every figure).\n"
     if not args.no_extras:
         extras = []
         for sampling in (Sampling(), Sampling(every=5), Sampling(fps=2), Sampling(keyframes=True)):
