@@ -106,7 +106,8 @@ def parser(prog: str = "python -m client.bulk") -> argparse.ArgumentParser:
     p.add_argument("--no-split", action="store_true",
                    help="never cut long videos into segments at key frames (for comparison)")
     p.add_argument("--sessions", type=int, default=None,
-                   help="embedded backend: onnxruntime sessions (1 thread each); default: CPU cores")
+                   help="embedded backend: onnxruntime sessions (1 thread each); default: one per usable CPU "
+                        "(affinity and cgroup quota)")
     server = p.add_argument_group("Triton (instead of the embedded onnxruntime)")
     server.add_argument("--server", metavar="HOST:PORT", default=None,
                         help="send every batch to Triton's gRPC endpoint at HOST:PORT")
@@ -250,7 +251,18 @@ def _gpu_devices(args: argparse.Namespace, gpu: bool) -> list[int]:
     return select_devices(args.devices, visible_gpus())
 
 
-def _make_backend(args: argparse.Namespace, model_path: Path | None, gpu: bool, device: int = 0):
+def _thread_budget(args: argparse.Namespace, gpu: bool, workers: int):
+    """The usable CPUs (affinity, cgroup quota) split between onnxruntime, FFmpeg and OpenCV."""
+    from .threads import apply_opencv, split_budget, usable_cpus
+
+    budget = split_budget(usable_cpus(), workers=workers, sessions=args.sessions,
+                          cpu_inference=args.server is None and not gpu)
+    apply_opencv(budget)
+    return budget
+
+
+def _make_backend(args: argparse.Namespace, model_path: Path | None, gpu: bool, *, sessions: int | None = None,
+                  device: int = 0):
     if args.server is None and gpu:
         from .infer.embedded_gpu import EmbeddedGpuBackend
 
@@ -260,7 +272,7 @@ def _make_backend(args: argparse.Namespace, model_path: Path | None, gpu: bool, 
     if args.server is None:
         from .infer.embedded import EmbeddedBackend
 
-        backend = EmbeddedBackend(model_path, sessions=args.sessions)
+        backend = EmbeddedBackend(model_path, sessions=sessions)
         log.info("embedded onnxruntime: %d session(s); model %s (%s)", backend.lanes, model_path, backend.model.source)
         return backend
     from .infer.triton import TritonBackend, TritonOptions
@@ -294,7 +306,9 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         return run_per_device(argv, devices, shard)
     if inputs.files or len(inputs.dirs) > 1:
         log.info("inputs: %s (outputs are named relative to it)", inputs.describe())
-    backend = _make_backend(args, model_path, gpu, devices[0])
+    workers = args.workers or (defaults.GPU_WORKERS if gpu else defaults.CPU_WORKERS)
+    budget = _thread_budget(args, gpu, workers)
+    backend = _make_backend(args, model_path, gpu, sessions=budget.sessions or args.sessions, device=devices[0])
     try:
         keep = make_filter(args.classes, args.conf, backend.model, served=args.server is not None)
         sink = make_sink(args.format, args.out, names=backend.model.names)
@@ -305,6 +319,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         sink = FilteredSink(sink, keep)
         log.info("keeping %s", _describe_filter(keep, backend.model.names))
     log.info("device: %s (%s)", "gpu" if gpu else "cpu", why)  # after the start-up checks passed
+    log.info("%s", budget.describe())
     if not gpu:
         from .decode.pyav_source import resize_method
 
@@ -316,9 +331,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             args.out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UsageError(f"cannot create {args.out}: {e.strerror}") from e
-        workers = args.workers or (defaults.GPU_WORKERS if gpu else defaults.CPU_WORKERS)
         config = PipelineConfig(batch=args.batch, workers=workers, square=args.square, sampling=sampling, gpu=gpu,
-                                gpu_device=devices[0])
+                                gpu_device=devices[0], decode_threads=budget.decode_threads)
         options = {"sampling": sampling.describe(), "square": args.square, "format": args.format, **keep.options()}
         if args.format == "parquet":
             options["parquet_columns"] = list(PARQUET_COLUMNS)

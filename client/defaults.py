@@ -7,8 +7,6 @@ each value); a value no benchmark chose says so.
 
 from __future__ import annotations
 
-import os
-
 # -- decoding and scheduling ------------------------------------------------------------------
 # Decoders running at once on the CPU path. Inference is the bottleneck there: one 720p
 # decoder delivers ~260 frames/s against ~18 inferred, and 2-8 workers gave speedups of
@@ -41,7 +39,8 @@ POLL_S = 0.05
 BATCHER_WAIT_S = 0.01
 
 # -- embedded backend (onnxruntime) -----------------------------------------------------------
-# Threads per onnxruntime session; sessions (lanes) default to the CPU cores. Two 1-thread
+# Threads per onnxruntime session; sessions (lanes) default to the usable CPUs (affinity and
+# cgroup quota: client/threads.py, which also splits the CPUs with FFmpeg and OpenCV). Two 1-thread
 # sessions beat one 2-thread session by about 1.25x on the 2-core machine (measured when the
 # backend was written; not in results/).
 THREADS_PER_SESSION = 1
@@ -51,8 +50,11 @@ GPU_SESSIONS = 2
 
 
 def cpu_sessions() -> int:
-    """Embedded CPU sessions: one per core, each with :data:`THREADS_PER_SESSION` threads."""
-    return max(1, os.cpu_count() or 1)
+    """Embedded CPU sessions: one per usable CPU (affinity and cgroup quota, not the host's
+    count: :mod:`client.threads`), each with :data:`THREADS_PER_SESSION` threads."""
+    from .threads import usable_cpus
+
+    return usable_cpus().cpus
 
 
 # -- Triton ------------------------------------------------------------------------------------

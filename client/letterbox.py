@@ -7,6 +7,7 @@ is the spec that the swscale (CPU) and CUDA (GPU) implementations are checked ag
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +15,7 @@ import numpy as np
 from .contract import PAD_VALUE, STRIDE
 
 __all__ = ["LetterboxPlan", "plan_letterbox", "quarter_turns", "boxes_to_source", "boxes_to_model", "pad_into",
-           "letterbox_reference"]
+           "grey_canvas", "SourceTaps", "source_taps", "letterbox_reference"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,14 @@ def pad_into(resized: np.ndarray, plan: LetterboxPlan, out: np.ndarray | None = 
     """Place a resized (rh, rw, 3) image on a grey (H, W, 3) canvas at (top, left)."""
     if resized.shape[:2] != plan.resized_hw:
         raise ValueError(f"resized image must be {plan.resized_hw}, got {resized.shape[:2]}")
+    out, region = grey_canvas(plan, out)
+    region[...] = resized
+    return out
+
+
+def grey_canvas(plan: LetterboxPlan, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A (H, W, 3) canvas with its pad grey, and the view of the picture's place in it, for a
+    resize or a colour conversion to write straight into (one full-frame copy fewer)."""
     if out is None:
         out = np.empty((*plan.dst_hw, 3), dtype=np.uint8)
     rh, rw = plan.resized_hw
@@ -80,8 +89,53 @@ def pad_into(resized: np.ndarray, plan: LetterboxPlan, out: np.ndarray | None = 
     out[t + rh :] = PAD_VALUE
     out[t : t + rh, :l] = PAD_VALUE
     out[t : t + rh, l + rw :] = PAD_VALUE
-    out[t : t + rh, l : l + rw] = resized
-    return out
+    return out, out[t : t + rh, l : l + rw]
+
+
+@dataclass(frozen=True)
+class SourceTaps:
+    """The source rows and columns the 2-tap resize reads, where it reads only some.
+
+    Shrinking 1920x1080 to 640x360 samples pixel (3i+1, 3j+1) with weight 1, and 3840x2160
+    averages pixels (6i+2, 6i+3) with weights 1/2: the other 8 pixels in 9 are never read.
+    Converting only ``rows`` x ``cols`` to RGB (colour conversion is per pixel) and resizing
+    that to ``resized_hw`` gives, under the reference's own formula, the same taps and
+    weights, so the same result, for a ninth of the conversion. ``None`` for an axis read whole.
+    """
+
+    rows: np.ndarray | None
+    cols: np.ndarray | None
+
+    @property
+    def shape(self) -> tuple[int | None, int | None]:
+        return (None if self.rows is None else len(self.rows), None if self.cols is None else len(self.cols))
+
+
+@functools.lru_cache(maxsize=64)
+def source_taps(src_hw: tuple[int, int], resized_hw: tuple[int, int]) -> SourceTaps | None:
+    """:class:`SourceTaps` for a resize, or None when every source pixel is read."""
+    taps = SourceTaps(_axis_taps(src_hw[0], resized_hw[0]), _axis_taps(src_hw[1], resized_hw[1]))
+    return None if taps.rows is None and taps.cols is None else taps
+
+
+def _axis_taps(n_in: int, n_out: int) -> np.ndarray | None:
+    """One axis: the taps alone when every weight is 1 (n_out taps, an identity resize after)
+    or every weight is 1/2 (2 n_out taps, a 2:1 resize after, whose taps fall on the pairs);
+    None when the other weights are needed or nothing is saved."""
+    lo, hi, frac = _taps(n_out, n_in)
+    if np.all(frac == 0) and n_out < n_in:
+        return lo
+    if np.all(frac == 0.5) and 2 * n_out < n_in:
+        return np.stack([lo, hi], axis=1).ravel()
+    return None
+
+
+def _taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source taps and weight of the second for each output pixel: half-pixel centres, clamped."""
+    pos = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, n_in - 1)
+    return lo, hi, (pos - lo).astype(np.float32)
 
 
 def resize_bilinear_reference(rgb: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -89,14 +143,8 @@ def resize_bilinear_reference(rgb: np.ndarray, hw: tuple[int, int]) -> np.ndarra
     h, w = rgb.shape[:2]
     oh, ow = hw
 
-    def axis(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        pos = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
-        lo = np.floor(pos).astype(np.int64)
-        hi = np.minimum(lo + 1, n_in - 1)
-        return lo, hi, (pos - lo).astype(np.float32)
-
-    y0, y1, fy = axis(oh, h)
-    x0, x1, fx = axis(ow, w)
+    y0, y1, fy = _taps(oh, h)
+    x0, x1, fx = _taps(ow, w)
     img = rgb.astype(np.float32)
     top = img[y0][:, x0] * (1 - fx)[None, :, None] + img[y0][:, x1] * fx[None, :, None]
     bot = img[y1][:, x0] * (1 - fx)[None, :, None] + img[y1][:, x1] * fx[None, :, None]

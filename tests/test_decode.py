@@ -111,7 +111,9 @@ BT709_LIMITED, BT601_FULL = (1, 1), (5, 2)
     [((1920, 1080), "libx264", None, "yuv420p"), ((1920, 1080), "libx264", BT709_LIMITED, "yuv420p"),
      ((1280, 720), "libx264", BT601_FULL, "yuv420p"), ((1280, 720), "libx264", None, "yuvj420p"),
      ((642, 362), "libx264", None, "yuv420p"), ((360, 640), "libx264", BT709_LIMITED, "yuv420p"),
-     ((176, 144), "mpeg4", None, "yuv420p")],
+     ((176, 144), "mpeg4", None, "yuv420p"),
+     # 4:1 and 3:1 with an odd height: the converted taps are pairs, and rows alone
+     ((2560, 1440), "libx264", BT709_LIMITED, "yuv420p"), ((1920, 1082), "libx264", None, "yuv420p")],
 )
 def test_cpu_letterbox_is_the_numpy_reference_applied_to_the_decoded_samples(tmp_path: Path, size_wh, codec,
                                                                              colour, pix_fmt) -> None:

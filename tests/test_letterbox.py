@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from client.letterbox import (
-    LetterboxPlan, boxes_to_model, boxes_to_source, letterbox_reference, pad_into, plan_letterbox,
+    LetterboxPlan, boxes_to_model, boxes_to_source, grey_canvas, letterbox_reference, pad_into, plan_letterbox,
+    source_taps,
 )
 
 
@@ -68,3 +71,51 @@ def test_reference_letterbox_resizes_bilinearly_with_half_pixel_centres() -> Non
     out = letterbox_reference(rgb, plan)
     assert plan.resized_hw == (4, 8) and out.shape == (4, 8, 3)
     assert out[0, :, 0].tolist() == [0, 0, 0, 50, 150, 200, 200, 200]
+
+
+@pytest.mark.parametrize(
+    ("src_hw", "resized_hw", "rows", "cols"),
+    [
+        ((1080, 1920), (360, 640), [1, 4, 7], [1, 4, 7]),  # 3:1, every weight 1: the middle pixel of each 3
+        ((2160, 3840), (360, 640), [2, 3, 8, 9], [2, 3, 8, 9]),  # 6:1, weights 1/2: two pixels of each 6
+        ((1440, 2560), (360, 640), [1, 2, 5, 6], [1, 2, 5, 6]),  # 4:1, weights 1/2
+        ((1080, 1440), (480, 640), None, None),  # 2.25:1: every source pixel has a weight
+        ((720, 1280), (360, 640), None, None),  # 2:1 reads every pixel already
+        ((1, 2000), (1, 640), None, None),  # 2000/640 = 3.125: fractional weights
+        ((360, 640), (360, 640), None, None),
+    ],
+)
+def test_source_taps_are_the_only_pixels_the_resize_reads(src_hw, resized_hw, rows, cols) -> None:
+    taps = source_taps(src_hw, resized_hw)
+    if rows is None:
+        assert taps is None
+        return
+    assert taps.rows[: len(rows)].tolist() == rows and taps.cols[: len(cols)].tolist() == cols
+    assert taps.shape in {(resized_hw[0], resized_hw[1]), (2 * resized_hw[0], 2 * resized_hw[1])}
+
+
+@settings(max_examples=60, deadline=None)
+@given(scale=st.sampled_from([3, 4, 5, 6, 8]), out_h=st.integers(1, 24), out_w=st.integers(1, 24),
+       extra_w=st.sampled_from([0, 1]), seed=st.integers(0, 2**32 - 1))
+def test_resizing_only_the_source_taps_is_the_reference_letterbox_exactly(scale, out_h, out_w, extra_w, seed) -> None:
+    """The CPU path converts only the taps to RGB and resizes those: under the reference's own
+    formula that is the same image to the bit, whatever the axis (one axis may be read whole)."""
+    h, w = out_h * scale, out_w * scale + extra_w  # extra_w: a width whose weights are fractional
+    rgb = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    plan = LetterboxPlan((h, w), (out_h, out_w), (out_h, out_w), 0, 0)
+    taps = source_taps((h, w), (out_h, out_w))
+    if taps is None:
+        return
+    sub = rgb if taps.rows is None else rgb[taps.rows]
+    sub = sub if taps.cols is None else sub[:, taps.cols]
+    assert sub.shape[0] < h or sub.shape[1] < w
+    np.testing.assert_array_equal(letterbox_reference(sub, replace(plan, src_hw=sub.shape[:2])),
+                                  letterbox_reference(rgb, plan))
+
+
+def test_grey_canvas_leaves_the_picture_s_place_for_the_resize_to_write_into() -> None:
+    plan = plan_letterbox((720, 1280), (640, 640), minimal=True)
+    canvas, region = grey_canvas(plan)
+    region[...] = 7
+    assert np.shares_memory(canvas, region) and region.shape == (360, 640, 3)
+    assert (canvas[:12] == 114).all() and (canvas[372:] == 114).all() and (canvas[12:372] == 7).all()

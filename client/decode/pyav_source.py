@@ -16,7 +16,7 @@ import numpy as np
 
 from ..colour import Colour, stream_colour
 from ..errors import DecodeError
-from ..letterbox import LetterboxPlan, pad_into, quarter_turns
+from ..letterbox import LetterboxPlan, SourceTaps, grey_canvas, pad_into, quarter_turns, source_taps
 from . import DecodedFrame, FrameRange, Letterboxed, PlanFor, Sampling
 from .checks import declared_rate, has_timestamps, video_info
 from .container import open_video
@@ -147,19 +147,35 @@ def _letterbox(frame: av.VideoFrame, plan: LetterboxPlan, colour: Colour) -> np.
     turns = _quarter_turns(frame)
     rh, rw = plan.resized_hw
     cv2 = opencv()
-    if cv2 is not None:  # convert at full size, then resize exactly as ultralytics does
-        rgb = _rgb(frame, colour, cv2)
-        if turns:
-            rgb = np.ascontiguousarray(np.rot90(rgb, turns))
-        if rgb.shape[:2] != (rh, rw):
-            rgb = cv2.resize(rgb, (rw, rh), interpolation=cv2.INTER_LINEAR)
-        return pad_into(rgb, plan)
+    if cv2 is not None:  # convert at full size (or where the resize reads), then resize as ultralytics does
+        canvas, region = grey_canvas(plan)
+        taps = None if turns or frame.format.name not in _EXACT_FORMATS else source_taps(plan.src_hw, plan.resized_hw)
+        if taps is not None:
+            rgb = _rgb_at_taps(frame, colour, cv2, taps, region)
+        else:
+            rgb = _rgb(frame, colour, cv2)
+            if turns:
+                rgb = np.ascontiguousarray(np.rot90(rgb, turns))
+        if rgb is not region:
+            _resize_into(cv2, rgb, region)
+        return canvas
     coded_w, coded_h = (rh, rw) if turns % 2 else (rw, rh)
     rgb = frame.reformat(width=coded_w, height=coded_h, format="rgb24",
                          interpolation=_SWSCALE_INTERPOLATION).to_ndarray()
     if turns:
         rgb = np.rot90(rgb, turns)
     return pad_into(rgb, plan)
+
+
+def _resize_into(cv2, rgb: np.ndarray, region: np.ndarray) -> None:
+    """``rgb`` resized with INTER_LINEAR straight into ``region`` (a view of the canvas)."""
+    rh, rw = region.shape[:2]
+    if rgb.shape[:2] == (rh, rw):
+        region[...] = rgb
+        return
+    out = cv2.resize(rgb, (rw, rh), dst=region, interpolation=cv2.INTER_LINEAR)
+    if out.ctypes.data != region.ctypes.data:  # OpenCV allocated after all: copy it in
+        region[...] = out
 
 
 def _rgb(frame: av.VideoFrame, colour: Colour, cv2) -> np.ndarray:
@@ -175,6 +191,32 @@ def _rgb(frame: av.VideoFrame, colour: Colour, cv2) -> np.ndarray:
     full = [cv2.resize(c, (2 * c.shape[1], 2 * c.shape[0]), interpolation=cv2.INTER_NEAREST)[:h, :w]
             for c in (u, v)]
     return cv2.transform(cv2.merge([y, *full]), colour.affine())
+
+
+def _rgb_at_taps(frame: av.VideoFrame, colour: Colour, cv2, taps: SourceTaps, region: np.ndarray) -> np.ndarray:
+    """RGB of only the pixels the resize reads (:class:`client.letterbox.SourceTaps`), each
+    with its own chroma sample (the reference's nearest upsampling, ``c[row // 2, col // 2]``).
+    Written into ``region`` (and returned) when no resize is left to do."""
+    y, u, v = yuv_planes(frame)
+    rows, cols = taps.rows, taps.cols
+
+    def gather(plane: np.ndarray, r: np.ndarray | None, c: np.ndarray | None) -> np.ndarray:
+        if r is not None:
+            plane = plane.take(r, axis=0)
+        return plane if c is None else plane.take(c, axis=1)
+
+    # Chroma is read at every luma position kept; along an axis read whole, that is each sample twice.
+    c_rows = (np.arange(y.shape[0]) if rows is None else rows) // 2
+    c_cols = (np.arange(y.shape[1]) if cols is None else cols) // 2
+    yuv = cv2.merge([np.ascontiguousarray(gather(p, r, c)) for p, r, c in
+                     ((y, rows, cols), (u, c_rows, c_cols), (v, c_rows, c_cols))])
+    if yuv.shape[:2] == region.shape[:2]:
+        out = cv2.transform(yuv, colour.affine(), dst=region)
+        if out.ctypes.data == region.ctypes.data:
+            return region
+        region[...] = out
+        return region
+    return cv2.transform(yuv, colour.affine())
 
 
 def yuv_planes(frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
