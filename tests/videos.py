@@ -33,10 +33,12 @@ def write_video(
     colour: tuple[int, int] | None = None,
     pix_fmt: str = "yuv420p",
     faststart: bool = False,
+    image=frame_image,
 ) -> Path:
     """Write ``frames`` frames; ``pts`` (in ``time_base`` units) makes the frame rate variable;
     ``colour`` tags the stream with FFmpeg's (colorspace, color_range) values; ``faststart``
-    puts an MP4's index first (so a truncated copy still opens and declares its length)."""
+    puts an MP4's index first (so a truncated copy still opens and declares its length);
+    ``image(i, w, h)`` draws frame ``i`` (RGB uint8)."""
     w, h = size_wh
     with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {}) as out:
         stream = out.add_stream(codec, rate=fps)
@@ -56,7 +58,7 @@ def write_video(
         if rotation:
             stream.set_display_rotation(rotation)
         for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(frame_image(i, w, h), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(image(i, w, h), format="rgb24")
             if pts is not None:
                 frame.pts = pts[i]
                 frame.time_base = time_base
