@@ -119,6 +119,10 @@ def parser(prog: str = "python -m client.bulk") -> argparse.ArgumentParser:
                    "OUT/summary.shard-I-of-N.json and the last shard merges summary.json. Default from "
                    "JOB_COMPLETION_INDEX + FRAMESTREAM_SHARDS (Kubernetes Indexed Job) or "
                    "SLURM_ARRAY_TASK_ID/_MIN/_COUNT (Slurm array) when set")
+    p.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="run on a Ray cluster (HOST:PORT of its head, ray://HOST:PORT, or auto on one of its "
+                   "nodes): one worker per node decodes and infers there (embedded, or that node's own --server); "
+                   "DIR and --model at the same paths on every node; needs pip install 'framestream[ray]'")
     p.add_argument("--no-progress", action="store_true", help="plain log lines instead of a live progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
@@ -147,7 +151,11 @@ def _check_args(args: argparse.Namespace) -> Shard | None:
     if args.server is not None and ":" not in args.server:
         raise UsageError(f"--server takes HOST:PORT, got {args.server!r}")
     parse_devices(args.devices)  # its form on any path; which GPUs exist is checked on the GPU path
-    return resolve_shard(args.shard, os.environ)
+    if args.ray is not None and args.shard is not None:
+        raise UsageError("--ray and --shard are two ways to spread one run over machines: give one")
+    if args.ray is not None and args.devices is not None:
+        raise UsageError("--devices is for one machine: with --ray every GPU of every node gets its own worker")
+    return None if args.ray is not None else resolve_shard(args.shard, os.environ)
 
 
 def _resolve_model(path: Path | None, *, build: bool = True) -> Path | None:
@@ -263,21 +271,27 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     sampling = Sampling(every=args.every, fps=args.fps, keyframes=args.keyframes)
     model_path = _resolve_model(args.model, build=args.server is None)
     sink = make_sink(args.format, args.out)
-    gpu, why = _use_gpu(args)
-    devices = _gpu_devices(args, gpu)
-    if len(devices) > 1:
-        from .devices import run_per_device
+    if args.ray is not None:  # a worker per node, each with its node's backend
+        from .ray_run import connect, run_on_ray
 
-        log.info("device: gpu (%s); %d GPUs, one process each: %s", why, len(devices), ", ".join(map(str, devices)))
-        return run_per_device(argv, devices, shard)
-    backend = _make_backend(args, model_path, gpu, devices[0])
+        backend = connect(args, model_path)
+        gpu, why, devices = backend.gpu, f"chosen on each Ray node by --device {args.device}", [0]
+    else:
+        gpu, why = _use_gpu(args)
+        devices = _gpu_devices(args, gpu)
+        if len(devices) > 1:
+            from .devices import run_per_device
+
+            log.info("device: gpu (%s); %d GPUs, one process each: %s", why, len(devices), ", ".join(map(str, devices)))
+            return run_per_device(argv, devices, shard)
+        backend = _make_backend(args, model_path, gpu, devices[0])
     log.info("device: %s (%s)", "gpu" if gpu else "cpu", why)  # after the start-up checks passed
     if not gpu:
         from .decode.pyav_source import resize_method
 
         log.info("letterbox: %s", resize_method())
     metrics_url = args.metrics_url or (
-        f"http://{args.server.rsplit(':', 1)[0]}:{METRICS_PORT}/metrics" if args.server else None)
+        f"http://{args.server.rsplit(':', 1)[0]}:{METRICS_PORT}/metrics" if args.server and not args.ray else None)
     try:
         try:
             args.out.mkdir(parents=True, exist_ok=True)
@@ -295,7 +309,10 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         telemetry = _telemetry(args.metrics_port, args.metrics_addr)
         start = time.monotonic()
         try:
-            result = run_bulk(run, backend, sink, ledger, telemetry)
+            if args.ray is not None:
+                result = run_on_ray(backend, run, sink, ledger, telemetry)
+            else:
+                result = run_bulk(run, backend, sink, ledger, telemetry)
         finally:
             if telemetry is not None:
                 telemetry.close()
@@ -318,6 +335,9 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     }
     if server is not None:
         summary["server"] = server
+    if args.ray is not None:
+        summary["ray"] = {"address": args.ray, "units_rerun": result.schedule.get("units_rerun", 0),
+                          "nodes": [n.to_summary() for n in backend.nodes]}
     if shard is not None:
         summary["shard"] = {"index": shard.index, "count": shard.count, "host": socket.gethostname()}
     try:
