@@ -121,7 +121,7 @@ def parser(prog: str = "python -m client.bulk") -> argparse.ArgumentParser:
                    "SLURM_ARRAY_TASK_ID/_MIN/_COUNT (Slurm array) when set")
     p.add_argument("--ray", metavar="ADDRESS", default=None,
                    help="run on a Ray cluster (HOST:PORT of its head, ray://HOST:PORT, or auto on one of its "
-                   "nodes): one worker per node decodes and infers there (embedded, or that node's own --server); "
+                   "nodes): one worker per node (per GPU on GPU nodes) decodes and infers there (embedded, or that node's own --server); "
                    "DIR and --model at the same paths on every node; needs pip install 'framestream[ray]'")
     p.add_argument("--no-progress", action="store_true", help="plain log lines instead of a live progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -337,7 +337,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         summary["server"] = server
     if args.ray is not None:
         summary["ray"] = {"address": args.ray, "units_rerun": result.schedule.get("units_rerun", 0),
-                          "nodes": [n.to_summary() for n in backend.nodes]}
+                          "workers": [n.to_summary() for n in backend.nodes]}
     if shard is not None:
         summary["shard"] = {"index": shard.index, "count": shard.count, "host": socket.gethostname()}
     try:

@@ -1,4 +1,4 @@
-"""``--ray ADDRESS|auto``: connect to a Ray cluster and start one worker actor per node.
+"""``--ray ADDRESS|auto``: connect to a Ray cluster and start a worker actor per node (or per GPU).
 
 Everything that can be refused is refused here, before any file is touched, in one line
 (exit 1): Ray not installed, nothing answering at the address, a node whose backend cannot
@@ -29,7 +29,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 @dataclass
 class ClusterNode:
-    """One node's worker and what it did; ``lost`` says why it left the run, if it did."""
+    """One worker (a node's, or one of its GPUs') and what it did; ``lost`` says why it left the run."""
 
     info: NodeInfo
     actor: object
@@ -46,7 +46,7 @@ class ClusterNode:
 
     def to_summary(self) -> dict[str, object]:
         i = self.info
-        return {"node_id": i.node_id, "host": i.host, "device": i.device, "lanes": i.lanes, "workers": i.workers,
+        return {"node_id": i.node_id, "host": i.host, "gpu": i.gpu, "device": i.device, "lanes": i.lanes, "workers": i.workers,
                 "units": self.units, "frames": self.frames, "busy_seconds": round(self.busy_s, 3),
                 "lost": self.lost}
 
@@ -122,22 +122,36 @@ def _check_reachable(address: str) -> None:
                          "'ray start --head' and give its address, or auto on one of its nodes") from e
 
 
+def _placements(nodes: list[dict], device: str) -> list[tuple[str, dict[str, float]]]:
+    """(node id, resources) per worker: one per GPU of a node that has GPUs (unless --device cpu),
+    else one per node that has a CPU (a head started with --num-cpus 0 is left out)."""
+    placements = []
+    for n in nodes:
+        resources = n.get("Resources", {})
+        gpus = int(resources.get("GPU", 0)) if device != "cpu" else 0
+        if gpus:
+            placements += [(n["NodeID"], {"num_cpus": 0, "num_gpus": 1})] * gpus  # Ray gives each its own GPU
+        elif resources.get("CPU", 0) >= 1:
+            placements.append((n["NodeID"], {"num_cpus": 1}))
+    return placements
+
+
 def _start_workers(ray, args: argparse.Namespace, model_path: Path | None) -> list[ClusterNode]:
-    """One worker per live node that has a CPU (a head started with --num-cpus 0 is left out);
-    every node must start its backend and serve the same model, or the run is refused."""
+    """Start the workers (see :func:`_placements`); every one must start its backend and serve
+    the same model, or the run is refused."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) >= 1]
-    if not nodes:
-        raise UsageError(f"--ray {args.ray}: the cluster has no live node with a CPU to run on")
+    placements = _placements([n for n in ray.nodes() if n.get("Alive")], args.device)
+    if not placements:
+        raise UsageError(f"--ray {args.ray}: the cluster has no live node with a CPU or GPU to run on")
     from . import defaults
 
     concurrency = (args.workers or defaults.GPU_WORKERS) + 4  # every unit in flight, and info/stop/close
     remote = ray.remote(NodeWorker)
     model = Path(os.path.abspath(model_path)) if model_path is not None else None
-    actors = [remote.options(num_cpus=1, max_concurrency=concurrency, max_restarts=0,
-                             scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
-              .remote(args, model, n["NodeID"]) for n in nodes]
+    actors = [remote.options(**resources, max_concurrency=concurrency, max_restarts=0,
+                             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False))
+              .remote(args, model, node_id) for node_id, resources in placements]
     try:
         infos: list[NodeInfo] = ray.get([a.info.remote() for a in actors], timeout=START_TIMEOUT_S)
     except ray.exceptions.RayError as e:
@@ -152,6 +166,6 @@ def _start_workers(ray, args: argparse.Namespace, model_path: Path | None) -> li
     result = [ClusterNode(i, a, slots=i.workers + 1) for i, a in zip(infos, actors)]
     for node in result:
         i = node.info
-        log.info("ray node %s (%s): %s, %d lane(s), %d decoder(s)", i.node_id[:12], i.host, i.device, i.lanes,
-                 i.workers)
+        log.info("ray node %s (%s)%s: %s, %d lane(s), %d decoder(s)", i.node_id[:12], i.host,
+                 f" GPU {i.gpu}" if i.gpu is not None else "", i.device, i.lanes, i.workers)
     return result

@@ -55,6 +55,7 @@ class NodeInfo:
     lanes: int = 0
     workers: int = 0  # decoders at once
     device: str = "cpu"
+    gpu: str | None = None  # the GPU Ray gave this worker (CUDA_VISIBLE_DEVICES), on a GPU node
 
 
 @dataclass
@@ -109,7 +110,8 @@ class NodeWorker:
         if self._error is not None:
             return base
         return replace(base, model=self.backend.model, lanes=self.backend.lanes, workers=self.config.workers,
-                       device="gpu" if self.gpu else "cpu")
+                       device="gpu" if self.gpu else "cpu",
+                       gpu=(os.environ.get("CUDA_VISIBLE_DEVICES") or None) if self.gpu else None)
 
     def run(self, unit: Unit) -> UnitResult:
         """Decode and infer one unit here; returns when all its frames have their results."""

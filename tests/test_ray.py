@@ -160,7 +160,7 @@ def test_a_ray_run_writes_the_single_process_outputs_with_the_long_file_split_ov
         [(f["path"], f["status"], f["frames"]) for f in single["files"]]  # the skipped non-video included
     long = next(f for f in s["files"] if f["path"] == "long.mp4")
     assert len(long["segments"]) >= 2 and sum(seg["frames"] for seg in long["segments"]) == long["frames"]
-    nodes = s["ray"]["nodes"]
+    nodes = s["ray"]["workers"]
     assert len(nodes) == 2 and all(n["units"] >= 1 and n["lost"] is None for n in nodes)  # both nodes worked
     assert sum(n["frames"] for n in nodes) == s["totals"]["frames"] == single["totals"]["frames"]
     assert s["ray"]["units_rerun"] == 0 and s["schedule"]["segments"] == sum(n["units"] for n in nodes)
@@ -179,7 +179,7 @@ def test_a_node_lost_mid_run_has_its_units_rerun_elsewhere_and_every_frame_writt
     _, rest = driver.communicate(timeout=300)
     assert driver.returncode == 0, "".join(seen) + rest
     s = summary(tmp_path / "out")
-    lost = [n for n in s["ray"]["nodes"] if n["node_id"] == victim.node_id]
+    lost = [n for n in s["ray"]["workers"] if n["node_id"] == victim.node_id]
     assert lost and lost[0]["lost"] is not None, s["ray"]
     assert s["ray"]["units_rerun"] >= 1 and s["totals"]["ok"] == summary(baseline)["totals"]["ok"]
     assert_same_detections(tmp_path / "out", baseline)  # each frame exactly once, in order
@@ -230,3 +230,15 @@ def test_an_unreachable_address_a_malformed_one_or_no_ray_is_one_line_and_exit_1
     assert done.returncode == 1
     assert done.stderr.strip().count("\n") == 0 and says in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("resources, device, expected", [
+    ({"CPU": 16.0}, "auto", [{"num_cpus": 1}]),
+    ({"CPU": 16.0, "GPU": 2.0}, "auto", [{"num_cpus": 0, "num_gpus": 1}] * 2),
+    ({"CPU": 16.0, "GPU": 2.0}, "cpu", [{"num_cpus": 1}]),
+    ({"CPU": 0.0}, "auto", []),  # a head kept free of work (ray start --head --num-cpus 0)
+])
+def test_a_worker_goes_to_each_node_with_a_cpu_or_to_each_of_its_gpus(resources, device, expected) -> None:
+    from client.ray_cluster import _placements
+
+    assert _placements([{"NodeID": "n1", "Resources": resources}], device) == [("n1", r) for r in expected]
