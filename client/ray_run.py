@@ -18,6 +18,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from . import defaults
 from .bulk_run import RunOptions, RunResult, _Interrupts, _schedule_report
 from .collector import Collector
 from .pipeline import BatchFailed, FileEnded, FileStarted
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["connect", "run_on_ray"]
 
-POLL_S = 0.1  # how often the driver looks at the stop flag while units run
 STOP_WAIT_S = 60.0  # after a stop, how long the units in flight may take to hand back what they have
 MAX_ATTEMPTS = 3  # a unit lost this many times (nodes dying under it, or a bug) fails its file
 
@@ -98,7 +98,7 @@ class _Dispatch:
                     lost = "; ".join(f"{n.info.node_id[:12]}: {n.lost}" for n in self.nodes)
                     self.collector.stop_run(f"no Ray node left to run on ({lost})")
                 break
-            ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=POLL_S)
+            ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=defaults.POLL_S)  # and looks at the stop flag between
             for ref in ready:
                 self._take(ref)
         self._stop()
