@@ -121,8 +121,9 @@ def parser(prog: str = "python -m client.bulk") -> argparse.ArgumentParser:
                    "SLURM_ARRAY_TASK_ID/_MIN/_COUNT (Slurm array) when set")
     p.add_argument("--ray", metavar="ADDRESS", default=None,
                    help="run on a Ray cluster (HOST:PORT of its head, ray://HOST:PORT, or auto on one of its "
-                   "nodes): one worker per node (per GPU on GPU nodes) decodes and infers there (embedded, or that node's own --server); "
-                   "DIR and --model at the same paths on every node; needs pip install 'framestream[ray]'")
+                   "nodes): one worker per node (per GPU on GPU nodes) decodes and infers there (embedded, or "
+                   "that node's own --server); DIR and --model at the same paths on every node; needs "
+                   "pip install 'framestream[ray]'")
     p.add_argument("--no-progress", action="store_true", help="plain log lines instead of a live progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p

@@ -46,7 +46,8 @@ class ClusterNode:
 
     def to_summary(self) -> dict[str, object]:
         i = self.info
-        return {"node_id": i.node_id, "host": i.host, "gpu": i.gpu, "device": i.device, "lanes": i.lanes, "workers": i.workers,
+        return {"node_id": i.node_id, "host": i.host, "gpu": i.gpu, "device": i.device, "lanes": i.lanes,
+                "workers": i.workers,
                 "units": self.units, "frames": self.frames, "busy_seconds": round(self.busy_s, 3),
                 "lost": self.lost}
 
@@ -155,7 +156,8 @@ def _start_workers(ray, args: argparse.Namespace, model_path: Path | None) -> li
     try:
         infos: list[NodeInfo] = ray.get([a.info.remote() for a in actors], timeout=START_TIMEOUT_S)
     except ray.exceptions.RayError as e:
-        raise UsageError(f"--ray {args.ray}: a node's worker did not start ({str(e).strip().splitlines()[0][:200]})") from e
+        why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise UsageError(f"--ray {args.ray}: a node's worker did not start ({why})") from e
     for info in infos:
         if info.error is not None:
             raise UsageError(f"--ray: node {info.host} ({info.node_id[:12]}): {info.error}")

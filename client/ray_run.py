@@ -98,7 +98,8 @@ class _Dispatch:
                     lost = "; ".join(f"{n.info.node_id[:12]}: {n.lost}" for n in self.nodes)
                     self.collector.stop_run(f"no Ray node left to run on ({lost})")
                 break
-            ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=defaults.POLL_S)  # and looks at the stop flag between
+            # a short wait: the stop flag (a signal, a full disk) is looked at between
+            ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=defaults.POLL_S)
             for ref in ready:
                 self._take(ref)
         self._stop()

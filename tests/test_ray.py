@@ -29,7 +29,8 @@ LOCAL = {"num_cpus": 1, "node_ip_address": "127.0.0.1"}
 
 @pytest.fixture(scope="module")
 def cluster():
-    cluster_utils = pytest.importorskip("ray.cluster_utils", reason="Ray is not installed (pip install 'framestream[ray]')")
+    cluster_utils = pytest.importorskip("ray.cluster_utils",
+                                        reason="Ray is not installed (pip install 'framestream[ray]')")
     c = cluster_utils.Cluster(initialize_head=True,
                               head_node_args={**LOCAL, "include_dashboard": False, "_system_config": FAST_HEALTH})
     c.add_node(**LOCAL)
@@ -220,6 +221,7 @@ HIDE_RAY = "import sys; sys.modules['ray'] = None; from client.bulk import main;
     (["--ray", "nohost"], False, "HOST:PORT"),
     (["--ray", "auto"], True, "pip install 'framestream[ray]'"),
     (["--ray", "auto", "--shard", "0/2"], False, "give one"),
+    (["--ray", "auto", "--devices", "0,1"], False, "--devices is for one machine"),
 ])
 def test_an_unreachable_address_a_malformed_one_or_no_ray_is_one_line_and_exit_1(
         tmp_path: Path, model_path: Path, args: list[str], without_ray: bool, says: str) -> None:
