@@ -141,6 +141,11 @@ def parser(prog: str = "python -m client.bulk") -> argparse.ArgumentParser:
                    "OUT/summary.shard-I-of-N.json and the last shard merges summary.json. Default from "
                    "JOB_COMPLETION_INDEX + FRAMESTREAM_SHARDS (Kubernetes Indexed Job) or "
                    "SLURM_ARRAY_TASK_ID/_MIN/_COUNT (Slurm array) when set")
+    p.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="run on a Ray cluster (HOST:PORT of its head, ray://HOST:PORT, or auto on one of its "
+                   "nodes): one worker per node (per GPU on GPU nodes) decodes and infers there (embedded, or "
+                   "that node's own --server); DIR and --model at the same paths on every node; needs "
+                   "pip install 'framestream[ray]'")
     p.add_argument("--no-progress", action="store_true", help="plain log lines instead of a live progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
@@ -169,7 +174,11 @@ def _check_args(args: argparse.Namespace) -> tuple[Inputs, Shard | None]:
     if args.server is not None and ":" not in args.server:
         raise UsageError(f"--server takes HOST:PORT, got {args.server!r}")
     parse_devices(args.devices)  # its form on any path; which GPUs exist is checked on the GPU path
-    return inputs, resolve_shard(args.shard, os.environ)
+    if args.ray is not None and args.shard is not None:
+        raise UsageError("--ray and --shard are two ways to spread one run over machines: give one")
+    if args.ray is not None and args.devices is not None:
+        raise UsageError("--devices is for one machine: with --ray every GPU of every node gets its own worker")
+    return inputs, None if args.ray is not None else resolve_shard(args.shard, os.environ)
 
 
 def _resolve_model(path: Path | None, *, build: bool = True) -> Path | None:
@@ -297,18 +306,26 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     model_path = _resolve_model(args.model, build=args.server is None)
     if args.format == "parquet":
         make_sink(args.format, args.out)  # pyarrow is there (or one line says how to install it)
-    gpu, why = _use_gpu(args)
-    devices = _gpu_devices(args, gpu)
-    if len(devices) > 1:
-        from .devices import run_per_device
+    budget = None
+    if args.ray is not None:  # a worker per node, each with its node's backend and thread budget
+        from .ray_run import connect, run_on_ray
 
-        log.info("device: gpu (%s); %d GPUs, one process each: %s", why, len(devices), ", ".join(map(str, devices)))
-        return run_per_device(argv, devices, shard)
+        backend = connect(args, model_path)
+        gpu, why, devices = backend.gpu, f"chosen on each Ray node by --device {args.device}", [0]
+        workers = args.workers or (defaults.GPU_WORKERS if gpu else defaults.CPU_WORKERS)
+    else:
+        gpu, why = _use_gpu(args)
+        devices = _gpu_devices(args, gpu)
+        if len(devices) > 1:
+            from .devices import run_per_device
+
+            log.info("device: gpu (%s); %d GPUs, one process each: %s", why, len(devices), ", ".join(map(str, devices)))
+            return run_per_device(argv, devices, shard)
+        workers = args.workers or (defaults.GPU_WORKERS if gpu else defaults.CPU_WORKERS)
+        budget = _thread_budget(args, gpu, workers)
+        backend = _make_backend(args, model_path, gpu, sessions=budget.sessions or args.sessions, device=devices[0])
     if inputs.files or len(inputs.dirs) > 1:
         log.info("inputs: %s (outputs are named relative to it)", inputs.describe())
-    workers = args.workers or (defaults.GPU_WORKERS if gpu else defaults.CPU_WORKERS)
-    budget = _thread_budget(args, gpu, workers)
-    backend = _make_backend(args, model_path, gpu, sessions=budget.sessions or args.sessions, device=devices[0])
     try:
         keep = make_filter(args.classes, args.conf, backend.model, served=args.server is not None)
         sink = make_sink(args.format, args.out, names=backend.model.names)
@@ -319,20 +336,21 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         sink = FilteredSink(sink, keep)
         log.info("keeping %s", _describe_filter(keep, backend.model.names))
     log.info("device: %s (%s)", "gpu" if gpu else "cpu", why)  # after the start-up checks passed
-    log.info("%s", budget.describe())
+    if budget is not None:
+        log.info("%s", budget.describe())
     if not gpu:
         from .decode.pyav_source import resize_method
 
         log.info("letterbox: %s", resize_method())
     metrics_url = args.metrics_url or (
-        f"http://{args.server.rsplit(':', 1)[0]}:{METRICS_PORT}/metrics" if args.server else None)
+        f"http://{args.server.rsplit(':', 1)[0]}:{METRICS_PORT}/metrics" if args.server and not args.ray else None)
     try:
         try:
             args.out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UsageError(f"cannot create {args.out}: {e.strerror}") from e
         config = PipelineConfig(batch=args.batch, workers=workers, square=args.square, sampling=sampling, gpu=gpu,
-                                gpu_device=devices[0], decode_threads=budget.decode_threads)
+                                gpu_device=devices[0], decode_threads=budget.decode_threads if budget else 0)
         options = {"sampling": sampling.describe(), "square": args.square, "format": args.format, **keep.options()}
         if args.format == "parquet":
             options["parquet_columns"] = list(PARQUET_COLUMNS)
@@ -344,7 +362,10 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         telemetry = _telemetry(args.metrics_port, args.metrics_addr)
         start = time.monotonic()
         try:
-            result = run_bulk(run, backend, sink, ledger, telemetry)
+            if args.ray is not None:
+                result = run_on_ray(backend, run, sink, ledger, telemetry)
+            else:
+                result = run_bulk(run, backend, sink, ledger, telemetry)
         finally:
             if telemetry is not None:
                 telemetry.close()
@@ -368,6 +389,9 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     }
     if server is not None:
         summary["server"] = server
+    if args.ray is not None:
+        summary["ray"] = {"address": args.ray, "units_rerun": result.schedule.get("units_rerun", 0),
+                          "workers": [n.to_summary() for n in backend.nodes]}
     if shard is not None:
         summary["shard"] = {"index": shard.index, "count": shard.count, "host": socket.gethostname()}
     try:

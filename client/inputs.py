@@ -45,6 +45,14 @@ class Inputs:
         return f"{' and '.join(p for p in parts if p)} under {self.root}"
 
 
+def absolute(inputs: "Inputs | Path") -> "Inputs | Path":
+    """The same inputs with absolute paths (for processes whose working folders differ)."""
+    if isinstance(inputs, Inputs):
+        return Inputs(root=Path(os.path.abspath(inputs.root)), dirs=tuple(Path(os.path.abspath(d)) for d in inputs.dirs),
+                      files=tuple(Path(os.path.abspath(f)) for f in inputs.files))
+    return Path(os.path.abspath(inputs))
+
+
 def resolve_inputs(paths: Sequence[str | Path], from_list: str | Path | None = None) -> Inputs:
     """The run's inputs from the command line's paths and ``--from-list`` (``-``: stdin)."""
     given = [str(p) for p in paths]

@@ -117,6 +117,7 @@ class Pipeline:
         self._lane_threads: list[threading.Thread] = []
         self._lanes_left = 0
         self._events: queue.Queue = queue.Queue()
+        self._open = threading.Event()  # more jobs may come (add_job) until end_jobs
 
     def queue_depths(self) -> dict[str, int]:
         """Items waiting between stages now (for telemetry)."""
@@ -128,8 +129,12 @@ class Pipeline:
         self._stop.set()
         self.backend.abort()
 
-    def start(self, jobs: Iterable[Job]) -> None:
-        """Start every stage on ``jobs``; read results with :meth:`events`, end with :meth:`close`."""
+    def start(self, jobs: Iterable[Job], *, more: bool = False) -> None:
+        """Start every stage on ``jobs``; read results with :meth:`events`, end with :meth:`close`.
+        ``more``: decoders wait for jobs given later by :meth:`add_job` until :meth:`end_jobs`
+        (a long-lived pipeline, as a Ray node's worker keeps one)."""
+        if more:
+            self._open.set()
         lanes = self.backend.lanes
         job_q: queue.Queue = queue.Queue()
         for job in jobs:
@@ -147,6 +152,16 @@ class Pipeline:
         self._lanes_left = lanes
         for t in self._threads:
             t.start()
+
+    def add_job(self, job: Job) -> None:
+        """One more job for a pipeline started with ``more=True``."""
+        if not self._open.is_set():
+            raise RuntimeError("add_job needs a pipeline started with more=True and not yet ended")
+        self._queues["jobs"].put(job)
+
+    def end_jobs(self) -> None:
+        """No more jobs: decoders end once the queue is empty, and the events with them."""
+        self._open.clear()
 
     def events(self) -> Iterator[Event]:
         """Events until every lane is done. Its state lives in the pipeline, so after an
@@ -219,9 +234,8 @@ class Pipeline:
 
     def _decode_worker(self, job_q: queue.Queue, frame_q: queue.Queue, events: queue.Queue) -> None:
         while not self._stop.is_set():
-            try:
-                job: Job = job_q.get_nowait()
-            except queue.Empty:
+            job = self._next_job(job_q)
+            if job is None:
                 break
             events.put(FileStarted(job.file_id, job.segment))
             count, error = 0, None
@@ -247,6 +261,17 @@ class Pipeline:
             if not self._put(frame_q, FileEnded(job.file_id, job.segment, count, error, wall, wall - waited)):
                 return
         self._put(frame_q, _DONE)
+
+    def _next_job(self, job_q: queue.Queue) -> Job | None:
+        """The next job; None when there are no more (and none will come) or the run stopped."""
+        while not self._stop.is_set():
+            waiting = self._open.is_set()  # read before the get: a job added before end_jobs is seen
+            try:
+                return job_q.get(timeout=defaults.POLL_S) if waiting else job_q.get_nowait()
+            except queue.Empty:
+                if not waiting:
+                    return None
+        return None
 
     def _batcher(self, frame_q: queue.Queue, batch_q: queue.Queue, producers: int, lanes: int) -> None:
         groups: dict[tuple[int, int], list] = {}

@@ -19,7 +19,7 @@ from client.devices import child_argv, combined_exit, device_shard, run_per_devi
 from client.errors import UsageError
 from client.shards import Shard
 
-from .test_bulk import bulk_main, entries, read_jsonl
+from .test_bulk import entries, read_jsonl
 from .test_faults import wait_for
 from .videos import write_video
 
