@@ -31,6 +31,7 @@ from .report import OK, SKIPPED, print_schedule, print_table, totals, write_summ
 from .shards import Shard, resolve_shard
 from .summary import shard_summary_name, write_and_merge
 from .sinks import FORMATS, PARQUET_COLUMNS
+from .tracking import TRACKERS, TrackOptions, TrackedSink
 
 log = logging.getLogger("client.bulk")
 
@@ -94,6 +95,9 @@ def parser(prog: str = "python -m client.bulk") -> argparse.ArgumentParser:
     keep.add_argument("--classes", metavar="LIST", default=None,
                       help="keep only these classes: ids or the model's class names, comma-separated "
                       "(--classes person,car or --classes 0,2; a wrong name lists the model's classes)")
+    keep.add_argument("--track", nargs="?", const="bytetrack", default=None, choices=TRACKERS, metavar="TRACKER",
+                      help="give each detection the id of the object it follows across the video's frames "
+                      f"({', '.join(TRACKERS)}; --track alone: bytetrack); needs framestream[track]")
     keep.add_argument("--conf", type=float, default=None, metavar="C",
                       help="keep detections scoring above C; C must be at least the model's built-in "
                       "threshold (0.25 unless built or wrapped with another --conf)")
@@ -329,6 +333,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     try:
         keep = make_filter(args.classes, args.conf, backend.model, served=args.server is not None)
         sink = make_sink(args.format, args.out, names=backend.model.names)
+        if args.track is not None:  # inside the filter below: only the kept detections are tracked
+            sink = TrackedSink(sink, TrackOptions(args.track))
     except UsageError:
         backend.close()
         raise
@@ -351,7 +357,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             raise UsageError(f"cannot create {args.out}: {e.strerror}") from e
         config = PipelineConfig(batch=args.batch, workers=workers, square=args.square, sampling=sampling, gpu=gpu,
                                 gpu_device=devices[0], decode_threads=budget.decode_threads if budget else 0)
-        options = {"sampling": sampling.describe(), "square": args.square, "format": args.format, **keep.options()}
+        options = {"sampling": sampling.describe(), "square": args.square, "format": args.format, **keep.options(),
+                   **({"track": TrackOptions(args.track).describe()} if args.track is not None else {})}
         if args.format == "parquet":
             options["parquet_columns"] = list(PARQUET_COLUMNS)
         ledger = ResumeLedger(args.out, backend.model.digest, options)  # on --server: the served model's digest

@@ -21,13 +21,14 @@ class Detections:
     """``N`` boxes of one frame, in the source frame's pixels as a viewer sees it.
 
     ``xyxy`` (N, 4) float32: x1, y1, x2, y2; ``confidence`` (N,) float32; ``class_id`` (N,)
-    int32, an index into the model's class names. Field-per-column, so a later tracker adds
-    its ``tracker_id`` (N,) beside them without changing what exists.
+    int32, an index into the model's class names; ``track_id`` (N,) int32 when a tracker ran
+    (``--track``; -1 for a detection no track holds), else None.
     """
 
     xyxy: np.ndarray
     confidence: np.ndarray
     class_id: np.ndarray
+    track_id: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         _check("xyxy", self.xyxy, np.float32, "(N, 4)", ndim=2)
@@ -36,6 +37,8 @@ class Detections:
         n = len(self.xyxy)
         _check("confidence", self.confidence, np.float32, f"({n},) to match xyxy", ndim=1, n=n)
         _check("class_id", self.class_id, np.int32, f"({n},) to match xyxy", ndim=1, n=n)
+        if self.track_id is not None:
+            _check("track_id", self.track_id, np.int32, f"({n},) to match xyxy", ndim=1, n=n)
 
     def __len__(self) -> int:
         return len(self.xyxy)
@@ -44,6 +47,11 @@ class Detections:
         """Python values per detection, in the output's column order (x1, y1, x2, y2, score,
         class_id): the float32 values exactly, for the sinks to round or store."""
         return zip(*self.xyxy.T.tolist(), self.confidence.tolist(), self.class_id.tolist())
+
+    def take(self, rows: np.ndarray) -> "Detections":
+        """The detections at ``rows`` (indices or a boolean mask), every column alike."""
+        tracks = self.track_id[rows] if self.track_id is not None else None
+        return Detections(self.xyxy[rows], self.confidence[rows], self.class_id[rows], tracks)
 
     @classmethod
     def empty(cls) -> "Detections":

@@ -52,7 +52,7 @@ class DetectionFilter:
             keep &= d.confidence > np.float32(self.min_score)  # as the model's own threshold: strictly above
         if keep.all():
             return d
-        return Detections(d.xyxy[keep], d.confidence[keep], d.class_id[keep])
+        return d.take(keep)
 
 
 def _key(name: str) -> str:

@@ -35,15 +35,17 @@ _OFFSET = np.array([0] * 4 + [100], dtype=np.int64)
 # infinities) compare above this one, so one comparison finds every value outside [+0, 1e9).
 _LIMIT_BITS = np.array(1e9).view(np.uint64)
 _ROW = "[%d.%s,%d.%s,%d.%s,%d.%s,%d.%s,%d]"
+_TRACKED_ROW = "[%d.%s,%d.%s,%d.%s,%d.%s,%d.%s,%d,%d]"
 
 
 @functools.lru_cache(maxsize=None)
-def _template(n: int) -> str:
-    return "[" + ",".join([_ROW] * n) + "]"
+def _template(n: int, tracked: bool) -> str:
+    return "[" + ",".join([_TRACKED_ROW if tracked else _ROW] * n) + "]"
 
 
 def frame_line(index: int, t_s: float, detections: Detections) -> bytes:
-    """``{"frame":..,"t":..,"detections":[[x1,y1,x2,y2,score,class_id],..]}`` and a newline."""
+    """``{"frame":..,"t":..,"detections":[[x1,y1,x2,y2,score,class_id],..]}`` and a newline;
+    tracked detections (``--track``) have a seventh value, the track id (-1: none)."""
     t = round(t_s, 6)
     t_text = float.__repr__(t) if type(t) is float and t - t == 0 else json.dumps(t)  # json's own for NaN, inf
     index_text = int.__repr__(index) if type(index) is int else json.dumps(index)
@@ -60,15 +62,21 @@ def _detections_text(d: Detections) -> str:
     if values.view(np.uint64).max() >= _LIMIT_BITS:
         return _rows_plain(d)
     whole, fraction = np.divmod(np.rint(values * _SCALE).astype(np.int64), _DIVISOR)
-    args = np.empty((n, 11), dtype=object)
+    tracked = d.track_id is not None
+    args = np.empty((n, 12 if tracked else 11), dtype=object)
     args[:, 0:10:2] = whole
     args[:, 1:10:2] = _FRACTIONS[fraction + _OFFSET]
     args[:, 10] = d.class_id
-    return _template(n) % tuple(args.ravel().tolist())
+    if tracked:
+        args[:, 11] = d.track_id
+    return _template(n, tracked) % tuple(args.ravel().tolist())
 
 
 def _rows_plain(d: Detections) -> str:
     rows = [[round(x1, 2), round(y1, 2), round(x2, 2), round(y2, 2), round(score, 4), class_id]
             for x1, y1, x2, y2, score, class_id in d.rows()]
+    if d.track_id is not None:
+        for row, track in zip(rows, d.track_id.tolist()):
+            row.append(track)
     return json.dumps(rows, separators=(",", ":"))
 

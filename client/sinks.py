@@ -220,7 +220,7 @@ class JsonlSink(_FileSink):
         return _JsonlWriter(self.tree, rel)
 
 
-_SCHEMA_FIELDS = ("video", "frame", "t", *DETECTION_COLUMNS, "class_name")
+_SCHEMA_FIELDS = ("video", "frame", "t", *DETECTION_COLUMNS, "class_name", "track_id")
 PARQUET_COLUMNS = _SCHEMA_FIELDS  # in the resume options: files of an older schema are redone, not mixed in
 NAMES_KEY = b"framestream.names"  # the schema metadata holding the model's class names (JSON, id -> name)
 
@@ -228,7 +228,7 @@ NAMES_KEY = b"framestream.names"  # the schema metadata holding the model's clas
 def _schema(names: Mapping[int, str]):
     import pyarrow as pa
 
-    kinds = [pa.string(), pa.int64(), pa.float64()] + [pa.float32()] * 5 + [pa.int32(), pa.string()]
+    kinds = [pa.string(), pa.int64(), pa.float64()] + [pa.float32()] * 5 + [pa.int32(), pa.string(), pa.int32()]
     metadata = {NAMES_KEY: json.dumps({str(k): v for k, v in sorted(names.items())}).encode()}
     return pa.schema([pa.field(name, kind, nullable=name not in _SCHEMA_FIELDS[:3])
                       for name, kind in zip(_SCHEMA_FIELDS, kinds)], metadata=metadata)
@@ -281,7 +281,8 @@ def _stack(parts: list[np.ndarray], like: np.ndarray) -> np.ndarray:
 
 def _columns(video: str, frames: list[tuple[int, float, Detections]], schema, names: Mapping[int, str]) -> list:
     """The buffered frames as Arrow columns: one row per detection, one null row per frame
-    without any (its detection columns masked); ``class_name`` looked up once per distinct id."""
+    without any (its detection columns masked); ``class_name`` looked up once per distinct id;
+    ``track_id`` null where no tracker ran."""
     import pyarrow as pa
 
     counts = np.array([len(d) for _, _, d in frames], dtype=np.int64)
@@ -293,14 +294,27 @@ def _columns(video: str, frames: list[tuple[int, float, Detections]], schema, na
     xyxy = _stack([d.xyxy if len(d) else _NULL_XYXY for _, _, d in frames], _NULL_XYXY)
     score = _stack([d.confidence if len(d) else _NULL_SCORE for _, _, d in frames], _NULL_SCORE)
     class_id = _stack([d.class_id if len(d) else _NULL_CLASS for _, _, d in frames], _NULL_CLASS)
+    track_id, untracked = _track_column(frames)
     mask = null if null.any() else None
     detection = [*(xyxy[:, j] for j in range(4)), score, class_id]
     ids, where = np.unique(class_id, return_inverse=True)
     class_name = np.array([names.get(int(i)) for i in ids], dtype=object)[where.reshape(-1)]
     types = [f.type for f in schema]
     return [pa.repeat(pa.scalar(video, pa.string()), n), pa.array(frame, types[1]), pa.array(t, types[2]),
-            *(pa.array(col, type=kind, mask=mask) for col, kind in zip(detection, types[3:-1])),
-            pa.array(class_name, type=types[-1], mask=mask)]
+            *(pa.array(col, type=kind, mask=mask) for col, kind in zip(detection, types[3:-2])),
+            pa.array(class_name, type=types[-2], mask=mask),
+            pa.array(track_id, type=types[-1], mask=untracked if untracked.any() else None)]
+
+
+def _track_column(frames: list[tuple[int, float, Detections]]) -> tuple[np.ndarray, np.ndarray]:
+    """Track ids row by row, and where there is none to record (no tracker ran, or a frame
+    without detections): null in the dataset. -1 (a detection no track holds) is kept."""
+    ids, nulls = [], []
+    for _, _, d in frames:
+        rows, tracked = max(len(d), 1), d.track_id is not None and len(d) > 0
+        ids.append(d.track_id if tracked else np.zeros(rows, np.int32))
+        nulls.append(np.full(rows, not tracked))
+    return _stack(ids, _NULL_CLASS), _stack(nulls, np.zeros(0, bool))
 
 
 class ParquetSink(_FileSink):

@@ -10,14 +10,17 @@ SORT, OC-SORT) are Roboflow's ``trackers`` (Apache-2.0), installed with ``frames
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from pathlib import Path
+
 from .detections import Detections
 from .errors import UsageError
+from .outfiles import Output
 
-__all__ = ["TRACKERS", "TrackOptions", "VideoTracker", "import_trackers"]
+__all__ = ["TRACKERS", "TrackOptions", "VideoTracker", "TrackedSink", "import_trackers"]
 
 TRACKERS = ("bytetrack", "sort", "ocsort")
 NO_TRACK = -1  # a detection no track holds (yet): ByteTrack confirms a track after a few frames
@@ -63,6 +66,37 @@ class VideoTracker:
         if len(tracked):  # the tracker may reorder its output: rows say where each id goes
             ids[np.asarray(tracked.data["row"], np.int64)] = np.asarray(tracked.tracker_id, np.int32)
         return ids
+
+
+class _TrackedWriter:
+    """A video's writer whose frames, written in frame order, get their track ids first."""
+
+    def __init__(self, writer, options: TrackOptions) -> None:
+        self._writer, self._tracker = writer, VideoTracker(options, None)
+
+    def write(self, index: int, t_s: float, detections: Detections) -> None:
+        self._writer.write(index, t_s, replace(detections, track_id=self._tracker.update(detections, t_s)))
+
+    def complete(self) -> list[Output]:
+        return self._writer.complete()
+
+    def fail(self) -> Path | None:
+        return self._writer.fail()
+
+
+class TrackedSink:
+    """A sink whose writers track each video's detections (the collector writes a video's frames
+    in frame order, its segments put back together); a tracker per video, made when it opens."""
+
+    def __init__(self, sink, options: TrackOptions) -> None:
+        import_trackers()  # one line now, not at the first video
+        self.sink, self.options = sink, options
+
+    def open(self, rel: str) -> _TrackedWriter:
+        return _TrackedWriter(self.sink.open(rel), self.options)
+
+    def outputs(self, rel: str) -> list[Path]:
+        return self.sink.outputs(rel)
 
 
 def _supervision():

@@ -8,7 +8,11 @@ objects share one.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +21,9 @@ pytest.importorskip("trackers", reason="needs the track extra: pip install 'fram
 
 from client.detections import Detections  # noqa: E402
 from client.tracking import NO_TRACK, TrackOptions, VideoTracker  # noqa: E402
+
+from .square_detector import squares_frame  # noqa: E402
+from .videos import write_video  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -119,3 +126,91 @@ def test_irregular_sampling_keeps_fast_objects_because_the_tracker_is_told_the_t
     gaps = [0.1, 0.6] * 8
     times = [0.0, *np.cumsum(gaps).tolist()]
     assert_ids_stay_with_their_objects(track(movers, times, 30), 2)
+
+
+# -- end to end: client.bulk --track on videos whose objects the test knows --------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+CROSSING = {0: [(8 + 5 * i, 30, 20) for i in range(48)], 1: [(230 - 5 * i, 40, 20) for i in range(48)]}
+
+
+def crossing_video(path: Path, *, gop: int = 48) -> Path:
+    """A red square moving right and a green one moving left; they overlap near frame 22."""
+    return write_video(path, frames=48, size_wh=(256, 96), fps=24, gop=gop,
+                       image=lambda i, w, h: squares_frame(CROSSING, i, w, h))
+
+
+def bulk_with_squares(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tests.square_detector", "--", *args, "--no-progress",
+                           "--device", "cpu"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def ids_by_class(rows: list[dict]) -> dict[int, list[int]]:
+    by_class: dict[int, list[int]] = {}
+    for row in rows:
+        for det in row["detections"]:
+            assert len(det) == 7, det  # x1, y1, x2, y2, score, class_id, track_id
+            by_class.setdefault(int(det[5]), []).append(int(det[6]))
+    return by_class
+
+
+@pytest.mark.parametrize("extra", [(), ("--every", "2"), ("--workers", "2")])
+def test_bulk_track_keeps_each_square_s_id_through_the_crossing(tmp_path: Path, extra: tuple[str, ...]) -> None:
+    src = tmp_path / "v"
+    src.mkdir()
+    crossing_video(src / "cross.mp4", gop=8 if "--workers" in extra else 48)
+    done = bulk_with_squares(str(src), "--out", str(tmp_path / "out"), "--track", *extra)
+    assert done.returncode == 0, done.stderr[-2000:]
+    if "--workers" in extra:
+        assert "into" in done.stderr and "segments" in done.stderr, "the video was split: tracks cross segments"
+    rows = [json.loads(line) for line in (tmp_path / "out" / "cross.mp4.jsonl").read_text().splitlines()]
+    by_class = ids_by_class(rows)
+    settled = {cls: set(ids[2:]) for cls, ids in by_class.items()}  # a track is confirmed over 2 frames
+    assert sorted(by_class) == [0, 1] and all(len(ids) == 1 for ids in settled.values()), settled
+    assert settled[0] != settled[1] and NO_TRACK not in settled[0] | settled[1]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["options"]["track"] == "bytetrack"
+
+
+def test_parquet_has_the_jsonl_s_track_ids_and_a_run_without_track_has_none(tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    src = tmp_path / "v"
+    src.mkdir()
+    crossing_video(src / "cross.mp4")
+    for fmt in ("jsonl", "parquet"):
+        done = bulk_with_squares(str(src), "--out", str(tmp_path / fmt), "--track", "--format", fmt)
+        assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "jsonl" / "cross.mp4.jsonl").read_text().splitlines()]
+    expected = [(r["frame"], int(d[5]), int(d[6])) for r in rows for d in r["detections"]]
+    table = pq.read_table(tmp_path / "parquet" / "detections").to_pylist()
+    assert sorted((r["frame"], r["class_id"], r["track_id"]) for r in table) == sorted(expected)
+    plain = bulk_with_squares(str(src), "--out", str(tmp_path / "plain"), "--format", "parquet")
+    assert plain.returncode == 0
+    assert {r["track_id"] for r in pq.read_table(tmp_path / "plain" / "detections").to_pylist()} == {None}
+
+
+def test_a_rerun_with_track_redoes_a_run_made_without_it(tmp_path: Path) -> None:
+    src = tmp_path / "v"
+    src.mkdir()
+    crossing_video(src / "cross.mp4")
+    out = tmp_path / "out"
+    assert bulk_with_squares(str(src), "--out", str(out)).returncode == 0
+    again = bulk_with_squares(str(src), "--out", str(out), "--track")
+    assert again.returncode == 0 and "the options changed" in again.stderr
+    first = json.loads((out / "cross.mp4.jsonl").read_text().splitlines()[5])
+    assert all(len(d) == 7 for d in first["detections"])
+
+
+def test_track_without_the_trackers_library_is_one_line_saying_what_to_install(tmp_path: Path, model_path: Path) -> None:
+    src = tmp_path / "v"
+    src.mkdir()
+    crossing_video(src / "cross.mp4")
+    blocked = ("import sys; sys.modules['trackers'] = None\n"
+               "from client import bulk; sys.exit(bulk.main(sys.argv[1:]))")
+    done = subprocess.run([sys.executable, "-c", blocked, str(src), "--out", str(tmp_path / "out"), "--model",
+                           str(model_path), "--track", "--no-progress"], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and "pip install 'framestream[track]'" in errors[0]
+    assert not (tmp_path / "out" / "cross.mp4.jsonl").exists()
