@@ -20,7 +20,7 @@ from typing import Callable
 from .collector import Collector
 from .infer import Backend
 from .jobs import build_jobs
-from .pipeline import Pipeline, PipelineConfig
+from .pipeline import FrameResult, Pipeline, PipelineConfig
 from .progress import Progress
 from .report import FileReport
 from .resume import ResumeLedger
@@ -28,6 +28,7 @@ from .schedule import plan
 from .shards import Shard
 from .sinks import Sink
 from .telemetry import RunTelemetry
+from .throughput import Throughput
 from .triage import triage
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class RunResult:
     schedule: dict[str, object]
     stopped: str | None = None  # why the run stopped before every file was done (None: it finished)
     interrupt: str | None = None  # the signal that stopped it ("SIGINT", "SIGTERM"), if one did
+    throughput: dict[str, object] = field(default_factory=dict)  # frames/s over the run (Throughput.to_json)
 
 
 def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLedger,
@@ -83,10 +85,11 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
     collector = Collector(plans, sink, ledger, progress, telemetry, out=options.out, stop=pipeline.stop)
     busy_before = backend.busy_seconds()
     start = time.monotonic()
+    throughput = Throughput(start)
     with _Interrupts(pipeline.stop) as interrupts:
         pipeline.start(jobs)
         try:
-            _collect(pipeline, collector)
+            _collect(pipeline, collector, throughput)
         except KeyboardInterrupt:  # a second signal: stop waiting for the batches in flight
             pass
         finally:
@@ -101,7 +104,8 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
     reports.update(collector.reports)
     busy = backend.busy_seconds() - busy_before
     schedule = _schedule_report(config.workers, len(jobs), makespan, busy, backend.lanes, collector.decode_times)
-    return RunResult([reports[rel] for rel in sorted(reports)], schedule, collector.stopped, interrupts.signal_name)
+    return RunResult([reports[rel] for rel in sorted(reports)], schedule, collector.stopped, interrupts.signal_name,
+                     throughput.to_json(start + makespan))
 
 
 class _Interrupts:
@@ -130,11 +134,13 @@ class _Interrupts:
             signal.signal(s, handler)
 
 
-def _collect(pipeline: Pipeline, collector: Collector) -> None:
+def _collect(pipeline: Pipeline, collector: Collector, throughput: Throughput) -> None:
     """Hand every pipeline event to the collector; a collector failure (a bug) stops the run."""
     try:
         for event in pipeline.events():
             collector.handle(event)
+            if isinstance(event, FrameResult):
+                throughput.frame()
     except Exception as e:
         log.debug("collecting results failed", exc_info=True)
         collector.stop_run(f"internal error: {type(e).__name__}: {e}")
