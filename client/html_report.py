@@ -127,6 +127,11 @@ def _throughput(s: dict) -> str:
 
 def _gantt(s: dict) -> str:
     sched = s.get("schedule") or {}
+    if s.get("shards"):  # each shard timed its segments from its own start, its decoders from 0
+        return _key_values({f"shard {p.get('index')}": f"{p.get('wall_seconds')} s on {p.get('host')}"
+                            for p in s["shards"].get("per_shard") or []}) + \
+            "<p class=\"note\">Merged from shards: each shard's schedule is in its own " \
+            "summary.shard-I-of-N.json (segments timed from that shard's start).</p>"
     bars = [(str(f.get("path")), seg) for f in s.get("files") or [] for seg in f.get("segments") or []
             if "start_seconds" in seg and "decoder" in seg]
     head = _key_values({k: sched.get(k) for k in ("workers", "segments", "makespan_s", "lower_bound_s",

@@ -137,3 +137,15 @@ def test_a_run_with_a_server_shows_triton_s_figures(run, tmp_path: Path) -> None
     html = chromium("--dump-dom", (copy / "report.html").as_uri()).stdout
     section = html[html.index("<h2>Triton</h2>"):]
     assert "<th>avg_batch_size</th><td>5.0</td>" in section and "<th>inferences</th><td>40</td>" in section
+
+
+def test_a_merged_shard_summary_lists_the_shards_instead_of_overlaying_their_schedules(run, tmp_path: Path) -> None:
+    out, summary = run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    per_shard = [{"index": i, "host": "node", "wall_seconds": 1.5 + i} for i in range(2)]
+    merged = {k: v for k, v in summary.items() if k != "schedule"}
+    (copy / "summary.json").write_text(json.dumps(dict(merged, shards={"count": 2, "per_shard": per_shard})))
+    page = write_report(copy).read_text()
+    assert "<th>shard 1</th><td>2.5 s on node</td>" in page and 'id="gantt"' not in page
+    assert 'id="throughput"' in page and 'id="detections-0"' in page
