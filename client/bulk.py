@@ -389,10 +389,11 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         "stopped": result.stopped,
         "schedule": result.schedule,
         "model": {"path": str(model_path) if model_path else None, **backend.model.to_summary()},
-        "inputs": {"root": display_rel(str(inputs.root)), "dirs": len(inputs.dirs), "files": len(inputs.files)},
+        "inputs": {"root": display_rel(os.path.abspath(inputs.root)), "dirs": len(inputs.dirs), "files": len(inputs.files)},
         "options": {**options, "batch": args.batch, "workers": config.workers,
                     "backend": "triton" if args.server else "embedded", "device": "gpu" if gpu else "cpu"},
         "backend": {**_backend_report(backend), "busy_fraction": result.schedule["busy_fraction"]},
+        "throughput": result.throughput,
     }
     if server is not None:
         summary["server"] = server
@@ -428,9 +429,24 @@ def _write_summary(out: Path, summary: dict[str, object], shard: Shard | None) -
     """summary.json; a shard writes its own and merges summary.json when it is the last."""
     if shard is None:
         write_summary(out, summary)
+        _write_html_report(out)
         return
     if write_and_merge(out, shard, summary) is not None:
         log.info("all %d shards done: merged %s", shard.count, out / "summary.json")
+        _write_html_report(out)
+
+
+def _write_html_report(out: Path) -> None:
+    """OUT/report.html from summary.json and the outputs; the results are safe by now, so a
+    failure here costs the page alone (a warning), never the run's exit code."""
+    try:
+        from .html_report import write_report
+
+        log.info("report: %s", write_report(out))
+    except Exception as e:  # noqa: BLE001 - any failure of the page: one line, the run's outcome stands
+        log.debug("writing the HTML report failed", exc_info=True)
+        log.warning("could not write %s: %s (python -m client.render %s --report-only retries)",
+                    out / "report.html", e, out)
 
 
 def _describe_filter(keep: DetectionFilter, names) -> str:

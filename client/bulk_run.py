@@ -21,7 +21,7 @@ from .collector import Collector
 from .infer import Backend
 from .inputs import Inputs
 from .jobs import build_jobs
-from .pipeline import Pipeline, PipelineConfig
+from .pipeline import FrameResult, Pipeline, PipelineConfig
 from .progress import Progress
 from .report import FileReport
 from .resume import ResumeLedger
@@ -30,6 +30,7 @@ from .shards import Shard
 from .sidecar import Sidecars
 from .sinks import Sink
 from .telemetry import RunTelemetry
+from .throughput import Throughput
 from .triage import triage
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class RunResult:
     schedule: dict[str, object]
     stopped: str | None = None  # why the run stopped before every file was done (None: it finished)
     interrupt: str | None = None  # the signal that stopped it ("SIGINT", "SIGTERM"), if one did
+    throughput: dict[str, object] = field(default_factory=dict)  # frames/s over the run (Throughput.to_json)
 
 
 def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLedger,
@@ -87,10 +89,11 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
                           sidecars=sidecars)
     busy_before = backend.busy_seconds()
     start = time.monotonic()
+    throughput = Throughput(start)
     with _Interrupts(pipeline.stop) as interrupts:
         pipeline.start(jobs)
         try:
-            _collect(pipeline, collector)
+            _collect(pipeline, collector, throughput)
         except KeyboardInterrupt:  # a second signal: stop waiting for the batches in flight
             pass
         finally:
@@ -105,7 +108,8 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
     reports.update(collector.reports)
     busy = backend.busy_seconds() - busy_before
     schedule = _schedule_report(config.workers, len(jobs), makespan, busy, backend.lanes, collector.decode_times)
-    return RunResult([reports[rel] for rel in sorted(reports)], schedule, collector.stopped, interrupts.signal_name)
+    return RunResult([reports[rel] for rel in sorted(reports)], schedule, collector.stopped, interrupts.signal_name,
+                     throughput.to_json(start + makespan))
 
 
 class _Interrupts:
@@ -134,11 +138,13 @@ class _Interrupts:
             signal.signal(s, handler)
 
 
-def _collect(pipeline: Pipeline, collector: Collector) -> None:
+def _collect(pipeline: Pipeline, collector: Collector, throughput: Throughput) -> None:
     """Hand every pipeline event to the collector; a collector failure (a bug) stops the run."""
     try:
         for event in pipeline.events():
             collector.handle(event)
+            if isinstance(event, FrameResult):
+                throughput.frame()
     except Exception as e:
         log.debug("collecting results failed", exc_info=True)
         collector.stop_run(f"internal error: {type(e).__name__}: {e}")

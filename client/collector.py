@@ -105,7 +105,8 @@ class Collector:
             state.expected += event.frames
             state.error = state.error or event.error
             state.segment_times.append({"segment": event.segment, "frames": event.frames,
-                                        "seconds": round(event.wall_s, 3), "decode_seconds": round(event.decode_s, 3)})
+                                        "seconds": round(event.wall_s, 3), "decode_seconds": round(event.decode_s, 3),
+                                        "decoder": event.decoder, "start_seconds": round(event.start_s, 3)})
             self.decode_times.append(event.decode_s)
             touched = [event.file_id]
         elif isinstance(event, BatchFailed):

@@ -14,14 +14,15 @@ import errno
 import hashlib
 import os
 import stat
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import OutputError, OutputStorageError
 
-__all__ = ["Output", "OutTree", "HashingFile", "translate", "boundary", "display_rel", "summary_rel", "DIGEST"]
+__all__ = ["Output", "OutTree", "HashingFile", "translate", "boundary", "display_rel", "summary_rel", "DIGEST",
+           "write_atomically"]
 
 DIGEST = "sha256"
 # Room left in every file name for what any output adds to a video's name: the longest is
@@ -286,3 +287,29 @@ class HashingFile:
             return True
         except OSError:
             return False
+
+
+def write_atomically(tree: OutTree, parts: tuple[str, ...], write: Callable[[object], None]) -> Path:
+    """A whole file below OUT, or nothing: ``write`` fills a hidden temporary (a binary file
+    object, seekable), which is fsynced and renamed into place only if ``write`` returns; on
+    any failure the temporary is removed and the error raised (OS errors translated)."""
+    path = tree.path(parts)
+    with boundary(str(path), tree.out):
+        d = tree.open_dir(parts[:-1], create=True)
+        try:
+            tree.check_replaceable(parts, d)
+            tmp, fd = tree.create_hidden(parts[-1], d)
+            try:
+                with os.fdopen(fd, "w+b") as f:
+                    write(f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, parts[-1], src_dir_fd=d, dst_dir_fd=d)
+                os.fsync(d)
+            except BaseException:
+                with suppress(OSError):
+                    os.unlink(tmp, dir_fd=d)
+                raise
+        finally:
+            os.close(d)
+    return path

@@ -82,6 +82,8 @@ class FileEnded:
     error: str | None
     wall_s: float = 0.0  # from the job's start to its last frame handed on
     decode_s: float = 0.0  # of which decoding and letterboxing (not waiting for a full queue)
+    decoder: int = 0  # the decode worker that ran it (the schedule's Gantt rows)
+    start_s: float = 0.0  # when it started, in seconds since the pipeline started
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ class Pipeline:
         self._lanes_left = 0
         self._events: queue.Queue = queue.Queue()
         self._open = threading.Event()  # more jobs may come (add_job) until end_jobs
+        self._started = time.perf_counter()
 
     def queue_depths(self) -> dict[str, int]:
         """Items waiting between stages now (for telemetry)."""
@@ -143,7 +146,8 @@ class Pipeline:
         batch_q: queue.Queue = queue.Queue(maxsize=self.config.batches_ahead * lanes)
         self._events = queue.Queue()
         self._queues = {"jobs": job_q, "frames": frame_q, "batches": batch_q}
-        workers = [self._thread(f"decode-{i}", self._decode_worker, job_q, frame_q, self._events)
+        self._started = time.perf_counter()
+        workers = [self._thread(f"decode-{i}", self._decode_worker, i, job_q, frame_q, self._events)
                    for i in range(self.config.workers)]
         batcher = self._thread("batcher", self._batcher, frame_q, batch_q, len(workers), lanes)
         self._lane_threads = [self._thread(f"lane-{lane}", self._lane, lane, batch_q, self._events)
@@ -232,7 +236,7 @@ class Pipeline:
                 continue
         return False
 
-    def _decode_worker(self, job_q: queue.Queue, frame_q: queue.Queue, events: queue.Queue) -> None:
+    def _decode_worker(self, decoder: int, job_q: queue.Queue, frame_q: queue.Queue, events: queue.Queue) -> None:
         while not self._stop.is_set():
             job = self._next_job(job_q)
             if job is None:
@@ -258,7 +262,8 @@ class Pipeline:
             # The end marker travels behind the job's frames, so it reaches the caller
             # only after the batcher has seen them all.
             wall = time.perf_counter() - started
-            if not self._put(frame_q, FileEnded(job.file_id, job.segment, count, error, wall, wall - waited)):
+            ended = FileEnded(job.file_id, job.segment, count, error, wall, wall - waited, decoder, started - self._started)
+            if not self._put(frame_q, ended):
                 return
         self._put(frame_q, _DONE)
 

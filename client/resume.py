@@ -99,6 +99,21 @@ class ResumeLedger:
         changed = sorted(k for k in set(theirs) | set(self.options) if theirs.get(k) != self.options.get(k))
         if changed:
             return Resume(None, f"{OPTIONS_CHANGED}: {', '.join(changed)}")
+        return self._compare_source(record, video, outputs)
+
+    def check_source(self, video: Path, rel: str, outputs: list[Path]) -> Resume:
+        """For a reader of the results (``client.render``), whatever model and options made them:
+        complete only if ``video`` is the source they were made from (its size and mtime) and
+        every output has the recorded size and digest; else the first reason that fails."""
+        record = self._read(rel)
+        if record is None:
+            return Resume(None, NO_RECORD)
+        try:
+            return self._compare_source(record, video, outputs)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return Resume(None, NO_RECORD)
+
+    def _compare_source(self, record: dict, video: Path, outputs: list[Path]) -> Resume:
         try:
             st = video.stat()
         except OSError:

@@ -221,7 +221,8 @@ def test_parquet_dataset_holds_the_same_detections_as_jsonl(videos: Path, tmp_pa
     rc, summary = bulk_main(videos, tmp_path / "p", model_path, "--format", "parquet")
     assert rc == 0
     table = pq.read_table(tmp_path / "p" / "detections")
-    assert table.column_names == ["video", "frame", "t", "x1", "y1", "x2", "y2", "score", "class_id", "class_name"]
+    assert table.column_names == ["video", "frame", "t", "x1", "y1", "x2", "y2", "score", "class_id", "class_name",
+                                  "track_id"]
     rows = table.to_pylist()
     assert all(r["class_name"] == COCO_NAMES[r["class_id"]] for r in rows if r["class_id"] is not None)
     for path in (tmp_path / "j").rglob("*.jsonl"):

@@ -62,11 +62,11 @@ def test_parquet_keeps_float32_boxes_and_int32_classes_and_a_null_row_for_a_fram
     writer.write(1, 0.5, Detections.empty())
     writer.complete()
     table = pq.read_table(tmp_path / "detections" / "a.mp4.parquet")
-    assert [str(f.type) for f in table.schema] == ["string", "int64", "double"] + ["float"] * 5 + ["int32", "string"]
+    assert [str(f.type) for f in table.schema] == ["string", "int64", "double"] + ["float"] * 5 + ["int32", "string", "int32"]
     rows = table.to_pylist()
     assert rows[0]["x1"] == float(F32(1.23456)) and rows[0]["class_id"] == 3 and rows[0]["class_name"] == "car"
     assert rows[1] == {"video": "a.mp4", "frame": 1, "t": 0.5, "x1": None, "y1": None, "x2": None, "y2": None,
-                       "score": None, "class_id": None, "class_name": None}
+                       "score": None, "class_id": None, "class_name": None, "track_id": None}
 
 
 # -- the vectorised writers against the implementations they replaced ------------------------
@@ -102,9 +102,9 @@ def previous_parquet(path: Path, video: str, frames: list[tuple[int, float, Dete
 
     for index, t_s, d in frames:
         if len(d) == 0:
-            rows.append((video, index, t_s, *(None,) * 7))
+            rows.append((video, index, t_s, *(None,) * 8))
         for row in d.rows():
-            rows.append((video, index, t_s, *row, names.get(row[5])))
+            rows.append((video, index, t_s, *row, names.get(row[5]), None))
         if len(rows) >= rows_per_group:
             flush()
     flush()

@@ -76,7 +76,7 @@ def test_a_single_file_writes_its_output_under_its_own_name(clips: Path, tmp_pat
     rc, summary = run(model_path, out, clips / "night" / "a.mp4")
     assert rc == 0 and statuses(summary) == {"a.mp4": "ok"}
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["a.mp4.jsonl", "a.mp4.meta.json",
-                                                                                  "summary.json"]
+                                                                                  "report.html", "summary.json"]
 
 
 def test_a_file_named_twice_or_inside_a_given_folder_is_done_once_and_a_hidden_one_named_is_taken(

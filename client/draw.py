@@ -1,0 +1,61 @@
+"""Boxes, labels and colours on a picture, with Pillow's ImageDraw.
+
+A colour is a function of the class id, or of the track id when a tracker gave one, so the
+same class (or the same object) has the same colour in every frame, video and run. Labels
+read "name score" or "name #track score", on a filled band in the box's colour.
+"""
+
+from __future__ import annotations
+
+import colorsys
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+
+from PIL import Image, ImageDraw, ImageFont
+
+from .results import Row
+
+__all__ = ["colour", "line_width", "draw_rows", "label"]
+
+_GOLDEN = 0.618033988749895  # successive hues as far apart as possible, for any number of ids
+
+
+@lru_cache(maxsize=4096)
+def colour(key: int) -> tuple[int, int, int]:
+    """A saturated, bright RGB colour for an id; neighbouring ids get distant hues."""
+    r, g, b = colorsys.hsv_to_rgb((0.11 + key * _GOLDEN) % 1.0, 0.85, 1.0)
+    return round(r * 255), round(g * 255), round(b * 255)
+
+
+def line_width(width: int, height: int) -> int:
+    """Box outline width: visible on a thumbnail-sized video and on 4K alike."""
+    return max(3, round(min(width, height) / 240))
+
+
+@lru_cache(maxsize=16)
+def _font(size: int) -> ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def label(row: Row, names: Mapping[int, str]) -> str:
+    x1, y1, x2, y2, score, class_id, track = row
+    name = names.get(class_id, str(class_id))
+    return f"{name} #{track} {score:.2f}" if track is not None else f"{name} {score:.2f}"
+
+
+def draw_rows(image: Image.Image, rows: Iterable[Row], names: Mapping[int, str]) -> None:
+    """Draw every detection on ``image`` (RGB, in the detections' pixels) in place; the
+    lowest scores first, so the best box and its label end on top."""
+    draw = ImageDraw.Draw(image)
+    width = line_width(*image.size)
+    font = _font(max(10, 5 * width))
+    for row in sorted(rows, key=lambda r: r[4]):
+        x1, y1, x2, y2, _, class_id, track = row
+        fill = colour(track if track is not None else class_id)
+        draw.rectangle((x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)), outline=fill, width=width)
+        text = label(row, names)
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        tw, th = right - left + 4, bottom - top + 4
+        ty = y1 - th if y1 - th >= 0 else y1 + width  # above the box, or inside it at the top edge
+        draw.rectangle((x1, ty, x1 + tw, ty + th), fill=fill)
+        draw.text((x1 + 2 - left, ty + 2 - top), text, fill=(0, 0, 0), font=font)

@@ -1,0 +1,213 @@
+"""``OUT/report.html``: one self-contained page about a run, written at the end of every run.
+
+Everything comes from ``summary.json`` and the outputs it lists, so the page can be rebuilt
+at any time (``python -m client.render OUT --report-only``). The plots are drawn with
+matplotlib's SVG backend and inlined, text as paths: the page loads nothing, from no network
+and no other file. Sections: the per-file table, throughput over the run, the schedule as a
+Gantt of segments per decoder (makespan and lower bound), detections per class over time for
+each video (the first :data:`MAX_VIDEO_PLOTS`), and Triton's figures when a server was used.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import re
+from collections import Counter
+from pathlib import Path
+
+from .outfiles import OutTree, write_atomically
+from .results import RunOutputs, load_run, read_frames
+
+__all__ = ["write_report", "render_html", "MAX_VIDEO_PLOTS", "REPORT_NAME"]
+
+REPORT_NAME = "report.html"
+MAX_VIDEO_PLOTS = 24  # videos with a detections plot; a run of thousands gets a page that still opens
+_TOP_CLASSES = 6  # per video; the rest summed as "other"
+_MAX_BINS = 300  # points per time series
+
+_CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
+h1{font-size:22px}h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
+td.n{text-align:right}tr.error td{background:#fde8e8}tr.not_processed td{background:#fff4d6}
+.plot svg{max-width:100%;height:auto}.note{color:#666}
+"""
+
+
+def write_report(out: Path) -> Path:
+    """Write ``OUT/report.html`` atomically from the run in OUT; returns its path."""
+    page = render_html(load_run(Path(out)))
+    return write_atomically(OutTree(Path(out)), (REPORT_NAME,), lambda f: f.write(page.encode("utf-8")))
+
+
+def render_html(run: RunOutputs) -> str:
+    s = run.summary
+    parts = [f"<h1>framestream run: {html.escape(str(run.out))}</h1>", _overview(s),
+             "<h2>Files</h2>", _file_table(s),
+             "<h2>Throughput over the run</h2>", _throughput(s),
+             "<h2>Schedule</h2>", _gantt(s),
+             "<h2>Detections per class over time</h2>", _detections(run)]
+    if s.get("server"):
+        parts += ["<h2>Triton</h2>", _key_values(s["server"])]
+    body = "\n".join(parts)
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>framestream report</title><style>{_CSS}</style></head><body>\n{body}\n</body></html>\n")
+
+
+def _e(value: object) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _overview(s: dict) -> str:
+    t, m = s.get("totals") or {}, s.get("model") or {}
+    items = {"files": t.get("files"), "ok": t.get("ok"), "error": t.get("error"), "skipped": t.get("skipped"),
+             "not processed": t.get("not_processed"), "resumed": t.get("resumed"), "frames": t.get("frames"),
+             "wall seconds": t.get("wall_seconds"), "frames/s": t.get("fps"), "stopped": s.get("stopped"),
+             "model": m.get("source"), "model digest": str(m.get("digest") or "")[:16],
+             "options": ", ".join(f"{k}={v}" for k, v in (s.get("options") or {}).items())}
+    return _key_values(items)
+
+
+def _key_values(d: dict) -> str:
+    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in d.items())
+    return f"<table class=\"kv\">{rows}</table>"
+
+
+def _file_table(s: dict) -> str:
+    head = "<tr><th>file</th><th>status</th><th>frames</th><th>fps</th><th>seconds</th><th>error</th></tr>"
+    rows = []
+    for f in s.get("files") or []:
+        status = str(f.get("status"))
+        note = f.get("error") or ("resumed" if f.get("resumed") else "")
+        rows.append(f"<tr class=\"file {_e(status)}\"><td>{_e(f.get('path'))}</td><td>{_e(status)}</td>"
+                    f"<td class=\"n\">{_e(f.get('frames'))}</td><td class=\"n\">{_e(f.get('fps'))}</td>"
+                    f"<td class=\"n\">{_e(f.get('seconds'))}</td><td>{_e(note)}</td></tr>")
+    return f"<table id=\"files\">{head}{''.join(rows)}</table>"
+
+
+def _figure(width_in: float, height_in: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width_in, height_in), dpi=96, layout="constrained")
+
+
+_SVG_HEAD = re.compile(r"^.*?(?=<svg)", re.S)
+
+
+def _svg(fig, name: str) -> str:
+    """The figure as inline SVG: text drawn as paths, no metadata links, ids unique per plot."""
+    import matplotlib
+
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "path", "svg.hashsalt": name}):
+        fig.savefig(buf, format="svg", metadata={"Creator": None, "Date": None, "Format": None, "Type": None})
+    return f"<div class=\"plot\" id=\"{_e(name)}\">{_SVG_HEAD.sub('', buf.getvalue(), count=1)}</div>"
+
+
+def _throughput(s: dict) -> str:
+    series = s.get("throughput") or {}
+    rates = series.get("frames_per_s") or []
+    if not rates:
+        return "<p class=\"note\">No throughput series in summary.json (a run of an older framestream, merged " \
+               "shards, or no frame inferred).</p>"
+    bucket = float(series["bucket_s"])
+    fig = _figure(9, 2.8)
+    ax = fig.add_subplot()
+    ax.step([i * bucket for i in range(len(rates) + 1)], [*rates, rates[-1]], where="post", color="#1f77b4")
+    mean = (s.get("totals") or {}).get("fps")
+    if mean:
+        ax.axhline(mean, color="#888", linestyle="--", label=f"run mean {mean:g} frames/s")
+        ax.legend(loc="lower right")
+    ax.set_xlabel("seconds since the run started")
+    ax.set_ylabel("frames/s")
+    ax.set_ylim(bottom=0)
+    return _svg(fig, "throughput")
+
+
+def _gantt(s: dict) -> str:
+    sched = s.get("schedule") or {}
+    if s.get("shards"):  # each shard timed its segments from its own start, its decoders from 0
+        return _key_values({f"shard {p.get('index')}": f"{p.get('wall_seconds')} s on {p.get('host')}"
+                            for p in s["shards"].get("per_shard") or []}) + \
+            "<p class=\"note\">Merged from shards: each shard's schedule is in its own " \
+            "summary.shard-I-of-N.json (segments timed from that shard's start).</p>"
+    bars = [(str(f.get("path")), seg) for f in s.get("files") or [] for seg in f.get("segments") or []
+            if "start_seconds" in seg and "decoder" in seg]
+    head = _key_values({k: sched.get(k) for k in ("workers", "segments", "makespan_s", "lower_bound_s",
+                                                   "efficiency", "busy_fraction")})
+    if not bars:
+        return head + "<p class=\"note\">No segment timing in summary.json (nothing decoded in this run, or " \
+                      "an older framestream).</p>"
+    decoders = sorted({int(seg["decoder"]) for _, seg in bars})
+    files = sorted({p for p, _ in bars})
+    fig = _figure(9, 1.2 + 0.35 * len(decoders))
+    ax = fig.add_subplot()
+    cmap = _cmap(len(files))
+    for path, seg in bars:
+        ax.barh(int(seg["decoder"]), float(seg["seconds"]), left=float(seg["start_seconds"]), height=0.7,
+                color=cmap(files.index(path)), edgecolor="#333", linewidth=0.5)
+    makespan, lower = sched.get("makespan_s"), sched.get("lower_bound_s")
+    if makespan:
+        ax.axvline(makespan, color="#d62728", label=f"makespan {makespan:.2f} s")
+    if lower:
+        ax.axvline(lower, color="#2ca02c", linestyle="--", label=f"lower bound {lower:.2f} s")
+    ax.set_yticks(decoders, [f"decoder {d}" for d in decoders])
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds since the run started (a bar: one file or segment decoded)")
+    if makespan or lower:
+        ax.legend(loc="lower right", fontsize=8)
+    return head + _svg(fig, "gantt")
+
+
+def _cmap(n: int):
+    from matplotlib import colormaps
+
+    return colormaps["tab20" if n > 10 else "tab10"]
+
+
+def _detections(run: RunOutputs) -> str:
+    videos = [v for v in run.videos if v.output is not None]
+    if not videos:
+        return "<p class=\"note\">No video has a complete output.</p>"
+    parts = []
+    for i, v in enumerate(videos[:MAX_VIDEO_PLOTS]):
+        parts.append(f"<h3>{_e(v.rel)}</h3>")
+        try:
+            frames = read_frames(v.output)
+        except (OSError, ValueError, KeyError) as e:
+            parts.append(f"<p class=\"note\">cannot read {_e(v.output.name)}: {_e(e)}</p>")
+            continue
+        parts.append(_class_plot(frames, run.names, f"detections-{i}"))
+    if len(videos) > MAX_VIDEO_PLOTS:
+        parts.append(f"<p class=\"note\">{len(videos) - MAX_VIDEO_PLOTS} more videos not plotted (the first "
+                     f"{MAX_VIDEO_PLOTS} are).</p>")
+    return "\n".join(parts)
+
+
+def _class_plot(frames: list, names: dict[int, str], name: str) -> str:
+    if not frames:
+        return "<p class=\"note\">no frame inferred</p>"
+    totals = Counter(r[5] for f in frames for r in f.rows)
+    if not totals:
+        return f"<p class=\"note\">no detections in {len(frames)} frames</p>"
+    top = [c for c, _ in totals.most_common(_TOP_CLASSES)]
+    keys = top + (["other"] if len(totals) > len(top) else [])
+    step = max(1, -(-len(frames) // _MAX_BINS))  # frames per bin
+    times, counts = [], {k: [] for k in keys}
+    for start in range(0, len(frames), step):
+        chunk = frames[start:start + step]
+        times.append(chunk[0].t_s)
+        per = Counter(r[5] if r[5] in top else "other" for f in chunk for r in f.rows)
+        for k in keys:
+            counts[k].append(per[k] / len(chunk))
+    fig = _figure(9, 2.6)
+    ax = fig.add_subplot()
+    for k in keys:
+        label = names.get(k, str(k)) if k != "other" else "other classes"
+        ax.plot(times, counts[k], drawstyle="steps-post", label=label, linewidth=1.2)
+    ax.set_xlabel("time in the video (s)")
+    ax.set_ylabel("detections per frame")
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    return _svg(fig, name)

@@ -1,0 +1,136 @@
+"""What a run left in OUT, read back: its summary, each video's source and detections.
+
+``summary.json`` lists every video with its status and its complete outputs (relative to
+OUT): a ``.jsonl`` file or a file of the Parquet dataset, whichever backend made them. The
+source is the run's input root joined with the video's relative path (``--source`` says
+where it is now, if it moved), and the resume ledger (:mod:`client.resume`) says whether that
+file is still the one the detections were made from and whether the output is intact.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UsageError
+from .report import OK
+
+__all__ = ["Row", "FrameRows", "Video", "RunOutputs", "load_run", "read_frames"]
+
+# x1, y1, x2, y2, score, class_id, track_id (None until a tracker has run)
+Row = tuple[float, float, float, float, float, int, "int | None"]
+
+
+@dataclass(frozen=True)
+class FrameRows:
+    """One inferred frame: its number, time and detections in source pixels (as a viewer sees it)."""
+
+    index: int
+    t_s: float
+    rows: tuple[Row, ...]
+
+
+@dataclass(frozen=True)
+class Video:
+    rel: str  # the video's path relative to the run's input root, as summary.json lists it
+    status: str
+    frames: int
+    output: Path | None  # its complete output (None: the run left none)
+    source: Path | None  # where the source should be (None: the run's root is unknown)
+
+
+@dataclass(frozen=True)
+class RunOutputs:
+    out: Path
+    summary: dict
+    videos: tuple[Video, ...]
+
+    @property
+    def names(self) -> dict[int, str]:
+        names = (self.summary.get("model") or {}).get("names") or {}
+        return {int(k): str(v) for k, v in names.items()}
+
+    @property
+    def digest(self) -> str:
+        return str((self.summary.get("model") or {}).get("digest") or "unknown")
+
+
+def load_run(out: Path, source: Path | None = None) -> RunOutputs:
+    """OUT's summary and videos; UsageError when OUT holds no run. ``source``: the folder the
+    videos are in now (default: the root the run recorded)."""
+    out = Path(out)
+    path = out / "summary.json"
+    if not out.is_dir():
+        raise UsageError(f"{out}: not a directory; give the --out folder of a framestream run")
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise UsageError(f"{out}: no summary.json, so no framestream run's outputs here; "
+                         "run python -m client.bulk with --out there first") from e
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{path}: unreadable ({e}); rerun the bulk command to rewrite it") from e
+    if not isinstance(summary, dict) or not isinstance(summary.get("files"), list):
+        raise UsageError(f"{path}: not a framestream summary (no 'files' list)")
+    root = source if source is not None else _recorded_root(summary)
+    videos = tuple(_video(out, root, f) for f in summary["files"] if isinstance(f, dict) and "path" in f)
+    return RunOutputs(out, summary, videos)
+
+
+def _recorded_root(summary: dict) -> Path | None:
+    root = (summary.get("inputs") or {}).get("root")
+    return Path(root) if root else None
+
+
+def _video(out: Path, root: Path | None, entry: dict) -> Video:
+    outputs = entry.get("outputs") or []
+    return Video(rel=str(entry["path"]), status=str(entry.get("status")), frames=int(entry.get("frames") or 0),
+                 output=out / outputs[0] if entry.get("status") == OK and outputs else None,
+                 source=root / entry["path"] if root is not None else None)
+
+
+def read_frames(output: Path) -> list[FrameRows]:
+    """Every inferred frame of one output (``.jsonl`` or ``.parquet``), in frame order."""
+    frames = list(_read_parquet(output) if output.suffix == ".parquet" else _read_jsonl(output))
+    frames.sort(key=lambda f: f.index)
+    return frames
+
+
+def _read_jsonl(path: Path) -> Iterator[FrameRows]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            d = json.loads(line)
+            tracks = d.get("track_ids")
+            rows = tuple(_row(r, tracks[i] if tracks else None) for i, r in enumerate(d["detections"]))
+            yield FrameRows(int(d["frame"]), float(d["t"]), rows)
+
+
+def _row(r: list, track: object) -> Row:
+    """A JSON row: six values, or seven with the track id last."""
+    track = r[6] if len(r) > 6 else track
+    return (float(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]), int(r[5]),
+            None if track is None else int(track))
+
+
+def _read_parquet(path: Path) -> Iterator[FrameRows]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as e:
+        raise UsageError("reading Parquet outputs needs pyarrow: pip install 'framestream[parquet]'") from e
+    cols = pq.read_table(path).to_pydict()
+    tracks = cols.get("track_id") or [None] * len(cols["frame"])
+    by_frame: dict[int, tuple[float, list[Row]]] = {}
+    for i, index in enumerate(cols["frame"]):
+        t, rows = by_frame.setdefault(int(index), (float(cols["t"][i]), []))
+        x1 = cols["x1"][i]
+        if x1 is None or (isinstance(x1, float) and math.isnan(x1)):
+            continue  # a frame without detections: one row, its detection columns null
+        rows.append((float(x1), float(cols["y1"][i]), float(cols["x2"][i]), float(cols["y2"][i]),
+                     float(cols["score"][i]), int(cols["class_id"][i]),
+                     None if tracks[i] is None else int(tracks[i])))
+    for index, (t, rows) in by_frame.items():
+        yield FrameRows(index, t, tuple(rows))
