@@ -6,10 +6,12 @@ onnxruntime then runs those convolutions as integer kernels. What stays float, a
 
 - the contract's pre-processing (uint8 -> float, HWC -> CHW, /255) and the NMS tail: they
   are cheap, and NMS must see the boxes the head computed, not a rounded copy;
-- every convolution that is not followed by an activation, and all that follows it to the
-  outputs: for YOLOv8/YOLO11 these are the head's last box and class convolutions, the DFL
-  integral and the box decoding. Their outputs are logits and pixel coordinates whose
-  rounding would move boxes and flip the confidence threshold, and they cost little.
+- every convolution that is not followed by an activation, the branch that feeds it back to
+  the feature map it shares with others, and all that follows it to the outputs: for
+  YOLOv8/YOLO11 these are the detection head's box and class branches (3 convolutions each,
+  per scale), the DFL integral and the box decoding. Their outputs are logits and pixel
+  coordinates whose rounding moves boxes and flips scores across the confidence threshold;
+  quantising the head's branches too cost a trained YOLOv8 several points of F1.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ QUANTIZED_OPS = ("Conv", "Sigmoid", "Mul", "Add", "Concat", "Split", "MaxPool", 
 @dataclass(frozen=True)
 class QuantizeSettings:
     per_channel: bool = True
-    method: str = "MinMax"  # onnxruntime CalibrationMethod name: MinMax, Entropy, Percentile
+    float_head_branches: bool = True  # see float_nodes
 
 
 class FrameReader:
@@ -94,17 +96,44 @@ def _downstream(starts: Iterable[onnx.NodeProto], consumers: dict[str, list[onnx
     return seen
 
 
-def float_nodes(model: onnx.ModelProto) -> list[str]:
-    """Names of the nodes to leave in float (see the module docstring); ``model``'s nodes must be named."""
+def float_nodes(model: onnx.ModelProto, *, head_branches: bool = True) -> list[str]:
+    """Names of the nodes to leave in float (see the module docstring); ``model``'s nodes must be named.
+    ``head_branches`` keeps each output convolution's whole branch float, back to the shared
+    feature map it starts from."""
     graph = model.graph
     consumers = _consumers(graph)
+    producer = {o: n for n in graph.node for o in n.output}
     convs = [n for n in graph.node if n.op_type == "Conv"]
     activated = lambda n: any(c.op_type in ("Sigmoid", "Relu", "LeakyRelu", "HardSwish", "Elu")  # noqa: E731
                               for c in consumers.get(n.output[0], []))
-    tail = _downstream([n for n in convs if not activated(n)], consumers)
+    outputs = [n for n in convs if not activated(n)]
+    starts = list(outputs)
+    if head_branches:
+        for conv in outputs:
+            starts.extend(_branch(conv, producer, consumers))
+    tail = _downstream(starts, consumers)
     body = _downstream(convs, consumers)
     before_body = {n.name for n in graph.node if n.name not in body}  # pre-processing, Shape of the input
     return sorted(tail | before_body)
+
+
+def _branch(node: onnx.NodeProto, producer: dict[str, onnx.NodeProto],
+            consumers: dict[str, list[onnx.NodeProto]]) -> list[onnx.NodeProto]:
+    """The nodes that feed ``node`` and nothing else (a SiLU's two uses of its input included):
+    its private branch, back to the feature map it shares with others."""
+    branch = {node.name: node}
+    grew = True
+    while grew:
+        grew = False
+        for member in list(branch.values()):
+            for name in member.input:
+                up = producer.get(name)
+                if up is None or up.name in branch:
+                    continue
+                if all(c.name in branch for out in up.output for c in consumers.get(out, [])):
+                    branch[up.name] = up
+                    grew = True
+    return [n for n in branch.values() if n is not node]
 
 
 def quantize_model(model: onnx.ModelProto, calibration: Sequence[np.ndarray], *,
@@ -122,11 +151,12 @@ def quantize_model(model: onnx.ModelProto, calibration: Sequence[np.ndarray], *,
             FrameReader(calibration),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(QUANTIZED_OPS),
-            nodes_to_exclude=float_nodes(named),
+            nodes_to_exclude=float_nodes(named, head_branches=settings.float_head_branches),
             per_channel=settings.per_channel,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod[settings.method],
+            # MinMax: the histogram methods (Entropy, Percentile) cannot mix letterbox shapes
+            calibrate_method=CalibrationMethod.MinMax,
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
         )
         quantized = onnx.load(str(out))
