@@ -26,7 +26,7 @@ COMMANDS: dict[str, Command] = {
     "bulk": Command("client.bulk", "run the detector over every video under DIR (python -m client.bulk)"),
     "serve": Command("server_config.local", "a local Triton on this machine's CPU (python -m server_config.local)"),
     "model": Command("server_config.model.__main__",
-                     "build, wrap or stamp a model in the serving contract (python -m server_config.model)"),
+                     "build, wrap, quantize or stamp a model in the serving contract (python -m server_config.model)"),
     "summary": Command("client.summary", "merge the summaries of --shard runs into OUT/summary.json "
                        "(python -m client.summary)"),
 }

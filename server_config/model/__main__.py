@@ -1,9 +1,10 @@
-"""``python -m server_config.model build|wrap|stamp``: write a model that honours the serving contract.
+"""``python -m server_config.model build|wrap|quantize|stamp``: write a model that honours the serving contract.
 
 ``build`` and ``wrap`` never replace an existing file (perhaps a user's wrapped trained
 model) without ``--force``. Written into a model repository other than the project's own,
 they also write the model's parameters into its configs (``server_config/model/repository.py``);
-``stamp`` does only that, for a model folder filled by hand.
+``stamp`` does only that, for a model folder filled by hand. ``quantize`` writes an INT8 copy
+of a contract model only when it agrees with the float model (``server_config/model/quantize.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from client.contract import DEFAULT_IMGSZ, DETECTIONS, NMS, NmsSettings
 from client.errors import FramestreamError, UsageError
 
 from .paths import default_model_path
+from .quantize import DEFAULT_FRAMES, DEFAULT_MIN_F1
 
 log = logging.getLogger("server_config.model")
 
@@ -30,10 +32,22 @@ def _parser(prog: str = "python -m server_config.model") -> argparse.ArgumentPar
     b.add_argument("--seed", type=int, default=0, help="weight seed (default: 0)")
     w = sub.add_parser("wrap", help="wrap an ultralytics YOLOv8/YOLO11/YOLOv5 ONNX export in the contract")
     w.add_argument("export", type=Path, help="the exported .onnx file")
+    q = sub.add_parser("quantize", help="an INT8 copy of a contract model, calibrated on your videos, "
+                                        "written only if it agrees with the float model")
+    q.add_argument("model", type=Path, help="the contract model (built or wrapped) to quantise")
+    q.add_argument("--calibrate", type=Path, required=True, metavar="DIR",
+                   help="videos to sample frames from (calibration, and as many held out for the agreement)")
+    q.add_argument("--min-f1", type=float, default=DEFAULT_MIN_F1,
+                   help=f"refuse to write a model whose boxes agree less with the float model's (default: {DEFAULT_MIN_F1})")
+    q.add_argument("--frames", type=int, default=DEFAULT_FRAMES,
+                   help=f"calibration frames; as many again are held out (default: {DEFAULT_FRAMES})")
     default_out = default_model_path()  # the model client.bulk uses when given none
     for command in (b, w):
         command.add_argument("--out", type=Path, default=default_out, help=f"output file (default: {default_out})")
+    q.add_argument("--out", type=Path, default=None, help="output file (default: MODEL's name with .int8.onnx)")
+    for command in (b, w, q):
         command.add_argument("--force", action="store_true", help="replace an existing model at --out")
+    for command in (b, w):  # quantize keeps the float model's NMS settings
         command.add_argument("--conf", type=float, default=NMS.conf_thres,
                              help=f"keep detections scoring above this (default: {NMS.conf_thres:g}); "
                              "client.bulk --conf can only raise it")
@@ -64,13 +78,20 @@ def _write(args: argparse.Namespace) -> None:
     from .files import save_onnx_atomically
     from .repository import repository_model_dir
 
-    nms = nms_settings(args.conf, args.iou, args.max_det)
+    if args.command == "quantize" and args.out is None:
+        args.out = args.model.with_name(f"{args.model.stem}.int8.onnx")
+    nms = nms_settings(args.conf, args.iou, args.max_det) if args.command != "quantize" else None
     if (args.out.exists() or args.out.is_symlink()) and not args.force:
         raise UsageError(f"{args.out} already exists; pass --force to replace it")
     if args.command == "build":
         from .build import build_model
 
         model = build_model(size=args.size, imgsz=args.imgsz, seed=args.seed, nms=nms)
+    elif args.command == "quantize":
+        from .quantize import quantize_file
+
+        model, agreement = quantize_file(args.model, args.calibrate, min_f1=args.min_f1, frames=args.frames)
+        log.info("%s", agreement.describe())
     else:
         from .wrap import wrap_file
 

@@ -1,0 +1,211 @@
+"""``python -m server_config.model quantize``: an INT8 QDQ model that serves the contract, gated by its
+agreement with the float model on held-out frames."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from client import bulk
+from client.contract import DETECTIONS, INPUT, META
+from client.infer.embedded import EmbeddedBackend
+from server_config.model.agreement import agreement, match_frame
+from server_config.model.build import build_model
+from server_config.model.calibration import sample_frames
+from server_config.model.files import save_onnx_atomically
+from server_config.model.quantize import is_qdq
+
+from .synthetic_exports import make_export
+from .videos import write_video
+from server_config.model.contract_graph import HeadLayout
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "server_config.model", *args], capture_output=True, text=True)
+
+
+@dataclass(frozen=True)
+class Quantized:
+    float_model: Path
+    videos: Path
+    out: Path
+    f1: float
+    stderr: str
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Small frames upscaled into the 320 model: the seeded model finds many boxes on them."""
+    src = tmp_path_factory.mktemp("calibrate")
+    write_video(src / "a.mp4", frames=20, size_wh=(160, 96))
+    write_video(src / "b.mkv", frames=12, size_wh=(96, 160))
+    return src
+
+
+@pytest.fixture(scope="module")
+def quantized(model_path: Path, videos: Path, tmp_path_factory: pytest.TempPathFactory) -> Quantized:
+    out = tmp_path_factory.mktemp("int8") / "model.int8.onnx"
+    result = cli("quantize", str(model_path), "--calibrate", str(videos), "--frames", "6", "--min-f1", "0",
+                 "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    f1 = float(re.search(r"F1 ([0-9.]+)", result.stderr).group(1))
+    return Quantized(model_path, videos, out, f1, result.stderr)
+
+
+def test_the_written_model_is_qdq_with_the_float_model_s_metadata_and_says_so_in_its_source(quantized: Quantized) -> None:
+    model = onnx.load(str(quantized.out))
+    assert is_qdq(model)
+    meta = {p.key: p.value for p in model.metadata_props}
+    float_meta = {p.key: p.value for p in onnx.load(str(quantized.float_model)).metadata_props}
+    assert {k: v for k, v in meta.items() if k != META.SOURCE} == {k: v for k, v in float_meta.items() if k != META.SOURCE}
+    assert meta[META.SOURCE].startswith(float_meta[META.SOURCE]) and "INT8" in meta[META.SOURCE]
+    assert "held-out frames: F1" in quantized.stderr and "mean IoU" in quantized.stderr
+
+
+def test_pre_processing_nms_and_the_head_s_branches_stay_float(quantized: Quantized) -> None:
+    graph = onnx.load(str(quantized.out)).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    initializers = {t.name for t in graph.initializer}
+    assert [n.op_type for n in graph.node if INPUT.name in n.input and n.op_type != "Shape"] == ["Cast"]
+    nms = next(n for n in graph.node if n.op_type == "NonMaxSuppression")
+    assert all(producer[i].op_type != "DequantizeLinear" for i in nms.input if i in producer)
+    float_convs = [n for n in graph.node if n.op_type == "Conv" and n.input[1] in initializers]
+    int8_convs = [n for n in graph.node if n.op_type == "Conv" and n.input[1] not in initializers]
+    assert len(float_convs) == 19  # 3 scales x (box, class) branches of 3 convs, and the DFL integral
+    assert all(producer[n.input[1]].op_type == "DequantizeLinear" for n in int8_convs) and len(int8_convs) == 64 - 19
+
+
+def test_the_quantised_model_serves_the_contract_in_a_bulk_run(quantized: Quantized, tmp_path: Path) -> None:
+    backend = EmbeddedBackend(quantized.out)
+    try:
+        output = backend.infer(0, np.full((2, 192, 320, 3), 114, np.uint8))
+        assert output.detections.shape == (2, *DETECTIONS.dims) and output.num_detections.shape == (2, 1)
+        assert backend.model.names == EmbeddedBackend(quantized.float_model).model.names
+    finally:
+        backend.close()
+    out = tmp_path / "out"
+    rc = bulk.main([str(quantized.videos), "--out", str(out), "--model", str(quantized.out), "--no-progress"])
+    assert rc == 0
+    rows = [json.loads(line) for line in (out / "a.mp4.jsonl").read_text().splitlines()]
+    assert [r["frame"] for r in rows] == list(range(20))
+    assert sum(len(r["detections"]) for r in rows) > 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert "INT8" in summary["model"]["source"]
+
+
+def test_a_model_below_min_f1_is_refused_in_one_line_and_nothing_is_written(quantized: Quantized, tmp_path: Path) -> None:
+    assert quantized.f1 < 0.998, "the seeded model must miss some boxes for the gate to be tested"
+    out = tmp_path / "refused.onnx"
+    result = cli("quantize", str(quantized.float_model), "--calibrate", str(quantized.videos), "--frames", "6",
+                 "--min-f1", f"{quantized.f1 + 0.002:.3f}", "--out", str(out))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "below --min-f1" in lines[0] and f"F1 {quantized.f1:.3f}" in lines[0], result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def _raw_export(path: Path) -> None:
+    onnx.save(make_export(HeadLayout.ULTRALYTICS), path)
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("min_f1_above_1", "--min-f1 must be between 0 and 1"),
+        ("min_f1_below_0", "--min-f1 must be between 0 and 1"),
+        ("missing_model", "no such file"),
+        ("not_onnx", "not a valid ONNX model"),
+        ("raw_export", "not a framestream model"),
+        ("already_quantised", "already quantised"),
+        ("no_videos", "no videos found"),
+        ("not_a_directory", "not a directory"),
+        ("out_exists", "already exists; pass --force"),
+        ("nothing_detected", "finds nothing on the"),
+    ],
+)
+def test_bad_input_gives_one_error_line_exit_2_and_writes_nothing(
+    case: str, message: str, quantized: Quantized, tmp_path: Path
+) -> None:
+    model, videos, extra = quantized.float_model, quantized.videos, []
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "model.int8.onnx"
+    if case == "min_f1_above_1":
+        extra = ["--min-f1", "1.01"]
+    elif case == "min_f1_below_0":
+        extra = ["--min-f1=-0.1"]
+    elif case == "missing_model":
+        model = tmp_path / "absent.onnx"
+    elif case == "not_onnx":
+        model = tmp_path / "model.onnx"
+        model.write_text("not a model\n")
+    elif case == "raw_export":
+        model = tmp_path / "export.onnx"
+        _raw_export(model)
+    elif case == "already_quantised":
+        model = quantized.out
+    elif case == "no_videos":
+        videos = tmp_path / "empty"
+        videos.mkdir()
+        (videos / "notes.txt").write_text("no video here\n")
+    elif case == "not_a_directory":
+        videos = tmp_path / "absent"
+    elif case == "out_exists":
+        out.write_bytes(b"a user's model")
+    elif case == "nothing_detected":  # at 160 the seeded model finds no box on these frames
+        model = tmp_path / "m160.onnx"
+        save_onnx_atomically(build_model(size="n", imgsz=160), model)
+    result = cli("quantize", str(model), "--calibrate", str(videos), "--frames", "4", "--out", str(out), *extra)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert sorted(p.name for p in out_dir.iterdir()) == (["model.int8.onnx"] if case == "out_exists" else [])
+    if case == "out_exists":
+        assert out.read_bytes() == b"a user's model"
+
+
+def test_held_out_frames_are_never_calibration_frames(videos: Path, model_path: Path) -> None:
+    from client.infer.embedded import read_model_info
+    import onnxruntime as ort
+
+    info = read_model_info(ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"]), model_path)
+    sets = sample_frames(videos, info, per_set=8)
+    assert len(sets.calibration) == len(sets.held_out) == 8 and sets.videos == 2
+    calibration = {f.tobytes() for f in sets.calibration}
+    assert len(calibration) == 8 and not calibration & {f.tobytes() for f in sets.held_out}
+
+
+def _rows(*boxes: tuple[float, float, float, float, float, int]) -> np.ndarray:
+    return np.array(boxes, dtype=np.float32).reshape(-1, 6)
+
+
+@pytest.mark.parametrize(
+    ("reference", "candidate", "matched"),
+    [
+        (_rows((0, 0, 10, 10, 0.9, 1)), _rows((0, 0, 10, 10, 0.8, 1)), 1),
+        (_rows((0, 0, 10, 10, 0.9, 1)), _rows((0, 0, 10, 10, 0.8, 2)), 0),  # another class
+        (_rows((0, 0, 10, 10, 0.9, 1)), _rows((5, 0, 15, 10, 0.8, 1)), 0),  # IoU 1/3
+        (_rows((0, 0, 10, 10, 0.9, 1)), _rows((0, 0, 10, 10, 0.8, 1), (0, 0, 10, 9, 0.7, 1)), 1),  # one each
+        (_rows((0, 0, 10, 10, 0.9, 1), (0, 0, 10, 9, 0.8, 1)), _rows((0, 0, 10, 9.5, 0.8, 1)), 1),
+        (_rows(), _rows((0, 0, 10, 10, 0.8, 1)), 0),
+    ],
+)
+def test_boxes_match_one_to_one_within_their_class_at_iou_half(reference, candidate, matched) -> None:
+    assert match_frame(reference, candidate)[0] == matched
+
+
+def test_agreement_counts_precision_recall_f1_and_mean_iou_over_frames() -> None:
+    ref = [_rows((0, 0, 10, 10, 0.9, 0), (20, 20, 30, 30, 0.9, 0)), _rows((0, 0, 10, 10, 0.9, 3))]
+    cand = [_rows((0, 0, 10, 8, 0.9, 0)), _rows((0, 0, 10, 10, 0.9, 3), (50, 50, 60, 60, 0.5, 3))]
+    a = agreement(ref, cand)
+    assert (a.reference_boxes, a.boxes, a.matched) == (3, 3, 2)
+    assert a.precision == pytest.approx(2 / 3) and a.recall == pytest.approx(2 / 3) and a.f1 == pytest.approx(2 / 3)
+    assert a.mean_iou == pytest.approx((0.8 + 1.0) / 2)
