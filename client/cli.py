@@ -27,6 +27,8 @@ COMMANDS: dict[str, Command] = {
     "serve": Command("server_config.local", "a local Triton on this machine's CPU (python -m server_config.local)"),
     "model": Command("server_config.model.__main__",
                      "build, wrap, quantize or stamp a model in the serving contract (python -m server_config.model)"),
+    "render": Command("client.render", "draw a run's detections: annotated MP4s, contact sheets, report.html "
+                      "(python -m client.render)"),
     "summary": Command("client.summary", "merge the summaries of --shard runs into OUT/summary.json "
                        "(python -m client.summary)"),
 }

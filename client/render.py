@@ -59,8 +59,8 @@ def parser(prog: str = "python -m client.render") -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: list[str] | None = None, *, prog: str = "python -m client.render") -> int:
+    args = parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     for noisy in ("libav", "av", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.ERROR)

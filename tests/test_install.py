@@ -142,9 +142,10 @@ def test_framestream_help_lists_its_commands_and_an_unknown_one_is_one_line_exit
     assert build.stdout.startswith("usage: framestream model build")
     mistake = installed.framestream("bulk", ".", "--every", "2", "--fps", "3")
     assert mistake.returncode == 1 and "see framestream bulk --help" in mistake.stderr
-    unknown = installed.framestream("render", "x")
+    unknown = installed.framestream("annotate", "x")
     assert unknown.returncode == 1 and "Traceback" not in unknown.stderr
-    assert len(unknown.stderr.strip().splitlines()) == 1 and "render" in unknown.stderr
+    assert len(unknown.stderr.strip().splitlines()) == 1 and "annotate" in unknown.stderr
+    assert installed.framestream("render", "--help").stdout.startswith("usage: framestream render")
     bare = installed.framestream()
     assert bare.returncode == 1 and "bulk" in bare.stderr
 
