@@ -151,9 +151,9 @@ def test_metrics_addr_chooses_where_the_metrics_port_listens(taken_port, tmp_pat
 # -- dependencies: one onnxruntime per environment, floors that were run -------------------------
 
 # The lowest versions the code was run on, and what breaks below each. Checked by installing
-# the floors together (numpy 1.24.4, av 14.1.0, onnx 1.16.0, onnxruntime 1.18.0,
-# opencv-python-headless 4.8.0.76, pyarrow 14.0.0, prometheus-client 0.20.0) and running the
-# suite outside Triton and the GPU. av 14.0 and prometheus-client 0.19 failed it.
+# the floors together and running the suite: .ci/run does it on every run (uv's
+# --resolution lowest-direct), outside the install and Docker tests. av 14.0 and
+# prometheus-client 0.19 failed it once.
 FLOORS = {
     "av": ("14.1", "VideoFrame.rotation: without it every file fails as an internal error"),
     "numpy": ("1.24", "ran the suite"),
@@ -164,6 +164,10 @@ FLOORS = {
     "pyarrow": ("14", "ran the suite"),
     "prometheus-client": ("0.20", "start_http_server returns (server, thread), which RunTelemetry shuts down"),
     "pynvvideocodec": ("2.0", "DecodedFrame.getPTS(), by which NVDEC's frames are placed: 1.x frames have none"),
+    "matplotlib": ("3.7", "ran the report and render tests"),
+    "pillow": ("10.1", "ImageFont.load_default(size=), with which client.render labels boxes"),
+    "trackers": ("2.6", "ran the tracking tests (update() with timestamps)"),
+    "ray": ("2.60", "ran tests/test_ray.py (ray.cluster_utils.Cluster on loopback, threaded actors)"),
 }
 # Where the project installs itself; each must give exactly one onnxruntime.
 INSTALLERS = [".ci/run", "docker/Dockerfile", "docker/Dockerfile.cpu"]
