@@ -110,7 +110,8 @@ def test_the_container_runs_a_framestream_command_that_parses_on_the_shared_volu
     docs = documents()
     args = bulk_args(docs)
     c = container(docs, "bulk")
-    data, out = mount(c, str(args.dir)), mount(c, str(args.out))
+    (path,) = args.paths  # one directory: the shared volume's input
+    data, out = mount(c, path), mount(c, str(args.out))
     assert data.get("readOnly") is True and not out.get("readOnly")
     claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod(docs)["volumes"]
               if "persistentVolumeClaim" in v}

@@ -149,10 +149,13 @@ def quantize_model(model: onnx.ModelProto, calibration: Sequence[np.ndarray], *,
 
     named = _named(model)
     with tempfile.TemporaryDirectory(prefix="framestream-quantize-") as tmp, _quiet_root_logger():
-        out = Path(tmp) / "model.int8.onnx"
+        out, source_path = Path(tmp) / "model.int8.onnx", Path(tmp) / "model.onnx"
+        # A path, not the ModelProto: onnxruntime 1.18 and 1.19 reload an in-memory model from a
+        # temporary folder they have already removed (the suite at the lowest versions found it).
+        onnx.save(named, str(source_path))
         quantize_static(
-            named,
-            out,
+            str(source_path),
+            str(out),
             FrameReader(calibration),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(QUANTIZED_OPS),
