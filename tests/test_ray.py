@@ -44,8 +44,8 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One long video (cut into key-frame segments on two nodes) among short ones, and a non-video."""
     src = tmp_path_factory.mktemp("ray") / "videos"
     (src / "cam").mkdir(parents=True)
-    write_video(src / "long.mp4", frames=72)
-    for i in range(10):
+    write_video(src / "long.mp4", frames=160)
+    for i in range(16):  # units enough that a node still gets one after its first is done
         write_video(src / "cam" / f"short{i}.mp4", frames=8 + i)
     (src / "notes.txt").write_text("not a video\n")
     return src
@@ -175,8 +175,9 @@ def test_a_node_lost_mid_run_has_its_units_rerun_elsewhere_and_every_frame_writt
     victim = cluster.add_node(**LOCAL)
     cluster.wait_for_nodes()
     driver = on_ray(cluster, videos, tmp_path / "out", model_path, wait=False)
-    seen = wait_for_line(driver, f"done on node {victim.node_id}")  # it has worked, and has more in flight
-    cluster.remove_node(victim, allow_graceful=False)  # as a crash: its processes killed
+    seen = wait_for_line(driver, f"done on node {victim.node_id}")  # it has worked
+    seen += wait_for_line(driver, f"-> node {victim.node_id}")  # and a unit was just handed to it
+    cluster.remove_node(victim, allow_graceful=False)  # as a crash, that unit in flight: its processes killed
     _, rest = driver.communicate(timeout=300)
     assert driver.returncode == 0, "".join(seen) + rest
     s = summary(tmp_path / "out")
