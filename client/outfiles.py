@@ -188,22 +188,10 @@ class OutTree:
         return tmp, os.open(tmp, flags, 0o666, dir_fd=dir_fd)
 
     def write_file(self, parts: tuple[str, ...], data: bytes) -> Output:
-        """Write a small file below OUT whole or not at all: a hidden temporary, fsynced, renamed
-        over ``parts`` (never through a symlink), the rename fsynced. OS errors as :func:`translate`."""
-        with boundary(str(self.path(parts)), self.out):
-            d = self.open_dir(parts[:-1], create=True)
-            try:
-                self.check_replaceable(parts, d)
-                tmp, fd = self.create_hidden(parts[-1], d)
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, parts[-1], src_dir_fd=d, dst_dir_fd=d)
-                os.fsync(d)
-            finally:
-                os.close(d)
-        return Output(self.path(parts), len(data), hashlib.sha256(data).hexdigest())
+        """Write a small file below OUT whole or not at all (:func:`write_atomically`), with its
+        size and digest."""
+        path = write_atomically(self, parts, lambda f: f.write(data))
+        return Output(path, len(data), hashlib.sha256(data).hexdigest())
 
     def open_regular(self, parts: tuple[str, ...]):
         """A regular file below OUT opened for reading, or None if missing, a symlink or unreadable."""

@@ -14,6 +14,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import defaults
 from .contract import ModelInfo
 from .errors import UsageError
 from .ray_worker import NodeInfo, NodeWorker
@@ -22,8 +23,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ClusterNode", "RayCluster", "connect"]
 
-CONNECT_TIMEOUT_S = 5.0  # a first TCP look at the address: Ray itself retries an absent one for minutes
-START_TIMEOUT_S = 300.0  # a node's worker starting (imports, model load, its Triton's checks)
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -70,7 +69,7 @@ class RayCluster:
         for node in self.nodes:
             if node.alive:
                 try:
-                    ray.get(node.actor.close.remote(), timeout=START_TIMEOUT_S)
+                    ray.get(node.actor.close.remote(), timeout=defaults.RAY_START_TIMEOUT_S)
                 except (ray.exceptions.RayError, TimeoutError):
                     pass
         ray.shutdown()
@@ -116,7 +115,7 @@ def _check_reachable(address: str) -> None:
         return
     host, port = _host_port(address)
     try:
-        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+        socket.create_connection((host, port), timeout=defaults.RAY_CONNECT_TIMEOUT_S).close()
     except OSError as e:
         why = e.strerror or type(e).__name__
         raise UsageError(f"--ray {address}: nothing answers there ({why}); start the cluster's head with "
@@ -154,7 +153,7 @@ def _start_workers(ray, args: argparse.Namespace, model_path: Path | None) -> li
                              scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False))
               .remote(args, model, node_id) for node_id, resources in placements]
     try:
-        infos: list[NodeInfo] = ray.get([a.info.remote() for a in actors], timeout=START_TIMEOUT_S)
+        infos: list[NodeInfo] = ray.get([a.info.remote() for a in actors], timeout=defaults.RAY_START_TIMEOUT_S)
     except ray.exceptions.RayError as e:
         why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise UsageError(f"--ray {args.ray}: a node's worker did not start ({why})") from e

@@ -35,9 +35,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["connect", "run_on_ray"]
 
-STOP_WAIT_S = 60.0  # after a stop, how long the units in flight may take to hand back what they have
-MAX_ATTEMPTS = 3  # a unit lost this many times (nodes dying under it, or a bug) fails its file
-
 
 def run_on_ray(cluster: RayCluster, options: RunOptions, sink: Sink, ledger: ResumeLedger,
                telemetry: RunTelemetry | None = None) -> RunResult:
@@ -169,7 +166,7 @@ class _Dispatch:
 
     def _retry(self, uid: int, reason: str) -> None:
         unit = self.units[uid]
-        if self.attempts[uid] < MAX_ATTEMPTS:
+        if self.attempts[uid] < defaults.RAY_MAX_ATTEMPTS:
             self.rerun += 1
             heapq.heappush(self.pending, uid)
             return
@@ -186,7 +183,7 @@ class _Dispatch:
         for node in self.nodes:
             if node.alive:
                 node.actor.stop.remote()
-        deadline = time.monotonic() + STOP_WAIT_S
+        deadline = time.monotonic() + defaults.RAY_STOP_WAIT_S
         for ref, (uid, _) in list(self.in_flight.items()):
             try:
                 result: UnitResult = ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))

@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,13 +84,7 @@ class ResumeLedger:
     def check(self, video: Path, rel: str, outputs: list[Path]) -> Resume:
         """Complete (with its frames) only if a record matches model, options and source and
         every output has the recorded size and digest; else the first reason that fails."""
-        record = self._read(rel)
-        if record is None:
-            return Resume(None, NO_RECORD)
-        try:
-            return self._compare(record, video, outputs)
-        except (KeyError, TypeError, ValueError, AttributeError):
-            return Resume(None, NO_RECORD)  # a record damaged in a way JSON still parses
+        return self._checked(rel, lambda record: self._compare(record, video, outputs))
 
     def _compare(self, record: dict, video: Path, outputs: list[Path]) -> Resume:
         if record["model"] != self.model_digest:
@@ -105,13 +99,16 @@ class ResumeLedger:
         """For a reader of the results (``client.render``), whatever model and options made them:
         complete only if ``video`` is the source they were made from (its size and mtime) and
         every output has the recorded size and digest; else the first reason that fails."""
+        return self._checked(rel, lambda record: self._compare_source(record, video, outputs))
+
+    def _checked(self, rel: str, compare: Callable[[dict], Resume]) -> Resume:
         record = self._read(rel)
         if record is None:
             return Resume(None, NO_RECORD)
         try:
-            return self._compare_source(record, video, outputs)
+            return compare(record)
         except (KeyError, TypeError, ValueError, AttributeError):
-            return Resume(None, NO_RECORD)
+            return Resume(None, NO_RECORD)  # a record damaged in a way JSON still parses
 
     def _compare_source(self, record: dict, video: Path, outputs: list[Path]) -> Resume:
         try:
