@@ -3,11 +3,13 @@ process, with its backend slowed once the first video is complete, so a test can
 signal while files are in flight however fast the machine is.
 
 The slow-down is the only change: decoding, inference, outputs and signal handling are
-the real ones. ``OUT_READY`` is created when the slow-down starts (the test's event).
+the real ones. ``OUT_READY`` is created when the slow-down starts (the test's event), and
+``OUT_READY.PID`` when it starts in this process (for tests that run several, one per device).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -45,10 +47,9 @@ class SlowAfterFirstComplete(Delegating):
         self.out, self.ready, self.delay_s = out, ready, delay_s
 
     def _slow(self) -> bool:
-        if self.ready.exists():
-            return True
-        if any((self.out / ".framestream").rglob("*.json")):  # a video's resume record: it is complete
+        if self.ready.exists() or any((self.out / ".framestream").rglob("*.json")):  # a record: a video is complete
             self.ready.touch()
+            self.ready.with_name(f"{self.ready.name}.{os.getpid()}").touch()
             return True
         return False
 

@@ -11,6 +11,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -100,13 +101,18 @@ def test_one_process_per_device_splits_the_files_and_the_last_merges_summary_jso
 def test_a_signal_to_the_run_reaches_every_device_s_process_once_and_a_rerun_finishes_the_rest(
         src: Path, tmp_path: Path, model_path: Path) -> None:
     out, ready = tmp_path / "out", tmp_path / "ready"
-    # Each child is the real bulk CLI, slowed once a video is complete (tests/fault_runner.py).
+    # Each child is the real bulk CLI, slowed once a video is complete (tests/fault_runner.py);
+    # one frame per batch, so each child has work left when its slow-down starts.
     parent = ("import sys; from client.devices import run_per_device; "
               "sys.exit(run_per_device(sys.argv[1:], [0, 1], None, module='tests.fault_runner'))")
     proc = subprocess.Popen([sys.executable, "-c", parent, str(ready), "0.1", "--", str(src), "--out", str(out),
-                             "--model", str(model_path), "--device", "cpu", "--no-split"],
+                             "--model", str(model_path), "--device", "cpu", "--no-split", "--batch", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     wait_for(ready, proc)
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("ready.*"))) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # both children in flight, not one still starting
+    assert len(list(tmp_path.glob("ready.*"))) == 2, "a child never started its slowed work"
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 143, stderr[-2000:]
