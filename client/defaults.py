@@ -70,6 +70,10 @@ RETRY_MAX_DELAY_S = 2.0
 # One request's deadline; a batch of 8 takes ~1 s on a 2-core CPU server (results/triton.md:
 # ~120 ms per inference), so only a stuck server reaches it.
 REQUEST_TIMEOUT_S = 60.0
+# Closing a shared-memory ring: Triton (2.50+) refuses to unregister a region while a request's
+# reference to it is still being released, which can outlast the response reaching us on a
+# loaded machine; "in use" is retried this long (a batch of 8 on a 2-core CPU: ~1 s).
+SHM_RELEASE_WAIT_S = 10.0
 # Prometheus scrapes: how long one scrape, and the wait for the server's count to catch up
 # after the run, may take, and how often it is asked meanwhile.
 SCRAPE_TIMEOUT_S = 5.0

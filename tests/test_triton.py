@@ -20,7 +20,7 @@ from client.infer.triton import TritonBackend, TritonOptions  # noqa: E402
 from client.metrics import scrape  # noqa: E402
 
 from .test_bulk import bulk_main, entries, read_jsonl  # noqa: E402
-from .triton_server import add_bare_model, free_ports, make_repository, start_server  # noqa: E402
+from .triton_server import add_bare_model, add_gate_model, free_ports, make_repository, start_server  # noqa: E402
 from .videos import write_video  # noqa: E402
 
 pytestmark = pytest.mark.triton
@@ -35,6 +35,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Pa
 def triton(tmp_path_factory: pytest.TempPathFactory, model_path: Path):
     repo = make_repository(tmp_path_factory.mktemp("served"), model_path)
     add_bare_model(repo, model_path)
+    add_gate_model(repo)
     server = start_server(repo)
     yield server
     server.stop()
@@ -189,6 +190,39 @@ def test_a_batch_built_inside_its_lane_region_is_what_the_server_infers(triton, 
             backend.batch_buffer(0, (64, 640, 640, 3))
     finally:
         backend.close()
+    assert registered_regions(triton) == [] and our_shm_files() == []
+
+
+def test_closing_a_ring_while_triton_still_holds_its_region_waits_and_then_unregisters_it(triton) -> None:
+    """Triton 2.50+ refuses to unregister a region a request still holds ("currently in use"),
+    which on a loaded machine can outlast the response reaching the client. The 'gate' model
+    (tests/triton_server.py) holds its request, and so the region, until the test opens it."""
+    import threading
+
+    import tritonclient.grpc as grpcclient
+
+    from client.contract import INPUT, NUM_DETECTIONS
+    from client.infer.shm import SystemShmRing
+
+    gate = triton.config.model_repository / "gate.open"
+    answers: list = []
+    with grpcclient.InferenceServerClient(triton.config.grpc_url) as client:
+        ring = SystemShmRing(client, lanes=1, byte_size=2 * 96 * 160 * 3)
+        image = grpcclient.InferInput(INPUT.name, [2, 96, 160, 3], INPUT.triton_dtype)
+        image.set_shared_memory(*ring.write(0, np.full((2, 96, 160, 3), 114, np.uint8)))
+        client.async_infer("gate", [image], callback=lambda result, error: answers.append((result, error)),
+                           outputs=[grpcclient.InferRequestedOutput(NUM_DETECTIONS.name)])
+        wait_for("the request held by the model", gate.with_name("gate.arrived").exists)
+        opener = threading.Timer(1.0, gate.touch)  # the request holds the region until then
+        opener.start()
+        try:
+            ring.close()  # refused while the request holds the region, then let go
+        finally:
+            opener.join()
+            wait_for("the request answered", lambda: answers)
+    result, error = answers[0]
+    assert error is None, error.message()
+    assert result.as_numpy(NUM_DETECTIONS.name).shape == (2, 1)
     assert registered_regions(triton) == [] and our_shm_files() == []
 
 

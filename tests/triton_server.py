@@ -32,6 +32,42 @@ class TritonPythonModel:
         return [pb_utils.InferenceResponse(error=pb_utils.TritonError("not used")) for _ in requests]
 """
 
+# A model that holds each request until the test opens its gate (a file beside the models,
+# after saying it has one with another): the request keeps its shared-memory region in use
+# for exactly as long as the test says.
+GATE_CONFIG = """name: "gate"
+backend: "python"
+max_batch_size: 8
+input [ { name: "images" data_type: TYPE_UINT8 dims: [ -1, -1, 3 ] } ]
+output [ { name: "num_detections" data_type: TYPE_INT32 dims: [ 1 ] } ]
+instance_group [ { count: 1 kind: KIND_CPU } ]
+"""
+GATE_MODEL = """import os
+import sys
+import time
+from pathlib import Path
+
+sys.path[:0] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+GATE = Path(__file__).resolve().parents[2] / "gate.open"
+ARRIVED = GATE.with_name("gate.arrived")
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        ARRIVED.touch()
+        deadline = time.monotonic() + 60
+        while not GATE.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        out = []
+        for request in requests:
+            n = pb_utils.get_input_tensor_by_name(request, "images").as_numpy().shape[0]
+            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("num_detections", np.zeros((n, 1), np.int32))]))
+        return out
+"""
+
 
 def free_ports(n: int) -> list[int]:
     sockets = [socket.socket() for _ in range(n)]
@@ -74,6 +110,16 @@ def add_bare_model(repo: Path, model_onnx: Path, name: str = "bare") -> None:
     (repo / name / "configs" / "cpu.pbtxt").write_text(config)
     shutil.copy(MODEL_REPOSITORY / MODEL_NAME / "1" / "model.py", repo / name / "1" / "model.py")
     onnx.save(model, str(repo / name / "1" / "model.onnx"))
+
+
+def add_gate_model(repo: Path) -> Path:
+    """The 'gate' model (GATE_MODEL); returns the file that opens its gate ('gate.arrived'
+    beside it appears once a request is held)."""
+    (repo / "gate" / "1").mkdir(parents=True)
+    (repo / "gate" / "configs").mkdir()
+    (repo / "gate" / "configs" / "cpu.pbtxt").write_text(GATE_CONFIG)
+    (repo / "gate" / "1" / "model.py").write_text(GATE_MODEL)
+    return repo / "gate.open"
 
 
 def start_server(repo: Path, ports: list[int] | None = None) -> LocalTriton:

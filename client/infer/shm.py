@@ -3,7 +3,8 @@
 A lane's batch is built in its own region (``view``: the pipeline writes each frame into its
 slot there) and the request carries only the region's name, so K lanes need exactly K
 regions. Each ring registers its regions at start and unregisters and frees them on every
-way out (``close``); after a server restart, ``reregister`` puts them back.
+way out (``close``, which waits out Triton's "in use" refusal: :func:`unregister`); after a
+server restart, ``reregister`` puts them back.
 
 - :class:`SystemShmRing`: POSIX shared memory (``/dev/shm``) for host batches.
 - :class:`CudaShmRing`: CUDA IPC memory for GPU batches, each region with one CuPy view
@@ -18,16 +19,44 @@ reads the region (:mod:`client.gpu.streams`).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import secrets
+import time
 from multiprocessing import shared_memory
+from typing import Callable
 
 import numpy as np
 
+from .. import defaults
 from ..arrays import copy_into, on_host
 from ..errors import ServerError, UsageError
 from ..gpu.streams import Lanes
+
+
+log = logging.getLogger(__name__)
+
+
+def unregister(call: Callable[[str], object], name: str, *, wait_s: float = defaults.SHM_RELEASE_WAIT_S) -> bool:
+    """Unregister region ``name`` with ``call``; whether the server let it go.
+
+    Triton (2.50+) counts the requests using a region and refuses ("currently in use") until
+    the last one is released, a moment after its response reached us: that refusal is retried
+    for ``wait_s``. Any other failure means the server is gone, and its registrations with it."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            call(name)
+            return True
+        except Exception as e:  # tritonclient's InferenceServerException, or the channel's errors
+            if "in use" not in str(e):
+                return False
+            if time.monotonic() >= deadline:
+                log.warning("Triton still holds shared-memory region %s after %.0f s (a request is using it); "
+                            "it stays registered until the server restarts", name, wait_s)
+                return False
+        time.sleep(0.02)
 
 
 def region_names(prefix: str, lanes: int) -> list[str]:
@@ -82,10 +111,7 @@ class SystemShmRing:
 
     def close(self) -> None:
         for region in self.regions:
-            try:
-                self._client.unregister_system_shared_memory(region.name)
-            except Exception:  # server gone: its registrations went with it
-                pass
+            unregister(self._client.unregister_system_shared_memory, region.name)
             region.close()
             try:
                 region.unlink()
@@ -159,9 +185,6 @@ class CudaShmRing:
     def close(self) -> None:
         self.views.clear()  # before the memory they view is freed
         for name, handle in self.handles:
-            try:
-                self._client.unregister_cuda_shared_memory(name)
-            except Exception:  # server gone: its registrations went with it
-                pass
+            unregister(self._client.unregister_cuda_shared_memory, name)
             self._cudashm.destroy_shared_memory_region(handle)
         self.handles.clear()
