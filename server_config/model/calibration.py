@@ -32,9 +32,9 @@ class FrameSets:
     videos: int
 
 
-def sample_frames(root: Path, info: ModelInfo, *, per_set: int) -> FrameSets:
-    """``per_set`` calibration and ``per_set`` held-out frames (fewer if the videos are short),
-    spread evenly over every video under ``root``."""
+def sample_frames(root: Path, info: ModelInfo, *, calibration: int, held_out: int) -> FrameSets:
+    """``calibration`` and ``held_out`` frames (fewer if the videos are short), spread evenly
+    over every video under ``root``; calibration frames are spread evenly among the others."""
     from client.discovery import discover
 
     if not root.is_dir():
@@ -42,13 +42,17 @@ def sample_frames(root: Path, info: ModelInfo, *, per_set: int) -> FrameSets:
     videos = discover(root).videos
     if not videos:
         raise UsageError(f"--calibrate {root}: no videos found to calibrate on")
-    quota = math.ceil(2 * per_set / len(videos))  # frames per video, both sets together
+    quota = math.ceil((calibration + held_out) / len(videos))  # frames per video, both sets together
     frames: list[np.ndarray] = []
     for video in videos:
         frames.extend(_frames_of(video.path, video.frames, quota, info))
     if len(frames) < 2:
         raise UsageError(f"--calibrate {root}: fewer than 2 frames could be decoded")
-    return FrameSets(calibration=frames[0::2][:per_set], held_out=frames[1::2][:per_set], videos=len(videos))
+    n = len(frames)
+    share = min(calibration, n - 1, max(1, round(n * calibration / (calibration + held_out))))
+    picked = set(np.linspace(0, n - 1, share).round().astype(int).tolist()) if share > 1 else {0}
+    return FrameSets(calibration=[f for i, f in enumerate(frames) if i in picked],
+                     held_out=[f for i, f in enumerate(frames) if i not in picked][:held_out], videos=len(videos))
 
 
 def _frames_of(path: Path, declared: int, quota: int, info: ModelInfo) -> list[np.ndarray]:
