@@ -236,7 +236,7 @@ def _on_sigterm(handler):
         return None
 
 
-def _use_gpu(args: argparse.Namespace) -> tuple[bool, str]:
+def use_gpu(args: argparse.Namespace) -> tuple[bool, str]:
     """--device: auto takes the GPU path when everything it needs works; returns the choice and why."""
     if args.device == "cpu":
         return False, "--device cpu"
@@ -264,7 +264,7 @@ def _gpu_devices(args: argparse.Namespace, gpu: bool) -> list[int]:
     return select_devices(args.devices, visible_gpus())
 
 
-def _thread_budget(args: argparse.Namespace, gpu: bool, workers: int):
+def thread_budget(args: argparse.Namespace, gpu: bool, workers: int):
     """The usable CPUs (affinity, cgroup quota) split between onnxruntime, FFmpeg and OpenCV."""
     from .threads import apply_opencv, split_budget, usable_cpus
 
@@ -274,8 +274,10 @@ def _thread_budget(args: argparse.Namespace, gpu: bool, workers: int):
     return budget
 
 
-def _make_backend(args: argparse.Namespace, model_path: Path | None, gpu: bool, *, sessions: int | None = None,
-                  device: int = 0):
+def make_backend(args: argparse.Namespace, model_path: Path | None, gpu: bool, *, sessions: int | None = None,
+                 device: int = 0):
+    """The backend the arguments choose (Triton with --server, else embedded on the GPU or the
+    CPU); public because each Ray node's worker builds its own the same way."""
     if args.server is None and gpu:
         from .infer.embedded_gpu import EmbeddedGpuBackend
 
@@ -318,7 +320,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         gpu, why, devices = backend.gpu, f"chosen on each Ray node by --device {args.device}", [0]
         workers = args.workers or (defaults.GPU_WORKERS if gpu else defaults.CPU_WORKERS)
     else:
-        gpu, why = _use_gpu(args)
+        gpu, why = use_gpu(args)
         devices = _gpu_devices(args, gpu)
         if len(devices) > 1:
             from .devices import run_per_device
@@ -326,8 +328,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             log.info("device: gpu (%s); %d GPUs, one process each: %s", why, len(devices), ", ".join(map(str, devices)))
             return run_per_device(argv, devices, shard)
         workers = args.workers or (defaults.GPU_WORKERS if gpu else defaults.CPU_WORKERS)
-        budget = _thread_budget(args, gpu, workers)
-        backend = _make_backend(args, model_path, gpu, sessions=budget.sessions or args.sessions, device=devices[0])
+        budget = thread_budget(args, gpu, workers)
+        backend = make_backend(args, model_path, gpu, sessions=budget.sessions or args.sessions, device=devices[0])
     if inputs.files or len(inputs.dirs) > 1:
         log.info("inputs: %s (outputs are named relative to it)", inputs.describe())
     try:

@@ -35,7 +35,7 @@ from .triage import triage
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RunOptions", "RunResult", "run_bulk"]
+__all__ = ["Interrupts", "RunOptions", "RunResult", "run_bulk", "schedule_report"]
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
     busy_before = backend.busy_seconds()
     start = time.monotonic()
     throughput = Throughput(start)
-    with _Interrupts(pipeline.stop) as interrupts:
+    with Interrupts(pipeline.stop) as interrupts:
         pipeline.start(jobs)
         try:
             _collect(pipeline, collector, throughput)
@@ -107,12 +107,12 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
     reports.update(collector.finish_stopped())
     reports.update(collector.reports)
     busy = backend.busy_seconds() - busy_before
-    schedule = _schedule_report(config.workers, len(jobs), makespan, busy, backend.lanes, collector.decode_times)
+    schedule = schedule_report(config.workers, len(jobs), makespan, busy, backend.lanes, collector.decode_times)
     return RunResult([reports[rel] for rel in sorted(reports)], schedule, collector.stopped, interrupts.signal_name,
                      throughput.to_json(start + makespan))
 
 
-class _Interrupts:
+class Interrupts:
     """SIGINT and SIGTERM during a run: the first stops the pipeline, whose stages finish the
     batches in flight, so their results still reach the outputs and nothing is cut mid-write;
     a second one stops waiting (KeyboardInterrupt). Off the main thread signals are left alone."""
@@ -128,7 +128,7 @@ class _Interrupts:
         self.signal_name = signal.Signals(signum).name
         self._stop()
 
-    def __enter__(self) -> "_Interrupts":
+    def __enter__(self) -> "Interrupts":
         if threading.current_thread() is threading.main_thread():
             self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
         return self
@@ -152,7 +152,7 @@ def _collect(pipeline: Pipeline, collector: Collector, throughput: Throughput) -
             pass
 
 
-def _schedule_report(workers: int, segments: int, makespan: float, busy: float, lanes: int,
+def schedule_report(workers: int, segments: int, makespan: float, busy: float, lanes: int,
                      decode_times: list[float]) -> dict[str, object]:
     """How close the run came to its lower bound.
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import replace
 
 from . import defaults
-from .bulk_run import RunOptions, RunResult, _Interrupts, _schedule_report
+from .bulk_run import RunOptions, RunResult, Interrupts, schedule_report
 from .collector import Collector
 from .inputs import absolute
 from .pipeline import BatchFailed, FileEnded, FileStarted
@@ -56,7 +56,7 @@ def run_on_ray(cluster: RayCluster, options: RunOptions, sink: Sink, ledger: Res
                           sidecars=sidecars)
     dispatch = _Dispatch(cluster.nodes, units, collector, stopping)
     start = time.monotonic()
-    with _Interrupts(stopping.set) as interrupts:
+    with Interrupts(stopping.set) as interrupts:
         try:
             dispatch.run()
         except KeyboardInterrupt:  # a second signal: stop waiting for the units in flight
@@ -68,7 +68,7 @@ def run_on_ray(cluster: RayCluster, options: RunOptions, sink: Sink, ledger: Res
     makespan = time.monotonic() - start
     reports.update(collector.finish_stopped())
     reports.update(collector.reports)
-    schedule = _schedule_report(decoders, len(units), makespan, cluster.busy_seconds(), cluster.lanes,
+    schedule = schedule_report(decoders, len(units), makespan, cluster.busy_seconds(), cluster.lanes,
                                 collector.decode_times)
     schedule["units_rerun"] = dispatch.rerun
     return RunResult([reports[rel] for rel in sorted(reports)], schedule, collector.stopped, interrupts.signal_name)

@@ -89,14 +89,14 @@ class NodeWorker:
 
     def _start(self, args: argparse.Namespace, model_path: Path | None) -> None:
         from . import defaults
-        from .bulk import _make_backend, _thread_budget, _use_gpu
+        from .bulk import make_backend, thread_budget, use_gpu
         from .decode import Sampling
         from .jobs import _gpu_letterbox
 
-        self.gpu, _ = _use_gpu(args)
+        self.gpu, _ = use_gpu(args)
         workers = args.workers or (defaults.GPU_WORKERS if self.gpu else defaults.CPU_WORKERS)
-        budget = _thread_budget(args, self.gpu, workers)  # this node's CPUs (affinity, cgroup), not the driver's
-        self.backend = _make_backend(args, model_path, self.gpu, sessions=budget.sessions or args.sessions)
+        budget = thread_budget(args, self.gpu, workers)  # this node's CPUs (affinity, cgroup), not the driver's
+        self.backend = make_backend(args, model_path, self.gpu, sessions=budget.sessions or args.sessions)
         sampling = Sampling(every=args.every, fps=args.fps, keyframes=args.keyframes)
         self.config = PipelineConfig(batch=args.batch, workers=workers, square=args.square, sampling=sampling,
                                      gpu=self.gpu, decode_threads=budget.decode_threads)

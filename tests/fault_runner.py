@@ -62,8 +62,8 @@ class SlowAfterFirstComplete(Delegating):
 def main(argv: list[str]) -> int:
     ready, delay_s, rest = Path(argv[0]), float(argv[1]), argv[3:]
     out = Path(rest[rest.index("--out") + 1])
-    make_backend = bulk._make_backend
-    bulk._make_backend = lambda *a, **k: SlowAfterFirstComplete(make_backend(*a, **k), out, ready, delay_s)
+    make_backend = bulk.make_backend
+    bulk.make_backend = lambda *a, **k: SlowAfterFirstComplete(make_backend(*a, **k), out, ready, delay_s)
     return bulk.main(rest)
 
 

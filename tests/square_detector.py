@@ -59,8 +59,8 @@ class SquareDetector(Delegating):
 
 
 def main(argv: list[str]) -> int:
-    make_backend = bulk._make_backend
-    bulk._make_backend = lambda *a, **k: SquareDetector(make_backend(*a, **k))
+    make_backend = bulk.make_backend
+    bulk.make_backend = lambda *a, **k: SquareDetector(make_backend(*a, **k))
     return bulk.main(argv[argv.index("--") + 1:])
 
 

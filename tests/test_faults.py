@@ -146,8 +146,8 @@ class _BreaksAfterInference(Delegating):
 
 def test_an_error_after_inference_fails_that_batch_s_files_and_the_run_goes_on(
         src: Path, tmp_path: Path, model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    make_backend = bulk._make_backend
-    monkeypatch.setattr(bulk, "_make_backend", lambda *a, **k: _BreaksAfterInference(make_backend(*a, **k)))
+    make_backend = bulk.make_backend
+    monkeypatch.setattr(bulk, "make_backend", lambda *a, **k: _BreaksAfterInference(make_backend(*a, **k)))
     out = tmp_path / "out"
     rc, summary = bulk_main(src, out, model_path, "--sessions", "1", "--batch", "4")
     assert rc == 2
