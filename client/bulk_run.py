@@ -153,7 +153,7 @@ def _collect(pipeline: Pipeline, collector: Collector, throughput: Throughput) -
 
 
 def schedule_report(workers: int, segments: int, makespan: float, busy: float, lanes: int,
-                     decode_times: list[float]) -> dict[str, object]:
+                    decode_times: list[float]) -> dict[str, object]:
     """How close the run came to its lower bound.
 
     work_s is the inference time if the backend's lanes were never idle (busy time / lanes);

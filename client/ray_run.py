@@ -69,7 +69,7 @@ def run_on_ray(cluster: RayCluster, options: RunOptions, sink: Sink, ledger: Res
     reports.update(collector.finish_stopped())
     reports.update(collector.reports)
     schedule = schedule_report(decoders, len(units), makespan, cluster.busy_seconds(), cluster.lanes,
-                                collector.decode_times)
+                               collector.decode_times)
     schedule["units_rerun"] = dispatch.rerun
     return RunResult([reports[rel] for rel in sorted(reports)], schedule, collector.stopped, interrupts.signal_name)
 

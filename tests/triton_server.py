@@ -32,9 +32,9 @@ class TritonPythonModel:
         return [pb_utils.InferenceResponse(error=pb_utils.TritonError("not used")) for _ in requests]
 """
 
-# A model that holds each request until the test opens its gate (a file beside the models,
-# after saying it has one with another): the request keeps its shared-memory region in use
-# for exactly as long as the test says.
+# A model that holds each request until the test opens its gate: it touches gate.arrived
+# beside the models when a request comes and answers once gate.open is there, so the request
+# keeps its shared-memory region in use for exactly as long as the test says.
 GATE_CONFIG = """name: "gate"
 backend: "python"
 max_batch_size: 8
