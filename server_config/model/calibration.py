@@ -50,7 +50,7 @@ def sample_frames(root: Path, info: ModelInfo, *, calibration: int, held_out: in
         raise UsageError(f"--calibrate {root}: fewer than 2 frames could be decoded")
     n = len(frames)
     share = min(calibration, n - 1, max(1, round(n * calibration / (calibration + held_out))))
-    picked = set(np.linspace(0, n - 1, share).round().astype(int).tolist()) if share > 1 else {0}
+    picked = set(np.linspace(0, n - 1, share).round().astype(int).tolist())
     return FrameSets(calibration=[f for i, f in enumerate(frames) if i in picked],
                      held_out=[f for i, f in enumerate(frames) if i not in picked][:held_out], videos=len(videos))
 

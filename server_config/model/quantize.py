@@ -7,8 +7,8 @@ onnxruntime then runs those convolutions as integer kernels. What stays float, a
 - the contract's pre-processing (uint8 -> float, HWC -> CHW, /255) and the NMS tail: they
   are cheap, and NMS must see the boxes the head computed, not a rounded copy;
 - the first convolution: it sees the image at full resolution, and every later layer
-  inherits its rounding (keeping it float cut the mean error of the pre-NMS class scores by a
-  fifth on a trained YOLOv8s, for 1.5% of the INT8 speed);
+  inherits its rounding (first and last layers in float is the usual rule; here it costs
+  little, the stem being one convolution of 64);
 - every convolution that is not followed by an activation, the branch that feeds it back to
   the feature map it shares with others, and all that follows it to the outputs: for
   YOLOv8/YOLO11 these are the detection head's box and class branches (3 convolutions each,
@@ -17,9 +17,9 @@ onnxruntime then runs those convolutions as integer kernels. What stays float, a
 
 Activation ranges are the 99.999th percentile of each tensor's histogram, not its extremes:
 a few outlier activations no longer stretch the 256 levels over a range the rest never uses
-(on the trained YOLOv8s of benchmarks/versus.py, agreement F1 over 150 held-out frames went
-from 0.89 with min-max ranges to 0.95). Frames are fed one at a time, so the histograms take
-the letterbox's shapes as they come and memory stays that of one frame's activations.
+(benchmarks/results/versus.md: F1 0.949 on the trained YOLOv8s, where min-max ranges had given
+0.88). Frames are fed one at a time, so the histograms take the letterbox's shapes as they
+come and memory stays that of one frame's activations.
 """
 
 from __future__ import annotations
@@ -43,9 +43,9 @@ __all__ = ["QUANTIZED_OPS", "QuantizeSettings", "FrameReader", "float_nodes", "q
            "is_qdq", "detect_frames", "DEFAULT_MIN_F1", "DEFAULT_FRAMES", "DEFAULT_CHECK_FRAMES", "CALIBRATION_PERCENTILE"]
 
 DEFAULT_MIN_F1 = 0.95
-DEFAULT_FRAMES = 64  # calibration frames (64 and 150 gave the same agreement, within its noise)
-# Held-out frames the agreement is measured on: a few dozen boxes put F1's own noise at
-# +-0.03 (on 64 frames with ~60 boxes one model measured 0.89 and 0.95 on 150 with 146 boxes).
+DEFAULT_FRAMES = 64  # calibration frames
+# Held-out frames the agreement is measured on: with a few dozen boxes one box moves F1 by
+# ~0.02; 160 frames of benchmarks/versus.py's clips hold 146 boxes, one moving it by ~0.007.
 DEFAULT_CHECK_FRAMES = 160
 CALIBRATION_PERCENTILE = 99.999
 
