@@ -2,13 +2,15 @@
 
     python -m benchmarks.bulk_scalability [--workers 1,2,4,8] [--backends embedded,triton]
                                           [--modes fps2,all] [--sets skewed,dominant,uniform]
+                                          [--scale 1] [--name bulk_scalability]
 
 Three generated sets: skewed (six files in the seed's duration ratios), dominant (one file
 holding three quarters of the work) and uniform (ten equal files). For each backend, mode,
 set, split on/off and worker count it runs ``client.bulk`` and reads the schedule report:
 makespan, speedup over 1 worker, efficiency against the lower bound, backend busy fraction.
-Writes benchmarks/results/bulk_scalability.md and bulk_scalability.png (speedup against
-workers, with the ideal line and the seed's published curve).
+Every run is the CPU path (PyAV and onnxruntime, ``--device cpu``), also on a machine with a
+GPU. Writes benchmarks/results/NAME.md and NAME.png (speedup against workers, with the ideal
+line and the seed's published curve).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import RESULTS, WORK, bulk_summary, ensure_model, make_clips, table, write_result
+from benchmarks.common import RESULTS, WORK, bulk_summary, ensure_model, loop_clip, table, write_result
 
 SEED_RATIOS = (2.75, 9.82, 9.83, 34.84, 21.60, 63.75)  # the seed's file durations (s)
 SEED_SPEEDUP = {1: 1.00, 2: 1.33, 4: 1.33, 8: 1.55}
@@ -39,16 +41,29 @@ def set_durations(name: str, total_s: float) -> list[float]:
     return [total_s * w / sum(weights) for w in weights]
 
 
-def make_set(name: str, mode: str) -> Path:
+def make_set(name: str, mode: str, scale: float = 1.0) -> Path:
+    """The set's files: one encoded second (a 30-frame GOP, no B-frames) copied over and over up
+    to each file's length, so that a set of any length is written in the time of copying it."""
+    from tests.videos import write_video
+
     total_s, size_wh, _ = MODES[mode]
-    folder = WORK / f"scal_{name}_{mode}_{size_wh[1]}p"
-    for i, seconds in enumerate(set_durations(name, total_s)):
-        make_clips(folder / f"f{i}", count=1, frames=max(2, round(seconds * 30)), size_wh=size_wh, gop=30)
+    second = WORK / "scalability_sets" / f"second_{size_wh[1]}p.mp4"
+    if not second.exists():  # under a temporary name: an interrupted run leaves no half clip
+        second.parent.mkdir(parents=True, exist_ok=True)
+        tmp = second.with_name(f".{second.name}")
+        write_video(tmp, frames=30, size_wh=size_wh, fps=30, gop=30, bframes=0)
+        tmp.rename(second)
+    folder = WORK / "scalability_sets" / f"{name}_{mode}_{size_wh[1]}p_x{scale:g}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, seconds in enumerate(set_durations(name, total_s * scale)):
+        frames = max(2, round(seconds * 30))
+        loop_clip(second, folder / f"f{i}_{frames}f.mp4", frames)
     return folder
 
 
 def schedule(src: Path, model: Path, workers: int, split: bool, mode_flags: list[str], server_flags: list[str]) -> dict:
-    flags = ["--workers", str(workers), *([] if split else ["--no-split"]), *mode_flags, *server_flags]
+    flags = ["--device", "cpu", "--workers", str(workers), *([] if split else ["--no-split"]), *mode_flags,
+             *server_flags]
     return bulk_summary(src, model, *flags)["schedule"]
 
 
@@ -58,6 +73,9 @@ def main() -> None:
     p.add_argument("--backends", default="embedded")
     p.add_argument("--modes", default="fps2,all")
     p.add_argument("--sets", default="skewed,dominant,uniform")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="multiply each set's video length (a machine with many cores finishes 1x in ~2 s)")
+    p.add_argument("--name", default="bulk_scalability", help="results file name (.md and .png)")
     args = p.parse_args()
     workers = [int(w) for w in args.workers.split(",")]
     model = ensure_model(640)
@@ -73,7 +91,7 @@ def main() -> None:
         try:
             for mode in args.modes.split(","):
                 for set_name in args.sets.split(","):
-                    src = make_set(set_name, mode)
+                    src = make_set(set_name, mode, args.scale)
                     for split in (False, True):
                         base = None
                         for w in workers:
@@ -91,12 +109,12 @@ def main() -> None:
                 tmp.cleanup()
     headers = ["backend", "mode", "set", "split", "workers", "segments", "makespan s", "speedup",
                "lower bound s", "efficiency", "busy fraction"]
-    png = draw(curves, workers)
-    write_result("bulk_scalability", "Bulk scalability: workers x key-frame splitting",
+    png = draw(curves, workers, RESULTS / f"{args.name}.png")
+    write_result(args.name, "Bulk scalability: workers x key-frame splitting",
                  table(headers, rows) + f"\n\n![speedup against workers]({png.name})\n")
 
 
-def draw(curves: dict, workers: list[int]) -> Path:
+def draw(curves: dict, workers: list[int], path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -121,8 +139,7 @@ def draw(curves: dict, workers: list[int]) -> Path:
         ax.set_ylim(0.5, max(workers) + 0.5)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    path = RESULTS / "bulk_scalability.png"
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path
 

@@ -30,13 +30,40 @@ def make_clips(folder: Path, *, count: int, frames: int, size_wh: tuple[int, int
     return paths
 
 
-def ensure_model(imgsz: int = 640) -> Path:
+def loop_clip(src: Path, dst: Path, frames: int) -> Path:
+    """``frames`` frames of ``src`` over and over, copied, not re-encoded: a long file in the time
+    of writing it. ``src`` must start with a key frame and have no B-frames (decode order is
+    display order), so that the copy can end after any frame."""
+    import av
+
+    if dst.exists():
+        return dst
+    tmp = dst.with_name(f".{dst.stem}.tmp{dst.suffix}")
+    with av.open(str(src)) as inp, av.open(str(tmp), "w") as out:
+        stream = inp.streams.video[0]
+        copy = out.add_stream_from_template(stream)
+        packets = [(p, p.pts, p.dts) for p in inp.demux(stream) if p.size]
+        span = max(pts + p.duration for p, pts, _ in packets) - min(pts for _, pts, _ in packets)
+        for n in range(frames):
+            packet, pts, dts = packets[n % len(packets)]
+            loop = n // len(packets)
+            packet.pts, packet.dts, packet.stream = pts + loop * span, dts + loop * span, copy
+            out.mux(packet)
+    tmp.rename(dst)
+    return dst
+
+
+def ensure_model(imgsz: int = 640, conf: float | None = None) -> Path:
+    """The built (untrained) YOLOv8n; ``conf``: its score threshold instead of the default 0.25,
+    under which the untrained model finds nothing (its scores stay below 0.07)."""
+    from client.contract import NmsSettings
     from server_config.model.build import build_model
     from server_config.model.files import save_onnx_atomically
 
-    path = WORK / f"yolov8n_{imgsz}.onnx"
+    path = WORK / (f"yolov8n_{imgsz}.onnx" if conf is None else f"yolov8n_{imgsz}_conf{conf:g}.onnx")
     if not path.exists():
-        save_onnx_atomically(build_model(size="n", imgsz=imgsz), path)
+        nms = NmsSettings() if conf is None else NmsSettings(conf_thres=conf)
+        save_onnx_atomically(build_model(size="n", imgsz=imgsz, nms=nms), path)
     return path
 
 
@@ -97,11 +124,20 @@ def bulk_summary(src: Path, model: Path, *flags: str, out: Path = WORK / "out") 
     return summary
 
 
-def clip_args(description: str, *, clips: int, frames: int) -> argparse.Namespace:
+def output_boxes(out: Path) -> dict[str, list]:
+    """A run's detections: each output file (relative path) -> one (N, 6) array per frame line."""
+    import numpy as np
+
+    return {p.relative_to(out).as_posix(): [np.array(json.loads(l)["detections"], np.float32).reshape(-1, 6)
+                                            for l in p.read_text().splitlines()]
+            for p in sorted(out.rglob("*.jsonl"))}
+
+
+def clip_parser(description: str, *, clips: int, frames: int) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--clips", type=int, default=clips, help="720p H.264 clips to generate")
     p.add_argument("--frames", type=int, default=frames, help="frames per clip")
-    return p.parse_args()
+    return p
 
 
 def clips_720p(args: argparse.Namespace) -> tuple[Path, list[Path]]:

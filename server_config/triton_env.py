@@ -107,8 +107,13 @@ class TritonEnv:
                     "without an index, make a wheelhouse where one answers (python -m server_config.local "
                     "--requirements > req.txt && pip download -d WHEELS -r req.txt) and run "
                     "python -m server_config.local --prepare --wheelhouse WHEELS")
-            (self.path / _READY).write_text(json.dumps(_key()))
-            return self
+            return self.stamp()
+
+    def stamp(self) -> "TritonEnv":
+        """Record the folder as prepared for this Python and ``triton-env.txt``: what
+        :meth:`prepare` does last, also for one assembled without pip (an offline machine)."""
+        (self.path / _READY).write_text(json.dumps(_key()))
+        return self
 
 
 def triton_env() -> TritonEnv:

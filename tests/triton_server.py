@@ -120,10 +120,10 @@ def add_gate_model(repo: Path) -> None:
     (repo / "gate" / "1" / "model.py").write_text(GATE_MODEL)
 
 
-def start_server(repo: Path, ports: list[int] | None = None) -> LocalTriton:
+def start_server(repo: Path, ports: list[int] | None = None, instances: int | None = None) -> LocalTriton:
     grpc, http, metrics = ports or free_ports(3)
     config = LocalServerConfig(model_repository=repo, grpc_port=grpc, http_port=http, metrics_port=metrics,
-                               startup_timeout_s=90)
+                               instances=instances, startup_timeout_s=90)
     try:
         return LocalTriton(config).start()
     except MissingPrerequisiteError as e:  # anything else is a failure, not a skip
