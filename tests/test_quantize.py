@@ -70,7 +70,7 @@ def test_the_written_model_is_qdq_with_the_float_model_s_metadata_and_says_so_in
     assert "held-out frames: F1" in quantized.stderr and "mean IoU" in quantized.stderr
 
 
-def test_pre_processing_nms_the_first_convolution_and_the_head_s_branches_stay_float(quantized: Quantized) -> None:
+def test_pre_processing_nms_the_first_convolution_the_deepest_stage_and_the_head_s_branches_stay_float(quantized: Quantized) -> None:
     graph = onnx.load(str(quantized.out)).graph
     producer = {o: n for n in graph.node for o in n.output}
     initializers = {t.name for t in graph.initializer}
@@ -79,9 +79,12 @@ def test_pre_processing_nms_the_first_convolution_and_the_head_s_branches_stay_f
     assert all(producer[i].op_type != "DequantizeLinear" for i in nms.input if i in producer)
     float_convs = [n for n in graph.node if n.op_type == "Conv" and n.input[1] in initializers]
     int8_convs = [n for n in graph.node if n.op_type == "Conv" and n.input[1] not in initializers]
-    # the first, 3 scales x (box, class) branches of 3 convs, and the DFL integral
-    assert len(float_convs) == 20 and float_convs[0] is next(n for n in graph.node if n.op_type == "Conv")
-    assert all(producer[n.input[1]].op_type == "DequantizeLinear" for n in int8_convs) and len(int8_convs) == 64 - 20
+    # the first, 3 scales x (box, class) branches of 3 convs, the DFL integral, and the backbone's
+    # last stage: the 7 convolutions before the neck's first upsampling (downsampling, C2f, SPPF)
+    assert len(float_convs) == 20 + 7 and float_convs[0] is next(n for n in graph.node if n.op_type == "Conv")
+    first_resize = next(i for i, n in enumerate(graph.node) if n.op_type == "Resize")
+    assert [n for n in graph.node[:first_resize] if n.op_type == "Conv"][-7:] == float_convs[1:8]
+    assert all(producer[n.input[1]].op_type == "DequantizeLinear" for n in int8_convs) and len(int8_convs) == 64 - 27
 
 
 def test_the_quantised_model_serves_the_contract_in_a_bulk_run(quantized: Quantized, tmp_path: Path) -> None:

@@ -13,12 +13,16 @@ onnxruntime then runs those convolutions as integer kernels. What stays float, a
   the feature map it shares with others, and all that follows it to the outputs: for
   YOLOv8/YOLO11 these are the detection head's box and class branches (3 convolutions each,
   per scale), the DFL integral and the box decoding. Their outputs are logits and pixel
-  coordinates whose rounding moves boxes and flips scores across the confidence threshold.
+  coordinates whose rounding moves boxes and flips scores across the confidence threshold;
+- the backbone's last stage (the nodes at the lowest resolution, stride 32, up to the neck's
+  first upsampling: in YOLOv8 the last downsampling, C2f and SPPF), a few percent of the
+  work, where SPPF concatenates max-pools of one tensor for the layers after it. Keeping it float
+  raised F1 from 0.928 to 0.950 on the trained YOLOv8s (benchmarks/results/versus.md,
+  against its previous run).
 
 Activation ranges are the 99.999th percentile of each tensor's histogram, not its extremes:
 a few outlier activations no longer stretch the 256 levels over a range the rest never uses
-(benchmarks/results/versus.md: F1 0.928 on the trained YOLOv8s, where min-max ranges had given
-0.88). Frames are fed one at a time, so the histograms take the letterbox's shapes as they
+(min-max ranges had given F1 0.88 on the trained YOLOv8s of benchmarks/results/versus.md). Frames are fed one at a time, so the histograms take the letterbox's shapes as they
 come and memory stays that of one frame's activations.
 """
 
@@ -42,12 +46,15 @@ from .agreement import Agreement, agreement
 __all__ = ["QUANTIZED_OPS", "QuantizeSettings", "FrameReader", "float_nodes", "quantize_model", "quantize_file",
            "is_qdq", "detect_frames", "DEFAULT_MIN_F1", "DEFAULT_FRAMES", "DEFAULT_CHECK_FRAMES", "CALIBRATION_PERCENTILE"]
 
+log = logging.getLogger("server_config.model")
+
 DEFAULT_MIN_F1 = 0.95
 DEFAULT_FRAMES = 64  # calibration frames
 # Held-out frames the agreement is measured on. On benchmarks/versus.py's clips the float model
-# finds about one box a frame, and F1 moves with the frames chosen (benchmarks/results/versus.md:
-# 0.928 on 351 frames; 0.949 on 160 in its previous run). 400 frames, where the videos have
-# them, keep one box to ~0.003 of F1; --check-frames trades that for time.
+# finds about one box a frame, and F1 moves with the frames chosen (one quantisation measured
+# 0.949 on 160 frames and 0.928 on 351 in benchmarks/results/versus.md's earlier runs).
+# 400 frames, where the videos have them, keep one box to ~0.003 of F1; --check-frames
+# trades that for time.
 DEFAULT_CHECK_FRAMES = 400
 CALIBRATION_PERCENTILE = 99.999
 
@@ -61,6 +68,7 @@ QUANTIZED_OPS = ("Conv", "Sigmoid", "Mul", "Split", "MaxPool", "Resize")
 class QuantizeSettings:
     per_channel: bool = True
     float_head_branches: bool = True  # see float_nodes
+    float_deepest_stage: bool = True
 
 
 class FrameReader:
@@ -118,10 +126,10 @@ def _downstream(starts: Iterable[onnx.NodeProto], consumers: dict[str, list[onnx
     return seen
 
 
-def float_nodes(model: onnx.ModelProto, *, head_branches: bool = True) -> list[str]:
+def float_nodes(model: onnx.ModelProto, *, head_branches: bool = True, deepest_stage: bool = True) -> list[str]:
     """Names of the nodes to leave in float (see the module docstring); ``model``'s nodes must be named.
     ``head_branches`` keeps each output convolution's whole branch float, back to the shared
-    feature map it starts from."""
+    feature map it starts from; ``deepest_stage`` the backbone's lowest-resolution stage."""
     graph = model.graph
     consumers = _consumers(graph)
     producer = {o: n for n in graph.node for o in n.output}
@@ -138,7 +146,38 @@ def float_nodes(model: onnx.ModelProto, *, head_branches: bool = True) -> list[s
     tail = _downstream(starts, consumers)
     body = _downstream(convs, consumers)
     before_body = {n.name for n in graph.node if n.name not in body}  # pre-processing, Shape of the input
-    return sorted(tail | before_body | set(stem))
+    return sorted(tail | before_body | set(stem) | (_deepest_stage(model) if deepest_stage else set()))
+
+
+def _deepest_stage(model: onnx.ModelProto, probe_hw: tuple[int, int] = (320, 320)) -> set[str]:
+    """The backbone's last stage: the nodes at the network's lowest resolution, from the first
+    of them up to the first upsampling (the neck's Resize). Output sizes come from ONNX shape
+    inference on a ``probe_hw`` input; where they cannot be inferred, nothing is added."""
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    for dim, value in zip(fixed.graph.input[0].type.tensor_type.shape.dim, (1, *probe_hw, 3)):
+        dim.dim_value = value  # replaces the symbolic name (a oneof)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(fixed, data_prop=True)
+    except Exception:  # noqa: BLE001 - onnx raises several types; the model still quantises without this
+        log.warning("quantize: no shape inference on this model; its deepest stage is quantised too")
+        return set()
+    area = {}
+    for info in inferred.graph.value_info:
+        dims = info.type.tensor_type.shape.dim
+        if len(dims) == 4 and all(d.HasField("dim_value") for d in dims[2:]):
+            area[info.name] = dims[2].dim_value * dims[3].dim_value
+    conv_areas = [area[n.output[0]] for n in model.graph.node if n.op_type == "Conv" and n.output[0] in area]
+    if not conv_areas:
+        return set()
+    lowest, stage, started = min(conv_areas), set(), False
+    for node in model.graph.node:
+        if started and node.op_type == "Resize":
+            break
+        if area.get(node.output[0]) == lowest:
+            started = True
+            stage.add(node.name)
+    return stage
 
 
 def _branch(node: onnx.NodeProto, producer: dict[str, onnx.NodeProto],
@@ -178,7 +217,8 @@ def quantize_model(model: onnx.ModelProto, calibration: Sequence[np.ndarray], *,
             FrameReader(calibration),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(QUANTIZED_OPS),
-            nodes_to_exclude=float_nodes(named, head_branches=settings.float_head_branches),
+            nodes_to_exclude=float_nodes(named, head_branches=settings.float_head_branches,
+                                         deepest_stage=settings.float_deepest_stage),
             per_channel=settings.per_channel,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
