@@ -70,7 +70,8 @@ def test_the_written_model_is_qdq_with_the_float_model_s_metadata_and_says_so_in
     assert "held-out frames: F1" in quantized.stderr and "mean IoU" in quantized.stderr
 
 
-def test_pre_processing_nms_the_first_convolution_the_deepest_stage_and_the_head_s_branches_stay_float(quantized: Quantized) -> None:
+def test_pre_processing_nms_the_first_convolution_the_deepest_stage_and_the_head_s_branches_stay_float(
+        quantized: Quantized) -> None:
     graph = onnx.load(str(quantized.out)).graph
     producer = {o: n for n in graph.node for o in n.output}
     initializers = {t.name for t in graph.initializer}

@@ -15,14 +15,15 @@ onnxruntime then runs those convolutions as integer kernels. What stays float, a
   per scale), the DFL integral and the box decoding. Their outputs are logits and pixel
   coordinates whose rounding moves boxes and flips scores across the confidence threshold;
 - the backbone's last stage (the nodes at the lowest resolution, stride 32, up to the neck's
-  first upsampling: in YOLOv8 the last downsampling, C2f and SPPF), a few percent of the
-  work, where SPPF concatenates max-pools of one tensor for the layers after it. Keeping it float
-  raised F1 from 0.928 to 0.950 on the trained YOLOv8s (benchmarks/results/versus.md,
-  against its previous run).
+  first upsampling: in YOLOv8 the last downsampling, C2f and SPPF, whose max-pools of one
+  tensor are concatenated for the layers after it). Keeping it float raised F1 from 0.928
+  to 0.950 on the trained YOLOv8s for about a tenth of INT8's speed (20.3 -> 18.0 frames/s;
+  benchmarks/results/versus.md, against its previous run).
 
 Activation ranges are the 99.999th percentile of each tensor's histogram, not its extremes:
 a few outlier activations no longer stretch the 256 levels over a range the rest never uses
-(min-max ranges had given F1 0.88 on the trained YOLOv8s of benchmarks/results/versus.md). Frames are fed one at a time, so the histograms take the letterbox's shapes as they
+(min-max ranges had given F1 0.88 on the trained YOLOv8s of benchmarks/results/versus.md).
+Frames are fed one at a time, so the histograms take the letterbox's shapes as they
 come and memory stays that of one frame's activations.
 """
 
