@@ -18,7 +18,7 @@ onnxruntime then runs those convolutions as integer kernels. What stays float, a
   first upsampling: in YOLOv8 the last downsampling, C2f and SPPF, whose max-pools of one
   tensor are concatenated for the layers after it). Keeping it float raised F1 from 0.928
   to 0.950 on the trained YOLOv8s for about a tenth of INT8's speed (20.3 -> 18.0 frames/s;
-  benchmarks/results/versus.md, against its previous run).
+  benchmarks/results/versus.md, against its version at commit 6551ae2).
 
 Activation ranges are the 99.999th percentile of each tensor's histogram, not its extremes:
 a few outlier activations no longer stretch the 256 levels over a range the rest never uses
@@ -53,7 +53,7 @@ DEFAULT_MIN_F1 = 0.95
 DEFAULT_FRAMES = 64  # calibration frames
 # Held-out frames the agreement is measured on. On benchmarks/versus.py's clips the float model
 # finds about one box a frame, and F1 moves with the frames chosen (one quantisation measured
-# 0.949 on 160 frames and 0.928 on 351 in benchmarks/results/versus.md's earlier runs).
+# 0.949 on 160 frames and 0.928 on 351: benchmarks/results/versus.md at 18e35e1 and 6551ae2).
 # 400 frames, where the videos have them, keep one box to ~0.003 of F1; --check-frames
 # trades that for time.
 DEFAULT_CHECK_FRAMES = 400
