@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The device check for a lent GPU machine (one H200, 16 cores, no network), in about 8 minutes:
+# The device check for a lent GPU machine (one H200, 16 cores, no network), in under 10 minutes:
 #  1. the real client (NVDEC, CUDA letterbox) against a real tritonserver through gRPC, system
 #     and CUDA shared memory, at 1/2/4/8 requests in flight, outputs checked against the
 #     embedded CPU run and the CUDA regions read from the server during and after each run;
@@ -62,7 +62,7 @@ echo "== 4 NVDEC threads under per-thread default streams (issue 19, finding 1) 
 CUPY_CUDA_PER_THREAD_DEFAULT_STREAM=1 timeout 40 python3 -m pytest -q -p no:cacheprovider -m gpu \
   tests/test_gpu.py -k "four_decoder_threads or letterbox_matches" 2>&1 | tee -a "$OUT/gpu_tests.log"
 stage "3. the study's experiment on the CPU path, 16 cores"
-timeout 300 python3 -m benchmarks.bulk_scalability --workers 1,2,4,8,16 --modes fps2 --sets skewed,dominant --scale 12 \
+timeout 280 python3 -m benchmarks.bulk_scalability --workers 1,2,4,8,16 --modes fps2 --sets skewed,dominant --scale 12 \
   --name bulk_scalability_16 2>&1 | tee "$OUT/bulk_scalability_16.log"
 cp benchmarks/results/bulk_scalability_16.md benchmarks/results/bulk_scalability_16.png "$OUT/" 2>/dev/null
 
