@@ -55,7 +55,7 @@ def loop_clip(src: Path, dst: Path, frames: int) -> Path:
 
 def ensure_model(imgsz: int = 640, conf: float | None = None) -> Path:
     """The built (untrained) YOLOv8n; ``conf``: its score threshold instead of the default 0.25,
-    under which the untrained model finds nothing (its scores stay below 0.07)."""
+    at which the untrained model finds nothing on the generated clips."""
     from client.contract import NmsSettings
     from server_config.model.build import build_model
     from server_config.model.files import save_onnx_atomically

@@ -54,6 +54,7 @@ stage "1. real Triton: gRPC payload, system and CUDA shared memory, GPU client"
 timeout 170 python3 -m benchmarks.triton --device gpu --transports off,system,cuda --inflight 1,2,4,8 \
   --clips 4 --frames 30 --instances 12 --name triton_gpu 2>&1 | tee "$OUT/triton_gpu.log"
 cp benchmarks/results/triton_gpu.md "$OUT/" 2>/dev/null
+# the server's log is left only where the limit killed the benchmark before it stopped the server
 ls /tmp/framestream-triton-*/tritonserver.log >/dev/null 2>&1 && tail -n 30 /tmp/framestream-triton-*/tritonserver.log >> "$OUT/triton_gpu.log"
 
 stage "2. gpu tests"

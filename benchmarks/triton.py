@@ -56,6 +56,18 @@ class CudaRegionWatch:
         self._thread.join()
 
 
+def served_as(url: str) -> str:
+    """How the served model runs, from the config Triton itself serves: instances x threads."""
+    import tritonclient.grpc as grpcclient
+
+    from client.contract import MODEL_NAME
+
+    config = grpcclient.InferenceServerClient(url).get_model_config(MODEL_NAME, as_json=True)["config"]
+    instances = sum(int(g.get("count", 1)) for g in config.get("instance_group", []))
+    threads = config.get("parameters", {}).get("intra_op_threads", {}).get("string_value", "?")
+    return f"{instances} instances x {threads} thread(s)"
+
+
 def agreement_with(reference: dict, out: Path) -> str:
     from server_config.model.agreement import agreement
 
@@ -90,6 +102,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = start_server(make_repository(Path(tmp), model), instances=args.instances)
         try:
+            served = served_as(server.config.grpc_url)
             for shm in args.transports.split(","):
                 for inflight in (int(k) for k in args.inflight.split(",")):
                     flags = ["--server", server.config.grpc_url, "--metrics-url", server.config.metrics_url,
@@ -111,10 +124,9 @@ def main() -> None:
     headers = ["backend", "transport", "in flight", "frames/s", "ratio to embedded", "server avg batch",
                "queue ms/request", "compute ms/inference", "boxes F1 vs embedded CPU (matched/all)",
                "CUDA regions during / after"]
-    instances = args.instances or 2
     note = (f"\n\n{args.clips} clips x {args.frames} frames, 720p H.264 -> 384x640, client batch {BATCH}; "
             f"client decode and letterbox on the {args.device.upper()}; Triton: nvidia-pytriton's tritonserver, "
-            f"python backend running onnxruntime on the CPU, {instances} instances x 1 thread; embedded: "
+            f"python backend running onnxruntime on the CPU, {served}; embedded: "
             f"onnxruntime on the CPU ({os.cpu_count()} cores), the thread budget's sessions.")
     write_result(args.name, f"Embedded vs local Triton ({args.device.upper()} client)", table(headers, rows) + note)
 

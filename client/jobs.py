@@ -16,13 +16,13 @@ from .schedule import FilePlan, Segment, lpt_order
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SplitMaps", "split_maps", "make_job", "build_jobs"]
+__all__ = ["SplitMaps", "split_maps", "make_job", "build_jobs", "gpu_letterbox"]
 
 
 def build_jobs(plans: list[FilePlan], config: PipelineConfig) -> list[Job]:
     """Every unit of work, longest first, decoded by NVDEC on the GPU path."""
     maps = {p.file_id: split_maps(p) for p in plans if p.split}
-    letterbox = _gpu_letterbox() if config.gpu else None
+    letterbox = gpu_letterbox() if config.gpu else None
     return [make_job(p, s, config, maps.get(p.file_id), letterbox) for p, s in lpt_order(plans)]
 
 
@@ -64,7 +64,8 @@ def make_job(p: FilePlan, segment: Segment | None, config: PipelineConfig, maps:
     return Job(p.file_id, open_source, segment=segment.seg_id, seq_of=maps.seq_of)
 
 
-def _gpu_letterbox():
+def gpu_letterbox():
+    """The CUDA letterbox, imported only on the GPU path (CuPy); a Ray node's worker makes its own."""
     from .gpu.letterbox import GpuLetterbox
 
     return GpuLetterbox()

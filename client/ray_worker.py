@@ -91,7 +91,7 @@ class NodeWorker:
         from . import defaults
         from .bulk import make_backend, thread_budget, use_gpu
         from .decode import Sampling
-        from .jobs import _gpu_letterbox
+        from .jobs import gpu_letterbox
 
         self.gpu, _ = use_gpu(args)
         workers = args.workers or (defaults.GPU_WORKERS if self.gpu else defaults.CPU_WORKERS)
@@ -100,7 +100,7 @@ class NodeWorker:
         sampling = Sampling(every=args.every, fps=args.fps, keyframes=args.keyframes)
         self.config = PipelineConfig(batch=args.batch, workers=workers, square=args.square, sampling=sampling,
                                      gpu=self.gpu, decode_threads=budget.decode_threads)
-        self._letterbox = _gpu_letterbox() if self.gpu else None
+        self._letterbox = gpu_letterbox() if self.gpu else None
         self.pipeline = Pipeline(self.backend, self.config)
         self.pipeline.start([], more=True)
         self._router = threading.Thread(target=self._route, name="ray-router", daemon=True)
