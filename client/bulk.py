@@ -3,8 +3,9 @@
 Inputs (:mod:`client.inputs`): a directory, video files, glob patterns, or ``--from-list FILE``.
 Exit codes: 0 every video ok; 1 usage error (a missing input, a glob matching nothing, a list
 naming missing files, missing model, bad option; nothing is written);
-2 some videos failed or were not processed (see summary.json); 130 interrupted by Ctrl-C
-(SIGINT), 143 by SIGTERM (``docker stop``): both keep partial outputs and write summary.json.
+2 some videos failed or were not processed (see summary.json); 128 + the signal's number when a
+signal stopped it: 130 Ctrl-C (SIGINT), 143 SIGTERM (``docker stop``), 129 SIGHUP (its terminal
+or ssh session closed); all three keep partial outputs and write summary.json.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from . import defaults
 from .contract import METRICS_PORT, MODEL_NAME
 from .decode import Sampling
 from .devices import parse_devices
+from .bulk_run import Interrupts
 from .errors import FramestreamError, UsageError
 from .filters import DetectionFilter, FilteredSink, make_filter
 from .inputs import Inputs, resolve_inputs
@@ -35,7 +37,7 @@ from .tracking import TRACKERS, TrackOptions, TrackedSink
 
 log = logging.getLogger("client.bulk")
 
-EXIT_OK, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+EXIT_OK, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_HANGUP = 0, 1, 2, 130, 143, 129
 DEFAULT_OUT = Path("framestream-out")
 
 
@@ -43,16 +45,6 @@ def _default_model() -> Path:
     from server_config.model.paths import default_model_path
 
     return default_model_path()
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM before or after the run itself (which stops cleanly on its own): as Ctrl-C."""
-
-    exit_code = EXIT_TERMINATED
-
-
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,7 +64,8 @@ def parser(prog: str = "python -m client.bulk") -> argparse.ArgumentParser:
         epilog="Exit codes: 0 all videos ok; 1 usage error (a bad option, a missing input, a glob that matches "
         "nothing, a --from-list naming missing files, an unknown --classes name: nothing is written); "
         "2 some videos failed or were not processed; "
-        "130 interrupted (Ctrl-C), 143 terminated (SIGTERM); partial outputs and summary.json are kept.",
+        "130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 129 hung up (SIGHUP: its terminal closed); "
+        "partial outputs and summary.json are kept.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("paths", nargs="*", metavar="PATH",
@@ -213,27 +206,18 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m client.bulk") 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser(prog).parse_args(argv)
     _configure_logging(args.verbose)
-    previous = _on_sigterm(_raise_terminated)
-    try:
-        return _run(args, argv)
-    except FramestreamError as e:  # usage, model or server problems, found before any file was touched
-        log.error("error: %s", e)
-        return EXIT_USAGE
-    except KeyboardInterrupt as e:  # outside the run itself (which handles its own): nothing in flight
-        log.error("interrupted; complete outputs are kept, rerun to resume")
-        return getattr(e, "exit_code", EXIT_INTERRUPTED)
-    finally:
-        if previous is not None:
-            _on_sigterm(previous)
-
-
-def _on_sigterm(handler):
-    """Install ``handler`` for SIGTERM; returns the previous one (None off the main thread,
-    where signals cannot be handled: an embedding program keeps its own)."""
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:
-        return None
+    # SIGINT, SIGTERM and SIGHUP, from here until summary.json is written: during start-up
+    # (nothing written yet) a signal raises Interrupted; once the run starts it is a flag the
+    # run polls, so no signal lands inside a write, a rename or the summary.
+    with Interrupts(armed=False) as interrupts:
+        try:
+            return _run(args, argv, interrupts)
+        except FramestreamError as e:  # usage, model or server problems, found before any file was touched
+            log.error("error: %s", e)
+            return EXIT_USAGE
+        except KeyboardInterrupt as e:  # start-up, before the run: nothing in flight
+            log.error("interrupted; complete outputs are kept, rerun to resume")
+            return getattr(e, "exit_code", EXIT_INTERRUPTED)
 
 
 def use_gpu(args: argparse.Namespace) -> tuple[bool, str]:
@@ -301,7 +285,7 @@ def make_backend(args: argparse.Namespace, model_path: Path | None, gpu: bool, *
     return backend
 
 
-def _run(args: argparse.Namespace, argv: list[str]) -> int:
+def _run(args: argparse.Namespace, argv: list[str], interrupts: Interrupts) -> int:
     from .metrics import scrape, scrape_after, server_report
     from .resume import ResumeLedger
     from .bulk_run import RunOptions, run_bulk
@@ -370,11 +354,12 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         before = scrape(metrics_url, args.model_name) if metrics_url else None
         telemetry = _telemetry(args.metrics_port, args.metrics_addr)
         start = time.monotonic()
+        interrupts.arm()  # from here on a signal is a flag: the run stops cleanly and the summary is written
         try:
             if args.ray is not None:
                 result = run_on_ray(backend, run, sink, ledger, telemetry)
             else:
-                result = run_bulk(run, backend, sink, ledger, telemetry)
+                result = run_bulk(run, backend, sink, ledger, telemetry, interrupts=interrupts)
         finally:
             if telemetry is not None:
                 telemetry.close()
@@ -422,7 +407,11 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         log.error("run stopped (%s): %s; rerun the same command to resume", result.stopped,
                   f"see {name}" if written else f"{name} could not be written")
     if result.interrupt is not None:
-        return EXIT_TERMINATED if result.interrupt == "SIGTERM" else EXIT_INTERRUPTED
+        return 128 + signal.Signals[result.interrupt].value
+    if interrupts.exit_code is not None:  # after the run's work: it is complete, and the summary says so
+        log.warning("%s while the summary was written: it is complete, %s", interrupts.signal_name,
+                    f"see {name}" if written else f"but {name} could not be written")
+        return interrupts.exit_code
     complete = written and all(f.status in (OK, SKIPPED) for f in files)
     return EXIT_OK if complete else EXIT_FAILED
 

@@ -9,6 +9,7 @@ frame order, file reports).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from .collector import Collector
+from .errors import Interrupted
 from .infer import Backend
 from .inputs import Inputs
 from .jobs import build_jobs
@@ -55,18 +57,20 @@ class RunResult:
     files: list[FileReport]
     schedule: dict[str, object]
     stopped: str | None = None  # why the run stopped before every file was done (None: it finished)
-    interrupt: str | None = None  # the signal that stopped it ("SIGINT", "SIGTERM"), if one did
+    interrupt: str | None = None  # the signal that stopped it ("SIGINT", "SIGTERM", "SIGHUP"), if one did
     throughput: dict[str, object] = field(default_factory=dict)  # frames/s over the run (Throughput.to_json)
 
 
 def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLedger,
-             telemetry: RunTelemetry | None = None) -> RunResult:
+             telemetry: RunTelemetry | None = None, *, interrupts: "Interrupts | None" = None) -> RunResult:
     """Process every video of ``options.inputs``; never raises for a file's fault.
 
-    An interrupt (SIGINT, SIGTERM) or a fault no file can survive (backend gone, output
-    storage unusable, a pipeline bug) stops the run the same way: threads stopped and
+    An interrupt (SIGINT, SIGTERM, SIGHUP) or a fault no file can survive (backend gone, GPU
+    failed, output storage unusable, a pipeline bug) stops the run the same way: threads stopped and
     joined, files in flight kept as partial outputs, files not started reported as not
     processed, and a result returned so the caller can still write ``summary.json``.
+    ``interrupts``: the caller's, entered for longer than the run (the CLI keeps its handlers
+    until the summary is written); by default the run installs its own for its duration.
     """
     config = options.pipeline
     sidecars = Sidecars(options.out, backend.model, config.sampling.describe(), ledger.options)
@@ -90,17 +94,22 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
     busy_before = backend.busy_seconds()
     start = time.monotonic()
     throughput = Throughput(start)
-    with Interrupts(pipeline.stop) as interrupts:
+    own = Interrupts() if interrupts is None else None
+    with own if own is not None else contextlib.nullcontext():
+        interrupts = own or interrupts
+        interrupts.attach(pipeline.stop, pipeline.abandon)  # a signal before now stops it at once
         pipeline.start(jobs)
         try:
             _collect(pipeline, collector, throughput)
-        except KeyboardInterrupt:  # a second signal: stop waiting for the batches in flight
-            pass
         finally:
+            interrupts.detach()
             pipeline.close()
             progress.close()
-    if interrupts.signal_name is not None:  # the cause, even if a lane gave up waiting first
-        collector.stop_run(f"interrupted ({interrupts.signal_name})", cause=True)
+        signal_name = interrupts.signal_name  # one that comes later (the summary's writing) stops nothing
+    if interrupts.abandoned:
+        log.warning("%s again: the batches in flight were not waited for", signal_name)
+    if signal_name is not None:  # the cause, even if a lane gave up waiting first
+        collector.stop_run(f"interrupted ({signal_name})", cause=True)
     if pipeline.crash is not None:
         collector.stop_run(f"internal error: {pipeline.crash}")
     makespan = time.monotonic() - start
@@ -108,34 +117,83 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
     reports.update(collector.reports)
     busy = backend.busy_seconds() - busy_before
     schedule = schedule_report(config.workers, len(jobs), makespan, busy, backend.lanes, collector.decode_times)
-    return RunResult([reports[rel] for rel in sorted(reports)], schedule, collector.stopped, interrupts.signal_name,
+    return RunResult([reports[rel] for rel in sorted(reports)], schedule, collector.stopped, signal_name,
                      throughput.to_json(start + makespan))
 
 
 class Interrupts:
-    """SIGINT and SIGTERM during a run: the first stops the pipeline, whose stages finish the
-    batches in flight, so their results still reach the outputs and nothing is cut mid-write;
-    a second one stops waiting (KeyboardInterrupt). Off the main thread signals are left alone."""
+    """SIGINT, SIGTERM and SIGHUP (a closed terminal or ssh session) while this is entered.
 
-    def __init__(self, stop: Callable[[], None]) -> None:
-        self._stop = stop
+    Once armed (the run has started), a signal only sets flags, so it never lands as an
+    exception inside writing code (a write, a rename, the summary): the first stops the
+    pipeline, whose stages finish the batches in flight so their results still reach the
+    outputs; a second one abandons them (the collector stops waiting and keeps what it has).
+    Not yet armed (start-up, when nothing is being written), a signal raises
+    :class:`~client.errors.Interrupted` so start-up ends at once. Signals a parent set to be
+    ignored (``nohup``) stay ignored; off the main thread signals are left alone.
+    """
+
+    SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+    def __init__(self, stop: Callable[[], None] | None = None, *, armed: bool = True) -> None:
         self.signal_name: str | None = None
+        self.armed = armed
+        self._abandoned = threading.Event()
+        self._stop, self._abandon = stop, None
         self._previous: dict[int, object] = {}
 
-    def _handle(self, signum: int, frame: object) -> None:
+    @property
+    def abandoned(self) -> bool:
+        """A second signal came: stop waiting for work in flight."""
+        return self._abandoned.is_set()
+
+    @property
+    def exit_code(self) -> int | None:
+        """128 + the signal's number (130 SIGINT, 143 SIGTERM, 129 SIGHUP), or None."""
+        return None if self.signal_name is None else 128 + signal.Signals[self.signal_name].value
+
+    def arm(self) -> None:
+        """From now on a signal sets flags instead of raising."""
+        self.armed = True
+
+    def attach(self, stop: Callable[[], None], abandon: Callable[[], None] | None = None) -> None:
+        """What the first (``stop``) and a second (``abandon``) signal do to the run now going;
+        a signal that came before is acted on at once."""
+        self.armed = True
+        self._stop, self._abandon = stop, abandon
         if self.signal_name is not None:
-            raise KeyboardInterrupt
-        self.signal_name = signal.Signals(signum).name
-        self._stop()
+            stop()
+        if self.abandoned and abandon is not None:
+            abandon()
+
+    def detach(self) -> None:
+        """The run's stages are gone: later signals are only recorded (for the exit code)."""
+        self._stop = self._abandon = None
+
+    def _handle(self, signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        if not self.armed:
+            raise Interrupted(name, 128 + signum)
+        if self.signal_name is None:
+            self.signal_name = name
+            if self._stop is not None:
+                self._stop()
+            return
+        self._abandoned.set()
+        if self._abandon is not None:
+            self._abandon()
 
     def __enter__(self) -> "Interrupts":
         if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+            for s in self.SIGNALS:
+                if signal.getsignal(s) is not signal.SIG_IGN:
+                    self._previous[s] = signal.signal(s, self._handle)
         return self
 
     def __exit__(self, *exc: object) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
+        self._previous.clear()
 
 
 def _collect(pipeline: Pipeline, collector: Collector, throughput: Throughput) -> None:

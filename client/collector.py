@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .errors import OutputError, OutputStorageError
+from .errors import OutputError, OutputStorageError, PostProcessingError
 from .outfiles import summary_rel
 from .pipeline import BatchFailed, FileEnded, FileStarted, FrameResult
 from .progress import Progress
@@ -51,8 +51,10 @@ class _FileState:
     def done(self) -> bool:
         return self.segments_ended == self.segments_total and self.written + self.lost + len(self.pending) >= self.expected
 
-    def drain(self, force: bool = False) -> None:
-        """Write buffered results in frame order; ``force`` writes across gaps left by failures."""
+    def drain(self, force: bool = False, *, prefix: bool = False) -> None:
+        """Write buffered results in frame order; ``force`` writes across gaps left by failures;
+        ``prefix`` writes only up to the first frame not here (a stopped run's partial output is
+        a gap-free prefix, even when a later segment of a split file had results already)."""
         if self.writer is None:
             self.lost += len(self.pending)
             self.pending.clear()
@@ -60,7 +62,7 @@ class _FileState:
         while self.pending:
             nxt = min(self.pending) if force else self.written + self.lost
             if nxt not in self.pending:
-                if not self.lost:
+                if not self.lost or prefix:
                     return
                 nxt = min(self.pending)  # a failed batch left a gap: frames after it keep their order
             r = self.pending.pop(nxt)
@@ -108,6 +110,8 @@ class Collector:
                                         "seconds": round(event.wall_s, 3), "decode_seconds": round(event.decode_s, 3),
                                         "decoder": event.decoder, "start_seconds": round(event.start_s, 3)})
             self.decode_times.append(event.decode_s)
+            if event.fatal:  # the device failed, not this file: every later file would too
+                self.stop_run(event.error or "the device failed")
             touched = [event.file_id]
         elif isinstance(event, BatchFailed):
             if event.fatal:
@@ -136,12 +140,12 @@ class Collector:
             state.error = f"output: {e}"
 
     def _output(self, state: _FileState, action: Callable[[], object]) -> object:
-        """Run one output step of a file (writing, publishing, the resume record); its failure
-        fails that file, or for storage the run."""
+        """Run one output step of a file (post-processing and writing, publishing, the resume
+        record); its failure fails that file, or for storage the run."""
         try:
             return action()
-        except OutputError as e:
-            state.error = state.error or f"output: {e}"
+        except (OutputError, PostProcessingError) as e:
+            state.error = state.error or (str(e) if isinstance(e, PostProcessingError) else f"output: {e}")
             if state.writer is not None:
                 self._abandon(state)
             if isinstance(e, OutputStorageError):
@@ -179,7 +183,9 @@ class Collector:
             return {}
         for state in list(self.states.values()):
             state.error = state.error or f"not finished: {self.stopped}"
-            self._output(state, lambda: state.drain(force=True))
+            self._output(state, lambda: state.drain(prefix=True))
+            state.lost += len(state.pending)  # after the first missing frame (a later segment's): dropped
+            state.pending.clear()
             self._report(self._finish(state))
         self.states.clear()
         return {p.candidate.rel: FileReport(p.candidate.rel, NOT_PROCESSED, error=f"not started: {self.stopped}")

@@ -17,6 +17,9 @@ __all__ = [
     "OutputError",
     "OutputStorageError",
     "PipelineCrash",
+    "PostProcessingError",
+    "DeviceError",
+    "Interrupted",
 ]
 
 
@@ -65,3 +68,25 @@ class OutputStorageError(OutputError):
 class PipelineCrash(FramestreamError, RuntimeError):
     """A pipeline stage failed outside any one file's work (a bug): the run stops, keeps what
     it has as partial outputs, and says so."""
+
+
+class PostProcessingError(FramestreamError, RuntimeError):
+    """A step between inference and the output (``--classes``/``--conf`` filtering, ``--track``)
+    failed on one video's detections, most likely a bug: that video fails with this message and
+    the run goes on; its frames so far are kept as its partial output."""
+
+
+class DeviceError(FramestreamError, RuntimeError):
+    """The GPU itself failed (out of memory, a CUDA or driver error), not the file being decoded
+    or inferred: no later file would fare better, so the run stops cleanly, as when the server
+    is lost (files in flight keep partial outputs, the rest are not processed, a rerun resumes)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal (SIGINT, SIGTERM, SIGHUP) before the run started, when nothing is being written:
+    raised, so start-up stops at once; ``exit_code`` is 128 + the signal's number. Once the run
+    has started a signal is a flag the run polls instead (:class:`client.bulk_run.Interrupts`)."""
+
+    def __init__(self, signal_name: str, exit_code: int) -> None:
+        super().__init__(signal_name)
+        self.signal_name, self.exit_code = signal_name, exit_code

@@ -17,7 +17,7 @@ import numpy as np
 
 from .contract import ModelInfo
 from .detections import Detections
-from .errors import UsageError
+from .errors import PostProcessingError, UsageError
 from .outfiles import Output
 
 __all__ = ["DetectionFilter", "make_filter", "resolve_classes", "FilteredSink"]
@@ -111,7 +111,11 @@ class _FilteredWriter:
         self._writer, self._keep = writer, keep
 
     def write(self, index: int, t_s: float, detections: Detections) -> None:
-        self._writer.write(index, t_s, self._keep.apply(detections))
+        try:
+            kept = self._keep.apply(detections)
+        except Exception as e:  # a bug in the filter costs this video, not the run (the writer's own errors pass)
+            raise PostProcessingError(f"post-processing failed: {type(e).__name__}: {e}") from e
+        self._writer.write(index, t_s, kept)
 
     def complete(self) -> list[Output]:
         return self._writer.complete()

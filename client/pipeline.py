@@ -25,7 +25,8 @@ from . import defaults
 from .contract import ModelInfo
 from .decode import DecodedFrame, FrameSource, Sampling
 from .detections import Detections
-from .errors import FramestreamError, PipelineCrash, ServerUnavailableError
+from .errors import DeviceError, FramestreamError, PipelineCrash, ServerUnavailableError
+from .gpu.faults import device_fault
 from .infer import Backend
 from .letterbox import LetterboxPlan, boxes_to_source, plan_letterbox
 
@@ -84,13 +85,14 @@ class FileEnded:
     decode_s: float = 0.0  # of which decoding and letterboxing (not waiting for a full queue)
     decoder: int = 0  # the decode worker that ran it (the schedule's Gantt rows)
     start_s: float = 0.0  # when it started, in seconds since the pipeline started
+    fatal: bool = False  # the device failed, not the file (DeviceError): stop the run
 
 
 @dataclass(frozen=True)
 class BatchFailed:
     frames_by_file: dict[int, int]  # file_id -> frames of that file in the failed batch
     reason: str
-    fatal: bool = False  # the backend is gone (server unreachable past its retries): stop the run
+    fatal: bool = False  # the backend is gone (server unreachable past its retries, GPU failed): stop the run
 
 
 Event = FrameResult | FileStarted | FileEnded | BatchFailed
@@ -113,6 +115,7 @@ class Pipeline:
         minimal = model.dynamic_hw and not config.square
         self._plan_for = lambda hw: plan_letterbox(hw, model.imgsz, minimal=minimal)
         self._stop = threading.Event()
+        self._abandoned = threading.Event()  # stop waiting for the batches in flight too
         self._queues: dict[str, queue.Queue] = {}
         self._crash: tuple[str, BaseException] | None = None  # (stage, error) of a stage that died
         self._threads: list[threading.Thread] = []
@@ -131,6 +134,12 @@ class Pipeline:
         out an outage gives up (so a stop, SIGTERM from ``docker stop`` say, is prompt)."""
         self._stop.set()
         self.backend.abort()
+
+    def abandon(self) -> None:
+        """Stop, and stop waiting: :meth:`events` ends at its next poll, leaving the results of
+        the batches in flight unread (a second Ctrl-C or SIGTERM: the user will not wait)."""
+        self._abandoned.set()
+        self.stop()
 
     def start(self, jobs: Iterable[Job], *, more: bool = False) -> None:
         """Start every stage on ``jobs``; read results with :meth:`events`, end with :meth:`close`.
@@ -171,7 +180,7 @@ class Pipeline:
         """Events until every lane is done. Its state lives in the pipeline, so after an
         interrupt a new call picks up where the last one stopped (the caller drains the
         results of batches that were in flight)."""
-        while self._lanes_left:
+        while self._lanes_left and not self._abandoned.is_set():
             try:
                 item = self._events.get(timeout=defaults.POLL_S)
             except queue.Empty:
@@ -242,7 +251,7 @@ class Pipeline:
             if job is None:
                 break
             events.put(FileStarted(job.file_id, job.segment))
-            count, error = 0, None
+            count, error, fatal = 0, None, False
             started = time.perf_counter()
             waited = 0.0
             try:
@@ -254,6 +263,8 @@ class Pipeline:
                             return
                         waited += time.perf_counter() - put_start
                         count += 1
+            except DeviceError as e:  # the GPU, not the file: no later file would fare better
+                error, fatal = str(e), True
             except FramestreamError as e:
                 error = str(e)
             except Exception as e:  # a bug must cost one file, not the run
@@ -262,7 +273,8 @@ class Pipeline:
             # The end marker travels behind the job's frames, so it reaches the caller
             # only after the batcher has seen them all.
             wall = time.perf_counter() - started
-            ended = FileEnded(job.file_id, job.segment, count, error, wall, wall - waited, decoder, started - self._started)
+            ended = FileEnded(job.file_id, job.segment, count, error, wall, wall - waited, decoder, started - self._started,
+                              fatal)
             if not self._put(frame_q, ended):
                 return
         self._put(frame_q, _DONE)
@@ -341,7 +353,8 @@ class Pipeline:
             counts: dict[int, int] = {}
             for file_id, _, _ in batch.frames:
                 counts[file_id] = counts.get(file_id, 0) + 1
-            events.put(BatchFailed(counts, reason, fatal=isinstance(e, ServerUnavailableError)))
+            lost = isinstance(e, (ServerUnavailableError, DeviceError)) or (self.config.gpu and device_fault(e) is not None)
+            events.put(BatchFailed(counts, reason, fatal=lost))
             return
         for result in results:  # all or nothing: no frame is both a result and lost
             events.put(result)

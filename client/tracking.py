@@ -17,7 +17,7 @@ import numpy as np
 from pathlib import Path
 
 from .detections import Detections
-from .errors import UsageError
+from .errors import PostProcessingError, UsageError
 from .outfiles import Output
 
 __all__ = ["TRACKERS", "TrackOptions", "VideoTracker", "TrackedSink", "import_trackers"]
@@ -69,13 +69,23 @@ class VideoTracker:
 
 
 class _TrackedWriter:
-    """A video's writer whose frames, written in frame order, get their track ids first."""
+    """A video's writer whose frames, written in frame order, get their track ids first. The
+    tracker is made at the first frame, so a failure making it costs this video like any
+    failure of its updates: a :class:`PostProcessingError` (the run goes on); the writer's
+    own errors (a full disk) pass through unchanged."""
 
     def __init__(self, writer, options: TrackOptions) -> None:
-        self._writer, self._tracker = writer, VideoTracker(options, None)
+        self._writer, self._options = writer, options
+        self._tracker: VideoTracker | None = None
 
     def write(self, index: int, t_s: float, detections: Detections) -> None:
-        self._writer.write(index, t_s, replace(detections, track_id=self._tracker.update(detections, t_s)))
+        try:
+            if self._tracker is None:
+                self._tracker = VideoTracker(self._options, None)
+            tracked = replace(detections, track_id=self._tracker.update(detections, t_s))
+        except Exception as e:  # a bug in the tracker (ours or the library's)
+            raise PostProcessingError(f"post-processing failed: {type(e).__name__}: {e}") from e
+        self._writer.write(index, t_s, tracked)
 
     def complete(self) -> list[Output]:
         return self._writer.complete()

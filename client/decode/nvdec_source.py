@@ -19,7 +19,8 @@ from typing import Iterator
 import av
 
 from ..colour import Colour, stream_colour
-from ..errors import DecodeError
+from ..errors import DecodeError, DeviceError
+from ..gpu.faults import device_fault
 from ..gpu.letterbox import GpuLetterbox, Nv12Picture
 from ..gpu.streams import DecoderStream, Ready
 from ..letterbox import LetterboxPlan, quarter_turns
@@ -39,6 +40,26 @@ NVDEC_PIXEL_FORMATS = frozenset({"yuv420p", "yuvj420p", "nv12"})  # 8-bit 4:2:0:
 
 class NvdecUnsupported(Exception):
     """This job is not for NVDEC; decode it on the CPU. The message says why."""
+
+
+class NvdecDamage(Exception):
+    """NVDEC failed on the bitstream: the file is damaged (the shared loop's ``failures``)."""
+
+
+def nvdec_failure(error: Exception, gpu_id: int, *, decoding: bool = True) -> Exception:
+    """What an exception out of NVDEC means, as the error to raise: the device's fault
+    (:class:`DeviceError`: the run stops), or damage to the file (:class:`NvdecDamage`).
+    Damage is only what the decoder (``decoding``) reports about the data: PyNvVideoCodec's
+    errors come as RuntimeError or ValueError, with no sign of the device in them. Anything
+    else (out of memory, CUDA or driver errors, CuPy's errors, a bug in this glue, a failed
+    copy of a surface) fails every later file alike, so it is never called damage. Pure, so
+    it is tested on CPU."""
+    why = device_fault(error)
+    reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+    if decoding and why is None and isinstance(error, (RuntimeError, ValueError)):
+        return NvdecDamage(reason)
+    return DeviceError(f"GPU {gpu_id}: NVDEC decoding failed, {why or 'and not on the data'} "
+                       f"({type(error).__name__}: {reason}); no later file would fare better, so the run stops")
 
 
 def nvdec_refusal(codec: str, pix_fmt: str | None) -> str | None:
@@ -90,11 +111,15 @@ class NvdecSource:
 
         # The decoder runs on a stream of ours in CuPy's (primary) context, not on one it makes
         # in a context of its own: its writes, our copies and its next Decode() are ordered there.
-        stream = DecoderStream(self.gpu_id)
+        try:
+            stream = DecoderStream(self.gpu_id)
+            context = _primary_context(self.gpu_id)
+        except Exception as e:  # CUDA itself: no file can be decoded here
+            raise nvdec_failure(e, self.gpu_id, decoding=False) from e
         try:
             demuxer = nvc.CreateDemuxer(filename=str(self.path))
             decoder = nvc.CreateDecoder(gpuid=self.gpu_id, codec=demuxer.GetNvCodecId(),
-                                        cudacontext=_primary_context(self.gpu_id), cudastream=stream.stream.ptr,
+                                        cudacontext=context, cudastream=stream.stream.ptr,
                                         usedevicememory=True)
         except Exception as e:  # PyNvVCException*: this GPU or build cannot take the stream
             log.info("%s: NVDEC refused the stream (%s); decoding it with PyAV", self.path.name,
@@ -134,20 +159,29 @@ class _NvdecDriver:
     """PyNvVideoCodec's demuxer and decoder, fed the packets of ``packets.py``'s policy."""
 
     name = "NVDEC decoding"
-    failures = (Exception,)  # decoder errors surface as RuntimeError/PyNvVCException
+    failures = (NvdecDamage,)  # only damage to the bitstream; a device fault (DeviceError) stops the run
 
     def __init__(self, demuxer, decoder, source: NvdecSource, stream: DecoderStream) -> None:
         self.demuxer, self.decoder, self.source, self.stream = demuxer, decoder, source, stream
         self.packets = 0
 
     def decode(self, feed: Feed) -> Iterator[tuple[int | None, object]]:
-        for packet in packets_to_decode(self.demuxer, _size, _pts, from_pts=feed.seek_pts, only_pts=feed.key_pts):
-            self.packets += bool(packet.bsl)
-            for frame in self.decoder.Decode(packet):
-                yield frame.getPTS(), frame
+        try:
+            for packet in packets_to_decode(self.demuxer, _size, _pts, from_pts=feed.seek_pts,
+                                            only_pts=feed.key_pts):
+                self.packets += bool(packet.bsl)
+                for frame in self.decoder.Decode(packet):
+                    yield frame.getPTS(), frame
+        except DecodeError:
+            raise
+        except Exception as e:  # classified: damage fails the file, a device fault the run
+            raise nvdec_failure(e, self.source.gpu_id) from e
 
     def keep(self, frame) -> Ready:
-        return self.stream.keep(lambda: _surface_copy(frame))  # the decoder reuses its surfaces
+        try:
+            return self.stream.keep(lambda: _surface_copy(frame))  # the decoder reuses its surfaces
+        except Exception as e:  # a copy on the GPU failing is the GPU's fault, never the file's
+            raise nvdec_failure(e, self.source.gpu_id, decoding=False) from e
 
     def is_key(self, frame) -> bool:
         raise NotImplementedError("streams without timestamps are refused (NvdecUnsupported) and go to PyAV")
@@ -160,7 +194,7 @@ class _NvdecDriver:
         return Nv12Picture(nv12, plan, s._colour, s._letterbox, s._turns, self.stream.ops)
 
     def reason(self, error: BaseException) -> str:
-        return str(error).splitlines()[0][:160]
+        return str(error)  # NvdecDamage: the decoder's first line already
 
 
 def _size(packet) -> int:
