@@ -42,6 +42,7 @@ class _FileState:
     pending: dict[int, FrameResult] = field(default_factory=dict)  # reorder buffer by seq
     segment_times: list[dict[str, object]] = field(default_factory=list)
     letterbox: LetterboxPlan | None = None  # the model input its frames got
+    sealed: bool = False  # a post-processing step failed: nothing more is written, what was is the partial
 
     @property
     def segments_total(self) -> int:
@@ -55,7 +56,7 @@ class _FileState:
         """Write buffered results in frame order; ``force`` writes across gaps left by failures;
         ``prefix`` writes only up to the first frame not here (a stopped run's partial output is
         a gap-free prefix, even when a later segment of a split file had results already)."""
-        if self.writer is None:
+        if self.writer is None or self.sealed:
             self.lost += len(self.pending)
             self.pending.clear()
             return
@@ -66,7 +67,11 @@ class _FileState:
                     return
                 nxt = min(self.pending)  # a failed batch left a gap: frames after it keep their order
             r = self.pending.pop(nxt)
-            self.writer.write(r.index, r.t_s, r.detections)
+            try:
+                self.writer.write(r.index, r.t_s, r.detections)
+            except BaseException:  # counted, so the file still ends (as an error) and is reported
+                self.lost += 1
+                raise
             self.written += 1
 
 
@@ -144,8 +149,12 @@ class Collector:
         record); its failure fails that file, or for storage the run."""
         try:
             return action()
-        except (OutputError, PostProcessingError) as e:
-            state.error = state.error or (str(e) if isinstance(e, PostProcessingError) else f"output: {e}")
+        except PostProcessingError as e:  # its writer is sound: what it wrote so far becomes the partial
+            state.error = state.error or str(e)
+            state.sealed = True
+            state.drain()  # drops what is buffered
+        except OutputError as e:
+            state.error = state.error or f"output: {e}"
             if state.writer is not None:
                 self._abandon(state)
             if isinstance(e, OutputStorageError):
@@ -179,16 +188,18 @@ class Collector:
     def finish_stopped(self) -> dict[str, FileReport]:
         """After a stop: files in flight are errors with their partial outputs; files never
         started are reported as not processed. Empty when the run finished."""
-        if self.stopped is None:
+        if self.stopped is None and not self.states:
             return {}
+        # Files left in flight by a run that ended unstopped would be a bug: still reported.
+        reason = self.stopped or "internal error: not every result of the file arrived"
         for state in list(self.states.values()):
-            state.error = state.error or f"not finished: {self.stopped}"
+            state.error = state.error or f"not finished: {reason}"
             self._output(state, lambda: state.drain(prefix=True))
             state.lost += len(state.pending)  # after the first missing frame (a later segment's): dropped
             state.pending.clear()
             self._report(self._finish(state))
         self.states.clear()
-        return {p.candidate.rel: FileReport(p.candidate.rel, NOT_PROCESSED, error=f"not started: {self.stopped}")
+        return {p.candidate.rel: FileReport(p.candidate.rel, NOT_PROCESSED, error=f"not started: {reason}")
                 for p in self.plans if p.candidate.rel not in self.reports}
 
     def _finish(self, state: _FileState) -> FileReport:

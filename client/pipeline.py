@@ -273,8 +273,8 @@ class Pipeline:
             # The end marker travels behind the job's frames, so it reaches the caller
             # only after the batcher has seen them all.
             wall = time.perf_counter() - started
-            ended = FileEnded(job.file_id, job.segment, count, error, wall, wall - waited, decoder, started - self._started,
-                              fatal)
+            ended = FileEnded(job.file_id, job.segment, count, error, wall, wall - waited, decoder,
+                              started - self._started, fatal)
             if not self._put(frame_q, ended):
                 return
         self._put(frame_q, _DONE)
@@ -353,8 +353,9 @@ class Pipeline:
             counts: dict[int, int] = {}
             for file_id, _, _ in batch.frames:
                 counts[file_id] = counts.get(file_id, 0) + 1
-            lost = isinstance(e, (ServerUnavailableError, DeviceError)) or (self.config.gpu and device_fault(e) is not None)
-            events.put(BatchFailed(counts, reason, fatal=lost))
+            gone = isinstance(e, (ServerUnavailableError, DeviceError))
+            gone = gone or (self.config.gpu and device_fault(e) is not None)  # the GPU, not this batch's frames
+            events.put(BatchFailed(counts, reason, fatal=gone))
             return
         for result in results:  # all or nothing: no frame is both a result and lost
             events.put(result)

@@ -9,15 +9,23 @@ exception names and messages.
 
 from __future__ import annotations
 
+import re
+
 __all__ = ["device_fault"]
 
 # Where CuPy's CUDA errors live (CUDARuntimeError, CUDADriverError, OutOfMemoryError, ...).
 _CUDA_MODULES = ("cupy", "cupy_backends")
 # What CUDA, NVDEC (NvDecoder's CUresult names), onnxruntime's CUDA provider and cuDNN put in
 # their messages when the device, not the input, failed.
-_MARKERS = ("out of memory", "cuda_error", "cudaerror", "cuda error", "cuda failure", "cudnn failure",
-            "cublas failure", "cuinit", "driver", "illegal memory access", "illegal address", "ecc error",
-            "launch failure", "device-side assert", "gpu is lost", "fallen off the bus")
+_MARKERS = ("out of memory", "out_of_memory", "cuda_error", "cudaerror", "cuda error", "cuda failure",
+            "cudnn failure", "cublas failure", "cuinit", "driver", "illegal memory access", "illegal address",
+            "ecc error", "launch failure", "device-side assert", "gpu is lost", "fallen off the bus")
+# NVDEC's API calls report a bare CUresult ("cuvidDecodePicture(...) returned error 700"); these
+# are the device's: out of memory, not initialised or deinitialised, device unavailable, no or
+# invalid device, invalid context, ECC uncorrectable, illegal address, launch out of resources,
+# launch timeout, launch failed, unknown.
+_CURESULT = re.compile(r"returned error (\d+)")
+_DEVICE_CURESULTS = frozenset({2, 3, 4, 46, 100, 101, 201, 214, 700, 701, 702, 719, 999})
 
 
 def device_fault(error: BaseException) -> str | None:
@@ -28,7 +36,10 @@ def device_fault(error: BaseException) -> str | None:
     if any(cls.__module__.split(".")[0] in _CUDA_MODULES for cls in type(error).__mro__):
         return f"CUDA error ({type(error).__name__})"
     text = str(error).lower()
+    code = _CURESULT.search(text)
+    if code is not None and int(code.group(1)) in _DEVICE_CURESULTS:
+        return f"CUDA error {code.group(1)}"
     for marker in _MARKERS:
         if marker in text:
-            return "out of memory" if marker == "out of memory" else "CUDA or driver error"
+            return "out of memory" if marker.startswith("out") else "CUDA or driver error"
     return None
