@@ -95,7 +95,7 @@ def run_per_device(argv: Sequence[str], devices: Sequence[int], outer: Shard | N
     """Run ``python -m module argv`` once per device, side by side, and wait for all.
 
     The children start in sessions of their own, so a terminal's Ctrl-C reaches this process
-    only, and it passes SIGINT or SIGTERM on once: each child then stops as a single run does
+    only, and it passes SIGINT, SIGTERM or SIGHUP on once: each child then stops as a single run does
     (partial outputs and its summary kept)."""
     children: list[subprocess.Popen] = []
     for position, device in enumerate(devices):
@@ -109,7 +109,8 @@ def run_per_device(argv: Sequence[str], devices: Sequence[int], outer: Shard | N
             if child.poll() is None:
                 child.send_signal(signum)
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+                if signal.getsignal(s) is not signal.SIG_IGN}  # nohup's SIGHUP stays ignored
     try:
         codes = [_exit_code(child.wait()) for child in children]
     finally:
