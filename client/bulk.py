@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 
 from . import defaults
+from .bulk_run import Interrupts
 from .contract import METRICS_PORT, MODEL_NAME
 from .decode import Sampling
 from .devices import parse_devices
-from .bulk_run import Interrupts
 from .errors import FramestreamError, UsageError
 from .filters import DetectionFilter, FilteredSink, make_filter
 from .inputs import Inputs, resolve_inputs
@@ -37,7 +37,7 @@ from .tracking import TRACKERS, TrackOptions, TrackedSink
 
 log = logging.getLogger("client.bulk")
 
-EXIT_OK, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_HANGUP = 0, 1, 2, 130, 143, 129
+EXIT_OK, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 130  # a signal: 128 + its number (143 SIGTERM, 129 SIGHUP)
 DEFAULT_OUT = Path("framestream-out")
 
 
@@ -408,9 +408,9 @@ def _run(args: argparse.Namespace, argv: list[str], interrupts: Interrupts) -> i
                   f"see {name}" if written else f"{name} could not be written")
     if result.interrupt is not None:
         return 128 + signal.Signals[result.interrupt].value
-    if interrupts.exit_code is not None:  # after the run's work: it is complete, and the summary says so
-        log.warning("%s while the summary was written: it is complete, %s", interrupts.signal_name,
-                    f"see {name}" if written else f"but {name} could not be written")
+    if interrupts.exit_code is not None:  # it came after the run's work: nothing was cut short
+        log.warning("%s received after the videos were processed; %s", interrupts.signal_name,
+                    f"{name} is complete" if written else f"{name} could not be written")
         return interrupts.exit_code
     complete = written and all(f.status in (OK, SKIPPED) for f in files)
     return EXIT_OK if complete else EXIT_FAILED

@@ -107,7 +107,7 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
             progress.close()
         signal_name = interrupts.signal_name  # one that comes later (the summary's writing) stops nothing
     if interrupts.abandoned:
-        log.warning("%s again: the batches in flight were not waited for", signal_name)
+        log.warning("a second signal: the batches in flight were not waited for")
     if signal_name is not None:  # the cause, even if a lane gave up waiting first
         collector.stop_run(f"interrupted ({signal_name})", cause=True)
     if pipeline.crash is not None:

@@ -4,6 +4,9 @@ process, held at one known point so a test can send a real signal exactly there.
 - ``summary READY GO``: when the run is over and summary.json is about to be written, create
   READY and wait until GO exists (the test creates it once its signal has been delivered), then
   write the summary as usual.
+- ``write READY REL:INDEX:GO``: when the collector writes frame INDEX of video REL (in the
+  run's one writing thread), create READY and wait there until GO exists; the backend creates
+  ``READY.stopped`` when the run tells it to stop (the first signal has been handled).
 - ``gap READY FIRST``: for a split video whose frames show their own index (grey level
   ``GREY0 + index``, :func:`index_frame`): once a frame at or after FIRST (a later segment) has
   been inferred while at least ``MISSING`` frames before it have not, create READY, and from then
@@ -33,6 +36,49 @@ MISSING = 12  # frames before FIRST not inferred yet when READY is made (several
 def index_frame(i: int, w: int, h: int) -> np.ndarray:
     """Frame ``i`` of a video whose frames say their own index (for ``write_video(image=...)``)."""
     return np.full((h, w, 3), GREY0 + i, np.uint8)
+
+
+class _HeldWriter:
+    """A video's writer whose write of one frame waits for the test's go-ahead first."""
+
+    def __init__(self, writer, index: int, ready: Path, go: Path) -> None:
+        self._writer, self._index, self._ready, self._go = writer, index, ready, go
+
+    def write(self, index, t_s, detections) -> None:
+        if index == self._index:
+            self._ready.touch()
+            while not self._go.exists():
+                time.sleep(0.01)
+        self._writer.write(index, t_s, detections)
+
+    def __getattr__(self, name: str):
+        return getattr(self._writer, name)
+
+
+class _HoldingSink:
+    """The real sink; the writer of ``rel`` holds at frame ``index``."""
+
+    def __init__(self, sink, rel: str, index: int, ready: Path, go: Path) -> None:
+        self._sink, self._rel, self._hold = sink, rel, (index, ready, go)
+
+    def open(self, rel: str):
+        writer = self._sink.open(rel)
+        return _HeldWriter(writer, *self._hold) if rel == self._rel else writer
+
+    def __getattr__(self, name: str):
+        return getattr(self._sink, name)
+
+
+class TellsWhenStopped(Delegating):
+    """The real backend; ``abort`` (the run stopping) leaves a file behind."""
+
+    def __init__(self, inner, stopped: Path) -> None:
+        super().__init__(inner)
+        self.stopped = stopped
+
+    def abort(self) -> None:
+        self.stopped.touch()
+        self.inner.abort()
 
 
 class GapWatcher(Delegating):
@@ -71,6 +117,13 @@ def main(argv: list[str]) -> int:
             return write(*args, **kwargs)
 
         bulk._write_summary = held
+    elif mode == "write":
+        import client.sinks
+
+        rel, index, go = arg.split(":", 2)
+        make_sink, make_backend = client.sinks.make_sink, bulk.make_backend
+        client.sinks.make_sink = lambda *a, **k: _HoldingSink(make_sink(*a, **k), rel, int(index), ready, Path(go))
+        bulk.make_backend = lambda *a, **k: TellsWhenStopped(make_backend(*a, **k), Path(f"{ready}.stopped"))
     elif mode == "gap":
         make_backend = bulk.make_backend
         bulk.make_backend = lambda *a, **k: GapWatcher(make_backend(*a, **k), ready, int(arg))

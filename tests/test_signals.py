@@ -136,6 +136,31 @@ def test_a_sigterm_while_the_summary_is_written_neither_loses_it_nor_gives_a_tra
     assert not leftovers(out)
 
 
+def test_a_second_sigterm_while_a_frame_is_being_written_lets_the_write_finish_and_stops_waiting(
+        src: Path, tmp_path: Path, model_path: Path) -> None:
+    out, ready, go = tmp_path / "out", tmp_path / "ready", tmp_path / "go"
+    cmd = [sys.executable, "-m", "tests.signal_runner", "write", str(ready), f"long.mp4:10:{go}", "--", str(src),
+           "--out", str(out), "--model", str(model_path), "--no-progress", "--workers", "2", "--no-split"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    wait_for(ready, proc)  # the writing thread is inside the write of long.mp4's frame 10
+    proc.send_signal(signal.SIGTERM)
+    wait_for(Path(f"{ready}.stopped"), proc)  # the first one has been handled: the run is stopping
+    proc.send_signal(signal.SIGTERM)
+    delivered(proc, signal.SIGTERM)
+    go.touch()
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr[-2000:]
+    assert "Traceback" not in stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped"] == "interrupted (SIGTERM)"
+    long = entries(summary)["long.mp4"]
+    frames = [r["frame"] for r in read_jsonl(out / long["partial_output"])]
+    assert 10 in frames, "the frame whose write the second signal came during is lost"
+    assert frames == list(range(long["frames"]))
+    assert "a second signal" in stderr
+    assert not leftovers(out)
+
+
 SPLIT_FRAMES = 200  # grey levels 40..239: one per frame
 
 
