@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from . import defaults
@@ -26,6 +27,7 @@ from .errors import FramestreamError, UsageError
 from .filters import DetectionFilter, FilteredSink, make_filter
 from .inputs import Inputs, resolve_inputs
 from .outfiles import display_rel
+from .outlock import hold_out
 from .pipeline import PipelineConfig
 from .report import OK, SKIPPED, print_schedule, print_table, totals, write_summary
 from .shards import Shard, resolve_shard
@@ -215,7 +217,8 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m client.bulk") 
     _configure_logging(args.verbose)
     previous = _on_sigterm(_raise_terminated)
     try:
-        return _run(args, argv)
+        with ExitStack() as held:  # OUT's lock, from when the run takes it until summary.json is written
+            return _run(args, argv, held)
     except FramestreamError as e:  # usage, model or server problems, found before any file was touched
         log.error("error: %s", e)
         return EXIT_USAGE
@@ -301,7 +304,7 @@ def make_backend(args: argparse.Namespace, model_path: Path | None, gpu: bool, *
     return backend
 
 
-def _run(args: argparse.Namespace, argv: list[str]) -> int:
+def _run(args: argparse.Namespace, argv: list[str], held: ExitStack) -> int:
     from .metrics import scrape, scrape_after, server_report
     from .resume import ResumeLedger
     from .bulk_run import RunOptions, run_bulk
@@ -357,6 +360,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             args.out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UsageError(f"cannot create {args.out}: {e.strerror}") from e
+        held.enter_context(hold_out(args.out, shard))  # one run per OUT; OUT writable, before any decoding
         config = PipelineConfig(batch=args.batch, workers=workers, square=args.square, sampling=sampling, gpu=gpu,
                                 gpu_device=devices[0], decode_threads=budget.decode_threads if budget else 0)
         options = {"sampling": sampling.describe(), "square": args.square, "format": args.format, **keep.options(),

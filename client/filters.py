@@ -113,8 +113,8 @@ class _FilteredWriter:
     def write(self, index: int, t_s: float, detections: Detections) -> None:
         self._writer.write(index, t_s, self._keep.apply(detections))
 
-    def complete(self) -> list[Output]:
-        return self._writer.complete()
+    def complete(self, stages=()) -> list[Output]:
+        return self._writer.complete(stages)
 
     def fail(self) -> Path | None:
         return self._writer.fail()

@@ -77,8 +77,8 @@ class _TrackedWriter:
     def write(self, index: int, t_s: float, detections: Detections) -> None:
         self._writer.write(index, t_s, replace(detections, track_id=self._tracker.update(detections, t_s)))
 
-    def complete(self) -> list[Output]:
-        return self._writer.complete()
+    def complete(self, stages=()) -> list[Output]:
+        return self._writer.complete(stages)
 
     def fail(self) -> Path | None:
         return self._writer.fail()
