@@ -31,7 +31,7 @@ import numpy as np
 from .contract import DETECTION_COLUMNS
 from .defaults import PARQUET_ROWS_PER_GROUP
 from .detections import Detections
-from .errors import OutputError, UsageError
+from .errors import OutputError, OutputStorageError, UsageError
 from .jsonl import frame_line
 from .outfiles import HashingFile, Output, OutTree, Staged, boundary, display_rel, translate
 
@@ -229,7 +229,10 @@ class _Writer:
                     self.tree.remove((*self.final[:-1], self._tmp))
                     self.tree.remove(self.partial)
                     return None
-                d = self.tree.open_dir(self.partial[:-1], create=True)
+                try:
+                    d = self.tree.open_dir(self.partial[:-1], create=True)
+                except OutputStorageError:  # OUT is gone: nothing to keep the frames in
+                    return None
                 try:
                     os.replace(self._tmp, self.partial[-1], src_dir_fd=self._dir, dst_dir_fd=d)
                 finally:
