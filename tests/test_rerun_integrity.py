@@ -178,6 +178,25 @@ def test_a_rerun_with_other_options_on_a_full_disk_leaves_every_earlier_output_s
     finish_rerun(src, out, model_path, "--conf", "0.5")
 
 
+@pytest.mark.parametrize("which", ["meta", "record"])
+def test_a_rerun_killed_between_publishing_an_output_and_committing_its_record_is_redone_not_trusted(
+        src: Path, done: Path, tmp_path: Path, model_path: Path, which: str) -> None:
+    out = copy_of(done, tmp_path / "out")
+    before = triples(out)
+    crash = subprocess.run([sys.executable, "-m", "tests.crash_runner", "short1.mp4", which, "--", str(src), "--out",
+                            str(out), "--model", str(model_path), "--no-progress", "--conf", "0.5"],
+                           capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert crash.returncode == -signal.SIGKILL, crash.stderr[-2000:]
+    assert triples(out)["short1.mp4"]["record"] == before["short1.mp4"]["record"]  # killed before the commit point
+    assert triples(out)["short1.mp4"]["output"] != before["short1.mp4"]["output"]  # the --conf 0.5 output
+    run = bulk_cli(src, out, model_path)  # the earlier options: its record matches them, its output does not
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert not entries(json.loads((out / "summary.json").read_text()))["short1.mp4"]["resumed"]
+    assert "its output is damaged" in run.stderr
+    assert triples(out) == before  # redone with the same options: the same bytes, described by its record
+    assert not leftovers(out)
+
+
 # Finding 2: two runs on one OUT ------------------------------------------------------------------
 
 
@@ -363,3 +382,32 @@ def test_a_ledger_folder_that_cannot_be_written_leaves_no_output_looking_complet
     rerun = bulk_cli(src, out, model_path)
     assert rerun.returncode == 0 and all(f["status"] == "ok"
                                          for f in json.loads((out / "summary.json").read_text())["files"])
+
+
+# Finding 1 with a server outage ------------------------------------------------------------------
+
+
+@pytest.mark.triton
+def test_a_rerun_with_other_options_cut_off_by_a_server_outage_leaves_every_earlier_output_sidecar_and_record(
+        src: Path, done: Path, tmp_path: Path, model_path: Path) -> None:
+    from .test_triton import inferences, server_args, wait_for as wait_until
+    from .triton_server import free_ports, make_repository, start_server
+
+    out = copy_of(done, tmp_path / "out")
+    before = triples(out)
+    server = start_server(make_repository(tmp_path / "repository", model_path), free_ports(3))
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "client.bulk", str(src), "--out", str(out), "--no-progress",
+                                 "--workers", "2", "--no-split", "--conf", "0.5", *server_args(server)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        wait_until("the server inferring the rerun's frames", lambda: inferences(server) > 0)
+        proc.send_signal(signal.SIGSTOP)  # frozen mid-run, however fast the machine
+        server.kill()
+        proc.send_signal(signal.SIGCONT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        server.stop()
+    assert proc.returncode == 2 and "Traceback" not in stderr, stderr[-2000:]
+    assert "unreachable" in json.loads((out / "summary.json").read_text())["stopped"]
+    assert_kept_or_replaced(out, before)
+    finish_rerun(src, out, model_path, "--conf", "0.5")
