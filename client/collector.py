@@ -214,7 +214,9 @@ class Collector:
             self._output(state, lambda: state.drain(force=True))
         if state.writer is not None:  # still there: the drain did not fail
             state.partial = self._output(state, state.writer.fail)
-        log.warning("%s: %s", c.rel, state.error)
+        kept = [o for o in self.sink.outputs(c.rel) if o.is_file()]
+        log.warning("%s: %s%s", c.rel, state.error,
+                    f"; its earlier output {kept[0]} is left as it was" if kept else "")
         return FileReport(c.rel, ERROR, frames=state.written, seconds=seconds, error=state.error,
                           partial_output=summary_rel(state.partial, self.out) if state.partial else None,
                           segments=segments, letterbox=letterbox)
