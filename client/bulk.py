@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from . import defaults
@@ -28,6 +29,7 @@ from .errors import FramestreamError, UsageError
 from .filters import DetectionFilter, FilteredSink, make_filter
 from .inputs import Inputs, resolve_inputs
 from .outfiles import display_rel
+from .outlock import hold_out
 from .pipeline import PipelineConfig
 from .report import OK, SKIPPED, print_schedule, print_table, totals, write_summary
 from .shards import Shard, resolve_shard
@@ -209,9 +211,9 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m client.bulk") 
     # SIGINT, SIGTERM and SIGHUP, from here until summary.json is written: during start-up
     # (nothing written yet) a signal raises Interrupted; once the run starts it is a flag the
     # run polls, so no signal lands inside a write, a rename or the summary.
-    with Interrupts(armed=False) as interrupts:
+    with Interrupts(armed=False) as interrupts, ExitStack() as held:  # held: OUT's lock, taken by the run
         try:
-            return _run(args, argv, interrupts)
+            return _run(args, argv, interrupts, held)
         except FramestreamError as e:  # usage, model or server problems, found before any file was touched
             log.error("error: %s", e)
             return EXIT_USAGE
@@ -285,7 +287,7 @@ def make_backend(args: argparse.Namespace, model_path: Path | None, gpu: bool, *
     return backend
 
 
-def _run(args: argparse.Namespace, argv: list[str], interrupts: Interrupts) -> int:
+def _run(args: argparse.Namespace, argv: list[str], interrupts: Interrupts, held: ExitStack) -> int:
     from .metrics import scrape, scrape_after, server_report
     from .resume import ResumeLedger
     from .bulk_run import RunOptions, run_bulk
@@ -341,6 +343,7 @@ def _run(args: argparse.Namespace, argv: list[str], interrupts: Interrupts) -> i
             args.out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UsageError(f"cannot create {args.out}: {e.strerror}") from e
+        held.enter_context(hold_out(args.out, shard))  # one run per OUT; OUT writable, before any decoding
         config = PipelineConfig(batch=args.batch, workers=workers, square=args.square, sampling=sampling, gpu=gpu,
                                 gpu_device=devices[0], decode_threads=budget.decode_threads if budget else 0)
         options = {"sampling": sampling.describe(), "square": args.square, "format": args.format, **keep.options(),

@@ -17,11 +17,11 @@ from .outfiles import summary_rel
 from .pipeline import BatchFailed, FileEnded, FileStarted, FrameResult
 from .progress import Progress
 from .report import ERROR, NOT_PROCESSED, OK, FileReport
-from .resume import ResumeLedger
+from .resume import ResumeLedger, SourceIdentity
 from .letterbox import LetterboxPlan
 from .schedule import FilePlan
 from .sidecar import Sidecars, letterbox_text
-from .sinks import FileWriter, Sink
+from .sinks import FileWriter, Sink, Stage
 from .telemetry import RunTelemetry
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,8 @@ class _FileState:
     segment_times: list[dict[str, object]] = field(default_factory=list)
     letterbox: LetterboxPlan | None = None  # the model input its frames got
     sealed: bool = False  # a post-processing step failed: nothing more is written, what was is the partial
+    source: SourceIdentity | None = None  # the source as it was when its decoding started
+    partial: Path | None = None  # its partial output, once its writer failed
 
     @property
     def segments_total(self) -> int:
@@ -136,6 +138,10 @@ class Collector:
     def _start(self, p: FilePlan) -> None:
         state = _FileState(p, None, time.monotonic())
         self.states[p.file_id] = state
+        try:  # FileStarted is sent as its first decoder opens the file: compared again at the end
+            state.source = SourceIdentity.of(p.candidate.path)
+        except OSError:
+            pass  # gone already: its decoding fails, and the end's comparison says so
         try:
             state.writer = self.sink.open(p.candidate.rel)
         except OutputStorageError as e:
@@ -167,7 +173,7 @@ class Collector:
         state.lost += len(state.pending)
         state.pending.clear()
         try:
-            writer.fail()
+            state.partial = writer.fail()
         except OutputError:
             pass
 
@@ -203,32 +209,53 @@ class Collector:
                 for p in self.plans if p.candidate.rel not in self.reports}
 
     def _finish(self, state: _FileState) -> FileReport:
+        """Publish a finished file's output with its sidecar and record, or keep its frames as the
+        partial output; either way an earlier run's complete output is replaced only by a new one
+        that is complete and recorded (:meth:`client.sinks.FileWriter.complete`)."""
         c = state.plan.candidate
         seconds = time.monotonic() - state.started
         segments = sorted(state.segment_times, key=lambda s: s["segment"])
         letterbox = letterbox_text(state.letterbox)
         if not state.error:
             self._output(state, state.drain)
-            outputs = self._output(state, state.writer.complete) if not state.error else None
-            meta = None
-            if not state.error and self.sidecars is not None:
-                meta = self._output(state, lambda: self.sidecars.write(c, state.letterbox, state.written,
-                                                                       [o.path for o in outputs]))
+        if not state.error:
+            state.error = self._source_change(state)
+        if not state.error:
+            outputs = self._output(state, lambda: state.writer.complete(self._stages(state)))
             if not state.error:
-                self._output(state, lambda: self.ledger.record(c.path, c.rel, state.written, outputs))
-            if not state.error:
+                meta = self.sidecars.path(c.rel) if self.sidecars is not None else None
                 return FileReport(c.rel, OK, frames=state.written, seconds=seconds, segments=segments,
                                   outputs=[summary_rel(o.path, self.out) for o in outputs], letterbox=letterbox,
-                                  meta=summary_rel(meta.path, self.out) if meta is not None else None)
-        partial = None
+                                  meta=summary_rel(meta, self.out) if meta is not None else None)
         if state.writer is not None:
             self._output(state, lambda: state.drain(force=True))
         if state.writer is not None:  # still there: the drain did not fail
-            partial = self._output(state, state.writer.fail)
-        self._output(state, lambda: self.ledger.forget(c.rel))
-        if self.sidecars is not None:  # an earlier run's sidecar no longer describes an output
-            self._output(state, lambda: self.sidecars.remove(c.rel))
-        log.warning("%s: %s", c.rel, state.error)
+            state.partial = self._output(state, state.writer.fail)
+        kept = [o for o in self.sink.outputs(c.rel) if o.is_file()]
+        log.warning("%s: %s%s", c.rel, state.error,
+                    f"; its earlier output {kept[0]} is left as it was" if kept else "")
         return FileReport(c.rel, ERROR, frames=state.written, seconds=seconds, error=state.error,
-                          partial_output=summary_rel(partial, self.out) if partial else None, segments=segments,
-                          letterbox=letterbox)
+                          partial_output=summary_rel(state.partial, self.out) if state.partial else None,
+                          segments=segments, letterbox=letterbox)
+
+    def _stages(self, state: _FileState) -> list[Stage]:
+        """What is committed with a file's output: its sidecar, then its record (the commit point)."""
+        c = state.plan.candidate
+        stages: list[Stage] = []
+        if self.sidecars is not None:
+            sidecars = self.sidecars
+            stages.append(lambda outputs: sidecars.stage(c, state.letterbox, state.written, [o.path for o in outputs]))
+        stages.append(lambda outputs: self.ledger.stage(c.path, c.rel, state.written, outputs, source=state.source))
+        return stages
+
+    @staticmethod
+    def _source_change(state: _FileState) -> str | None:
+        """Why the file's frames may not be its current content: it changed since its decoding
+        started (a recording still being written, a file replaced). None: the same file."""
+        try:
+            now = SourceIdentity.of(state.plan.candidate.path)
+        except OSError as e:
+            return f"the source changed during the run ({e.strerror}); rerun to redo it"
+        if state.source is None or now != state.source:
+            return "the source changed during the run; rerun to redo it once it is complete"
+        return None

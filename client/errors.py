@@ -16,6 +16,7 @@ __all__ = [
     "ServerUnavailableError",
     "OutputError",
     "OutputStorageError",
+    "OutputBusyError",
     "PipelineCrash",
     "PostProcessingError",
     "DeviceError",
@@ -63,6 +64,10 @@ class OutputError(FramestreamError, OSError):
 class OutputStorageError(OutputError):
     """The output location itself is unusable (disk full, read-only, folder gone): no video
     can be written, so the run stops cleanly and a rerun resumes."""
+
+
+class OutputBusyError(FramestreamError, BlockingIOError):
+    """Another framestream run holds the output folder's lock: this one starts nothing."""
 
 
 class PipelineCrash(FramestreamError, RuntimeError):

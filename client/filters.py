@@ -117,8 +117,8 @@ class _FilteredWriter:
             raise PostProcessingError(f"post-processing failed: {type(e).__name__}: {e}") from e
         self._writer.write(index, t_s, kept)
 
-    def complete(self) -> list[Output]:
-        return self._writer.complete()
+    def complete(self, stages=()) -> list[Output]:
+        return self._writer.complete(stages)
 
     def fail(self) -> Path | None:
         return self._writer.fail()

@@ -6,6 +6,11 @@ output's place or on the way to it) is refused instead of written through; OUT i
 the user's choice and may be a symlink. OS errors are translated at this boundary: a full,
 read-only or vanished OUT is an :class:`OutputStorageError` (the run stops), anything else an
 :class:`OutputError` (that video fails).
+
+Temporaries are per process: ``.NAME.<pid>-<random>.tmp``, created with ``O_EXCL``, so two
+processes never write (or remove) each other's, and a link planted at a guessed name is never
+followed. A file is first *staged* (written and fsynced under its temporary, :class:`Staged`)
+and *committed* (renamed into place) only when everything it belongs with is ready.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
+import secrets
 import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -21,13 +28,15 @@ from pathlib import Path
 
 from .errors import OutputError, OutputStorageError
 
-__all__ = ["Output", "OutTree", "HashingFile", "translate", "boundary", "display_rel", "summary_rel", "DIGEST",
-           "write_atomically"]
+__all__ = ["Output", "OutTree", "HashingFile", "Staged", "translate", "boundary", "display_rel", "summary_rel",
+           "DIGEST", "write_atomically", "temp_name", "is_temp_name", "sweep_temporaries"]
 
 DIGEST = "sha256"
 # Room left in every file name for what any output adds to a video's name: the longest is
-# the hidden temporary of a partial output, "." + NAME + ".partial.jsonl" + ".tmp".
+# the temporary of a sidecar, "." + NAME + ".meta.json" + ".<pid>-<6 hex>.tmp" (a pid has at
+# most 7 digits on Linux): 30 bytes.
 NAME_RESERVE = 32
+_TEMP = re.compile(r"\..+\.(\d{1,7})-[0-9a-f]{6}\.tmp")
 _HASH_CHARS = 12  # of the full relative path, in a shortened name: 48 bits, collision-free in practice
 _KEPT_EXTENSION = 16  # a video extension up to this many bytes stays visible in a shortened name
 _STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
@@ -178,20 +187,44 @@ class OutTree:
             raise self.refusal(parts, dir_fd, parts[-1])
 
     def create_hidden(self, name: str, dir_fd: int) -> tuple[str, int]:
-        """A fresh hidden temporary ``.name.tmp`` in ``dir_fd``, opened read-write, never through a link."""
-        tmp = f".{name}.tmp"
-        try:
-            os.unlink(tmp, dir_fd=dir_fd)  # a leftover of an interrupted run (or a link: removed, not followed)
-        except FileNotFoundError:
-            pass
+        """A fresh temporary of this process for ``name`` in ``dir_fd`` (:func:`temp_name`),
+        opened read-write; ``O_EXCL``: never another's file, never through a link."""
         flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        return tmp, os.open(tmp, flags, 0o666, dir_fd=dir_fd)
+        for _ in range(8):
+            tmp = temp_name(name)
+            try:
+                return tmp, os.open(tmp, flags, 0o666, dir_fd=dir_fd)
+            except FileExistsError:  # taken (a leftover, or planted): draw another name
+                continue
+        raise FileExistsError(errno.EEXIST, f"no free temporary name for {name}")
 
     def write_file(self, parts: tuple[str, ...], data: bytes) -> Output:
         """Write a small file below OUT whole or not at all (:func:`write_atomically`), with its
         size and digest."""
         path = write_atomically(self, parts, lambda f: f.write(data))
         return Output(path, len(data), hashlib.sha256(data).hexdigest())
+
+    def stage_file(self, parts: tuple[str, ...], data: bytes) -> "Staged":
+        """``data`` written and fsynced under a temporary beside ``parts``, not yet in place:
+        :meth:`Staged.commit` puts it there. A symlink or non-file at the place is refused now."""
+        path = self.path(parts)
+        with boundary(str(path), self.out):
+            d = self.open_dir(parts[:-1], create=True)
+            try:
+                self.check_replaceable(parts, d)
+                tmp, fd = self.create_hidden(parts[-1], d)
+                try:
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(data)
+                        f.flush()
+                        os.fsync(f.fileno())
+                except BaseException:
+                    with suppress(OSError):
+                        os.unlink(tmp, dir_fd=d)
+                    raise
+            finally:
+                os.close(d)
+        return Staged(self, parts, tmp, Output(path, len(data), hashlib.sha256(data).hexdigest()))
 
     def open_regular(self, parts: tuple[str, ...]):
         """A regular file below OUT opened for reading, or None if missing, a symlink or unreadable."""
@@ -275,6 +308,75 @@ class HashingFile:
             return True
         except OSError:
             return False
+
+
+@dataclass
+class Staged:
+    """A file written under its temporary, waiting to be renamed into place (or dropped)."""
+
+    tree: OutTree
+    parts: tuple[str, ...]
+    tmp: str
+    output: Output
+    state: str = "staged"  # "committed" or "discarded" after
+
+    def _rename(self, src: str, dst: str) -> None:
+        d = self.tree.open_dir(self.parts[:-1], create=False)
+        try:
+            os.replace(src, dst, src_dir_fd=d, dst_dir_fd=d)
+            os.fsync(d)
+        finally:
+            os.close(d)
+
+    def commit(self) -> None:
+        """Rename into place, durably (the folder fsynced); OutputError on failure."""
+        with boundary(str(self.output.path), self.tree.out):
+            self._rename(self.tmp, self.parts[-1])
+        self.state = "committed"
+
+    def discard(self) -> None:
+        """Drop the temporary (never raises): nothing of it reaches its place."""
+        if self.state == "staged":
+            with suppress(OSError, OutputError):
+                self.tree.remove((*self.parts[:-1], self.tmp))
+        self.state = "discarded"
+
+
+def temp_name(name: str) -> str:
+    """This process's temporary for ``name``: hidden, with the pid and a random token."""
+    return f".{name}.{os.getpid()}-{secrets.token_hex(3)}.tmp"
+
+
+def is_temp_name(name: str) -> bool:
+    return _TEMP.fullmatch(name) is not None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, not ours to signal
+    return True
+
+
+def sweep_temporaries(out: Path) -> int:
+    """Remove the temporaries interrupted runs left below OUT (a SIGKILL leaves them). Called
+    only by a run holding OUT's lock exclusively, so no other run is writing there; a temporary
+    whose pid is alive on this host is left alone all the same (another tool's, or a reused pid).
+    Regular files only, no link followed; returns how many were removed."""
+    removed = 0
+    for _, _, files, dir_fd in os.fwalk(out):  # by folder descriptors, no link to a folder followed
+        for name in files:
+            m = _TEMP.fullmatch(name)
+            if m is None or int(m[1]) == os.getpid() or _alive(int(m[1])):
+                continue
+            with suppress(OSError):
+                if stat.S_ISREG(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                    os.unlink(name, dir_fd=dir_fd)
+                    removed += 1
+    return removed
 
 
 def write_atomically(tree: OutTree, parts: tuple[str, ...], write: Callable[[object], None]) -> Path:

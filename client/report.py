@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from .outfiles import display_rel
+from .outfiles import OutTree, display_rel, write_atomically
 
 OK, ERROR, SKIPPED = "ok", "error", "skipped"
 NOT_PROCESSED = "not_processed"  # the run stopped (interrupt, backend gone, disk full) before it started
@@ -77,20 +76,12 @@ def print_schedule(schedule: dict[str, object], stream: TextIO) -> None:
 
 
 def write_summary(out: Path, summary: dict[str, object], name: str = "summary.json") -> Path:
-    """Atomically, and flushed to disk before it replaces the last one; the temporary is this
-    process's own, as shards sharing OUT may write at the same time."""
-    path = out / name
-    tmp = out / f".{name}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(json.dumps(summary, indent=2) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    """Atomically, flushed to disk before it replaces the last one, through the one writer of
+    files below OUT (:func:`client.outfiles.write_atomically`): a temporary of this process's
+    own (shards sharing OUT may write at the same time), never opened through a symlink.
+    OutputError (an OSError) when it cannot be written."""
+    text = json.dumps(summary, indent=2) + "\n"
+    return write_atomically(OutTree(Path(out)), (name,), lambda f: f.write(text.encode("utf-8")))
 
 
 def print_table(files: list[FileReport], summary_totals: dict[str, object], stream: TextIO) -> None:

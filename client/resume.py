@@ -2,9 +2,11 @@
 and verify those outputs by content before trusting them.
 
 One small JSON record per completed video under ``OUT/.framestream/done/`` holds the model's
-digest and the options separately, the source's size and mtime, and each output's name,
-size and SHA-256 (computed while it was written). ``check`` says why a video must be redone,
-one reason of a fixed set, so a run can log one line per reason.
+digest and the options separately, the source's identity as it was when the video's
+decoding started (size and mtime, compared on resume; ctime and inode, for the record), and
+each output's name, size and SHA-256 (computed while it was written). ``check`` says why a
+video must be redone, one reason of a fixed set, so a run can log one line per reason. A
+record that parses but does not hold what a record holds (``frames: -5``) is not trusted.
 """
 
 from __future__ import annotations
@@ -12,15 +14,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import OutputError
-from .outfiles import DIGEST, Output, OutTree, boundary, display_rel
+from .outfiles import DIGEST, Output, OutTree, Staged, display_rel
 
-__all__ = ["ResumeLedger", "Resume", "redo_lines", "STATE_DIR", "REASONS"]
+__all__ = ["ResumeLedger", "Resume", "SourceIdentity", "redo_lines", "STATE_DIR", "REASONS"]
 
 STATE_DIR = ".framestream"
 _VERSION = 2
@@ -31,7 +34,51 @@ OPTIONS_CHANGED = "the options changed"  # followed by ": <the option names>"
 SOURCE_CHANGED = "the source changed"
 OUTPUT_MISSING = "its output is missing"
 OUTPUT_DAMAGED = "its output is damaged"
-REASONS = (NO_RECORD, MODEL_CHANGED, OPTIONS_CHANGED, SOURCE_CHANGED, OUTPUT_MISSING, OUTPUT_DAMAGED)
+RECORD_INVALID = "its record is not valid"
+REASONS = (NO_RECORD, MODEL_CHANGED, OPTIONS_CHANGED, SOURCE_CHANGED, OUTPUT_MISSING, OUTPUT_DAMAGED, RECORD_INVALID)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class SourceIdentity:
+    """A source file as it was at one moment: any change to its bytes, or its replacement by
+    another file, changes one of these."""
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, path: Path) -> "SourceIdentity":
+        """``path``'s identity now (symlinks followed, as the decoders open it); OSError if gone."""
+        st = os.stat(path)
+        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+    def to_json(self) -> dict[str, int]:
+        return {"size": self.size, "mtime_ns": self.mtime_ns, "ctime_ns": self.ctime_ns, "inode": self.inode}
+
+
+def _count(value: object) -> bool:
+    """A non-negative whole number (JSON's true and false are not)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _output_name(name: object) -> bool:
+    """A path below OUT, as records write them: no empty, '.' or '..' part, not absolute."""
+    return isinstance(name, str) and all(part not in ("", ".", "..") for part in name.split("/"))
+
+
+def _valid(record: dict) -> bool:
+    """Whether a record (of this version) holds what one holds, each field of its type."""
+    source, outputs = record.get("source"), record.get("outputs")
+    return (isinstance(record.get("model"), str) and isinstance(record.get("options"), dict)
+            and isinstance(source, dict) and _count(source.get("size")) and isinstance(source.get("mtime_ns"), int)
+            and _count(record.get("frames"))
+            and isinstance(outputs, list) and len(outputs) > 0
+            and all(isinstance(o, dict) and _output_name(o.get("name")) and _count(o.get("size"))
+                    and isinstance(o.get(DIGEST), str) and _SHA256.fullmatch(o[DIGEST]) is not None
+                    for o in outputs))
 
 
 @dataclass(frozen=True)
@@ -105,17 +152,20 @@ class ResumeLedger:
         record = self._read(rel)
         if record is None:
             return Resume(None, NO_RECORD)
+        if not _valid(record):
+            return Resume(None, RECORD_INVALID)
         try:
             return compare(record)
         except (KeyError, TypeError, ValueError, AttributeError):
-            return Resume(None, NO_RECORD)  # a record damaged in a way JSON still parses
+            return Resume(None, RECORD_INVALID)  # damaged in a way the checks above did not foresee
 
     def _compare_source(self, record: dict, video: Path, outputs: list[Path]) -> Resume:
         try:
             st = video.stat()
         except OSError:
             return Resume(None, SOURCE_CHANGED)
-        if record["source"] != {"size": st.st_size, "mtime_ns": st.st_mtime_ns}:
+        source = record["source"]
+        if (source["size"], source["mtime_ns"]) != (st.st_size, st.st_mtime_ns):
             return Resume(None, SOURCE_CHANGED)
         recorded = record["outputs"]
         if [o["name"] for o in recorded] != [self._name(p) for p in outputs]:
@@ -138,9 +188,10 @@ class ResumeLedger:
             with f:
                 record = json.loads(f.read())
         except (OSError, ValueError):
-            return None
-        keys = {"version", "model", "options", "source", "frames", "outputs"}
-        if not isinstance(record, dict) or record.get("version") != _VERSION or not keys <= set(record):
+            return {}  # unreadable or not JSON: invalid
+        if not isinstance(record, dict):
+            return {}
+        if record.get("version") != _VERSION:
             return None  # an older framestream's record, or not ours: redo
         return record
 
@@ -157,35 +208,31 @@ class ResumeLedger:
                 return OUTPUT_DAMAGED
         return None if same else OUTPUT_DAMAGED
 
-    def record(self, video: Path, rel: str, frames: int, outputs: list[Output]) -> None:
-        """Remember a completed video; the outputs were fsynced and renamed into place before."""
-        try:
-            st = video.stat()
-        except OSError as e:
-            raise OutputError(f"{display_rel(rel)} changed during the run ({e.strerror}); rerun to redo it") from e
+    def record(self, video: Path, rel: str, frames: int, outputs: list[Output], *,
+               source: SourceIdentity | None = None) -> None:
+        """Remember a completed video now (:meth:`stage`, then commit); the outputs were fsynced
+        and renamed into place before."""
+        self.stage(video, rel, frames, outputs, source=source).commit()
+
+    def stage(self, video: Path, rel: str, frames: int, outputs: list[Output], *,
+              source: SourceIdentity | None = None) -> Staged:
+        """A video's record written beside its place, committed by the caller once the outputs
+        are in place. ``source``: the identity taken when its decoding started (default: now)."""
+        if source is None:
+            try:
+                source = SourceIdentity.of(video)
+            except OSError as e:
+                raise OutputError(f"{display_rel(rel)} changed during the run ({e.strerror}); "
+                                  "rerun to redo it") from e
         data = json.dumps({
             "version": _VERSION,
             "model": self.model_digest,
             "options": self.options,
-            "source": {"size": st.st_size, "mtime_ns": st.st_mtime_ns},
+            "source": source.to_json(),
             "frames": frames,
             "outputs": [{"name": self._name(o.path), "size": o.size, DIGEST: o.sha256} for o in outputs],
         }).encode()
-        parts = self._record_parts(rel)
-        with boundary(str(self.tree.path(parts)), self.tree.out):
-            d = self.tree.open_dir(parts[:-1], create=True)
-            try:
-                tmp, fd = self.tree.create_hidden(parts[-1], d)
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, parts[-1], src_dir_fd=d, dst_dir_fd=d)
-                os.fsync(d)
-            finally:
-                os.close(d)
+        return self.tree.stage_file(self._record_parts(rel), data)
 
     def forget(self, rel: str) -> None:
-        parts = self._record_parts(rel)
-        with boundary(str(self.tree.path(parts)), self.tree.out):
-            self.tree.remove(parts)
+        self.tree.remove(self._record_parts(rel))

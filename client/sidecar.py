@@ -1,8 +1,8 @@
 """``OUT/<rel>.meta.json``: what a video's detections were made from, beside them.
 
-Written when a video completes, atomically through :mod:`client.outfiles`, before its resume
-record (so a video with a record has its sidecar); removed when the video fails, so a
-sidecar never vouches for outputs that are not there. It holds the video's geometry and
+Staged when a video completes and committed with its output, before its resume record (so a
+video with a record has its sidecar), through :mod:`client.outfiles`. A video that fails on a
+rerun keeps its earlier output, and so its earlier sidecar, which still describes it. It holds the video's geometry and
 timing as its container declares them (the rotation read from its first frame: PyAV has no
 stream-level display matrix), the model's identity and class names, the sampling and
 filters used, and the letterbox shape the video got.
@@ -26,7 +26,7 @@ from .decode.checks import video_info
 from .decode.container import open_input
 from .discovery import Candidate
 from .letterbox import LetterboxPlan, quarter_turns
-from .outfiles import Output, OutTree, display_rel, summary_rel
+from .outfiles import Output, OutTree, Staged, display_rel, summary_rel
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +120,14 @@ class Sidecars:
 
     def write(self, c: Candidate, plan: LetterboxPlan | None, inferred: int, outputs: list[Path]) -> Output:
         """Probe the video and write its sidecar; OutputError (or OutputStorageError) on failure."""
+        staged = self.stage(c, plan, inferred, outputs)
+        staged.commit()
+        return staged.output
+
+    def stage(self, c: Candidate, plan: LetterboxPlan | None, inferred: int, outputs: list[Path]) -> Staged:
+        """Probe the video and stage its sidecar, committed with the outputs it describes."""
         doc = self.document(c, probe_facts(c.path), plan, inferred, outputs)
-        return self.tree.write_file(self.parts(c.rel), (json.dumps(doc, indent=2) + "\n").encode())
+        return self.tree.stage_file(self.parts(c.rel), (json.dumps(doc, indent=2) + "\n").encode())
 
     def remove(self, rel: str) -> None:
         self.tree.remove(self.parts(rel))

@@ -9,9 +9,11 @@ that looks complete ever is incomplete. Names, symlinks and OS errors are handle
 :class:`~client.errors.OutputError`, from every method below.
 
 Every processed frame is recorded in every format, with or without detections. A video
-that completes (or fails) in one format removes its outputs of the other format, made by an
-earlier run with other options: OUT then holds one current result per video, the one the
-resume ledger vouches for, and a Parquet dataset never mixes two runs' results.
+that completes in one format removes its outputs of the other format, made by an earlier run
+with other options: OUT then holds one current result per video, the one the resume ledger
+vouches for, and a Parquet dataset never mixes two runs' results. A video that fails (or a
+run that is stopped) replaces nothing: the earlier complete output, its sidecar and its
+record stay as they were, and the next run redoes the video because its options differ.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable, Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import Mapping, Protocol
 
@@ -27,11 +31,11 @@ import numpy as np
 from .contract import DETECTION_COLUMNS
 from .defaults import PARQUET_ROWS_PER_GROUP
 from .detections import Detections
-from .errors import OutputError, UsageError
+from .errors import OutputError, OutputStorageError, UsageError
 from .jsonl import frame_line
-from .outfiles import HashingFile, Output, OutTree, boundary, display_rel, translate
+from .outfiles import HashingFile, Output, OutTree, Staged, boundary, display_rel, translate
 
-__all__ = ["Sink", "FileWriter", "Output", "JsonlSink", "ParquetSink", "make_sink", "display_rel", "FORMATS",
+__all__ = ["Sink", "FileWriter", "Stage", "Output", "JsonlSink", "ParquetSink", "make_sink", "display_rel", "FORMATS",
            "PARQUET_COLUMNS", "NAMES_KEY"]
 
 log = logging.getLogger(__name__)
@@ -44,9 +48,12 @@ def _layout(kind: str, tree: OutTree, rel: str) -> tuple[Parts, Parts]:
     """A video's final and partial output, as components below OUT."""
     if kind == "jsonl":
         *dirs, name = tree.stem(rel)
-        return (*dirs, f"{name}.jsonl"), (*dirs, f"{name}.partial.jsonl")
+        return (*dirs, f"{name}.jsonl"), (*dirs, f"{name}.jsonl.partial")  # a final name always ends .jsonl
     *dirs, name = tree.stem(rel, dataset=True)
     return ("detections", *dirs, f"{name}.parquet"), ("partial", *dirs, f"{name}.parquet")
+
+
+Stage = Callable[[list[Output]], Staged]  # stages a file that goes with a video's outputs (its sidecar, its record)
 
 
 class FileWriter(Protocol):
@@ -54,8 +61,9 @@ class FileWriter(Protocol):
         """Record frame ``index`` at ``t_s`` seconds with its detections (maybe none)."""
         ...
 
-    def complete(self) -> list[Output]:
-        """Publish the output under its final name; the files written, with size and digest."""
+    def complete(self, stages: Sequence[Stage] = ()) -> list[Output]:
+        """Publish the output under its final name together with what ``stages`` stage for it;
+        the files written, with size and digest."""
         ...
 
     def fail(self) -> Path | None:
@@ -72,8 +80,10 @@ class Sink(Protocol):
 
 
 class _Writer:
-    """Writes a hidden temporary beside the final output; ``complete`` publishes it, ``fail``
-    keeps it as the partial output. Refuses at open a symlink at the final or partial place."""
+    """Writes a temporary of this process beside the final output; ``complete`` publishes it,
+    ``fail`` keeps it as the partial output. Refuses at open a symlink at the final or partial
+    place. An earlier run's output of the video (in either format) is left alone until this one
+    is complete and recorded: a rerun that fails or is stopped loses nothing."""
 
     kind = ""
 
@@ -83,7 +93,7 @@ class _Writer:
         self.stale = [parts for k in FORMATS if k != self.kind for parts in _layout(k, tree, rel)]
         self.count = 0  # frames written
         self._broken = False  # a write failed: what the temporary holds cannot be trusted
-        self._done = False
+        self._state = "writing"  # then "sealed" (temporary closed), "published", "partial" or "done"
         with boundary(str(self.final_path), tree.out):
             self._dir = tree.open_dir(self.final[:-1], create=True)
             try:
@@ -93,6 +103,7 @@ class _Writer:
             except BaseException:
                 os.close(self._dir)
                 raise
+        self._dir_open = True
         self._file = HashingFile(fd)
 
     @property
@@ -114,7 +125,7 @@ class _Writer:
             os.close(d)
 
     def write(self, index: int, t_s: float, detections: Detections) -> None:
-        if self._done:
+        if self._state != "writing":
             raise RuntimeError(f"{self.final_path}: written after complete() or fail()")
         try:
             self._write(index, t_s, detections)
@@ -129,43 +140,106 @@ class _Writer:
     def _end(self) -> None:
         """Finish the format's bytes (a Parquet footer); nothing for JSON lines."""
 
-    def complete(self) -> list[Output]:
-        if self._done or self._broken:
+    def complete(self, stages: Sequence[Stage] = ()) -> list[Output]:
+        """Seal the temporary (fsynced), stage each of ``stages`` (a sidecar, then the resume
+        record), then rename the output into place and commit the staged files in order: the
+        last (the record) is the commit point. A failure before the rename leaves every earlier
+        file of the video as it was (``fail`` then keeps the frames as the partial output); a
+        failure after it moves the new output to the partial place, so it never looks complete
+        without its record. A crash in between leaves an output its record does not describe
+        (size and digest), which the next run redoes."""
+        if self._state != "writing" or self._broken:
             raise OutputError(f"{self.final_path}: cannot complete an output whose writing failed or ended")
+        where = str(self.final_path)
         try:
             self._end()
             digest = self._file.sync_close()
-            os.replace(self._tmp, self.final[-1], src_dir_fd=self._dir, dst_dir_fd=self._dir)
-            os.fsync(self._dir)  # the rename is durable before the ledger records it
-            self.tree.remove(self.partial)
-            self._remove_stale()
         except OSError as e:
             self._broken = True
-            raise translate(e, str(self.final_path), self.tree.out) from e
+            raise translate(e, where, self.tree.out) from e
+        self._state = "sealed"
+        outputs = [Output(self.final_path, self._file.size, digest)]
+        staged: list[Staged] = []
+        try:
+            for stage in stages:
+                staged.append(stage(outputs))
+            with boundary(where, self.tree.out):
+                os.replace(self._tmp, self.final[-1], src_dir_fd=self._dir, dst_dir_fd=self._dir)
+                os.fsync(self._dir)  # the rename is durable before the record vouches for it
+        except BaseException:
+            for s in staged:
+                s.discard()
+            raise
+        self._state = "published"
+        committed: list[Staged] = []
+        try:
+            for s in staged:
+                s.commit()
+                committed.append(s)
+        except BaseException:
+            self._retract(staged, committed)
+            raise
+        self._state = "done"
+        self._tidy()
         self._close_dir()
-        return [Output(self.final_path, self._file.size, digest)]
+        return outputs
+
+    def _retract(self, staged: list[Staged], committed: list[Staged]) -> None:
+        """A staged file could not be committed after the output was published: the output goes
+        to the partial place, and what was committed for it is removed (it describes nothing)."""
+        for s in staged:
+            if s not in committed:
+                s.discard()
+        with suppress(OSError, OutputError):
+            for s in committed:
+                self.tree.remove(s.parts)
+        try:
+            d = self.tree.open_dir(self.partial[:-1], create=True)
+            try:
+                os.replace(self.final[-1], self.partial[-1], src_dir_fd=self._dir, dst_dir_fd=d)
+            finally:
+                os.close(d)
+            self._state = "partial"
+        except (OSError, OutputError) as e:
+            log.error("%s: could not move the unrecorded output aside (%s); its record does not describe it, "
+                      "so the next run redoes it", display_rel(self.rel), e)
+
+    def _tidy(self) -> None:
+        """After success: an earlier attempt's partial output and the other format's outputs go."""
+        try:
+            self.tree.remove(self.partial)
+            self._remove_stale()
+        except (OSError, OutputError) as e:
+            log.warning("%s: complete, but an older file could not be removed: %s", display_rel(self.rel), e)
 
     def fail(self) -> Path | None:
-        """The frames written so far go to the partial output; an older complete output is
-        removed (it no longer matches the source). None when nothing trustworthy was written."""
-        if self._done:
+        """The frames written so far go to the partial output (replacing an earlier attempt's);
+        an earlier run's complete output, its sidecar and record are left as they are. None when
+        nothing trustworthy was written."""
+        if self._state == "done":
             return None
+        if self._state == "partial":
+            self._state = "done"
+            self._close_dir()
+            return self.partial_path
         try:
             with boundary(str(self.partial_path), self.tree.out):
-                kept = self._close_after_failure()
-                self.tree.remove(self.final)
-                self._remove_stale()
+                kept = self._close_after_failure() if self._state == "writing" else self._state == "sealed"
                 if not kept or self.count == 0:
                     self.tree.remove((*self.final[:-1], self._tmp))
                     self.tree.remove(self.partial)
                     return None
-                d = self.tree.open_dir(self.partial[:-1], create=True)
+                try:
+                    d = self.tree.open_dir(self.partial[:-1], create=True)
+                except OutputStorageError:  # OUT is gone: nothing to keep the frames in
+                    return None
                 try:
                     os.replace(self._tmp, self.partial[-1], src_dir_fd=self._dir, dst_dir_fd=d)
                 finally:
                     os.close(d)
                 return self.partial_path
         finally:
+            self._state = "done"
             self._close_dir()
 
     def _close_after_failure(self) -> bool:
@@ -187,8 +261,8 @@ class _Writer:
                          display_rel(self.rel), self.tree.path(parts))
 
     def _close_dir(self) -> None:
-        if not self._done:
-            self._done = True
+        if self._dir_open:
+            self._dir_open = False
             os.close(self._dir)
 
 
@@ -212,7 +286,8 @@ class _FileSink:
 
 class JsonlSink(_FileSink):
     """``OUT/<path relative to DIR>.jsonl``: one object per processed frame (``detections``
-    empty when nothing was found); the partial output is ``OUT/<path>.partial.jsonl``."""
+    empty when nothing was found); the partial output is ``OUT/<path>.jsonl.partial``, a name
+    no video's output can have (they all end ``.jsonl``) and that ``*.jsonl`` does not match."""
 
     kind = "jsonl"
 

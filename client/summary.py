@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import UsageError
+from .outfiles import OutTree
 from .report import ERROR, NOT_PROCESSED, OK, SKIPPED, write_summary
 from .resume import STATE_DIR
 from .shards import Shard
@@ -97,8 +98,11 @@ def merge(shards: dict[int, dict], count: int) -> dict[str, object]:
 @contextmanager
 def _merge_lock(out: Path) -> Iterator[None]:
     """Shards write and merge one at a time, so the last one to finish reads every summary."""
-    (out / STATE_DIR).mkdir(exist_ok=True)
-    fd = os.open(out / STATE_DIR / "summary.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    d = OutTree(out).open_dir((STATE_DIR,), create=True)  # never through a symlink planted in OUT
+    try:
+        fd = os.open("summary.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=d)
+    finally:
+        os.close(d)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -87,8 +87,8 @@ class _TrackedWriter:
             raise PostProcessingError(f"post-processing failed: {type(e).__name__}: {e}") from e
         self._writer.write(index, t_s, tracked)
 
-    def complete(self) -> list[Output]:
-        return self._writer.complete()
+    def complete(self, stages=()) -> list[Output]:
+        return self._writer.complete(stages)
 
     def fail(self) -> Path | None:
         return self._writer.fail()

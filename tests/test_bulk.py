@@ -150,7 +150,7 @@ def test_each_bad_input_is_its_own_entry_and_nothing_incomplete_looks_complete(t
         entry = files[damaged]
         assert entry["status"] == "error" and entry["error"], damaged
         assert not (out / f"{damaged}.jsonl").exists()
-        partial = read_jsonl(out / f"{damaged}.partial.jsonl")
+        partial = read_jsonl(out / f"{damaged}.jsonl.partial")
         assert entry["frames"] == len(partial) > 0
         assert [r["frame"] for r in partial] == list(range(len(partial)))
     # A rerun tries the failed files again (and only those).

@@ -155,7 +155,7 @@ class Stack:
 
 
 def _finished_outputs(out: Path) -> set[str]:
-    return {p.name for p in out.glob("*.jsonl") if not p.name.endswith(".partial.jsonl")}
+    return {p.name for p in out.glob("*.jsonl") if not p.name.endswith(".jsonl.partial")}
 
 
 @pytest.fixture(scope="module")

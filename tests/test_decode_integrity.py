@@ -114,7 +114,7 @@ def test_truncated_file_cut_into_segments_is_an_error_with_its_frames_kept(tmp_p
     assert rc == 2 and entry["status"] == "error"
     assert any(word in entry["error"] for word in ("truncated", "declares", "damaged")), entry["error"]
     assert not (out / f"{name}.jsonl").exists()
-    partial = read_jsonl(out / f"{name}.partial.jsonl")
+    partial = read_jsonl(out / f"{name}.jsonl.partial")
     assert entry["frames"] == len(partial) > 0
     assert [r["frame"] for r in partial] == list(range(len(partial)))
     assert entries(summary)["short.mp4"]["status"] == "ok"

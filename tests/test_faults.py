@@ -73,7 +73,7 @@ def test_a_signal_mid_run_keeps_partials_writes_the_summary_and_a_rerun_finishes
     long = files["long.mp4"]
     assert long["status"] == "error" and not (out / "long.mp4.jsonl").exists()
     partial = read_jsonl(out / long["partial_output"])
-    assert long["partial_output"] == "long.mp4.partial.jsonl"
+    assert long["partial_output"] == "long.mp4.jsonl.partial"
     assert 0 < len(partial) == long["frames"] < LONG_FRAMES
     assert [r["frame"] for r in partial] == list(range(len(partial)))
     done = {p for p, f in files.items() if f["status"] == "ok"}
@@ -87,7 +87,7 @@ def test_a_signal_mid_run_keeps_partials_writes_the_summary_and_a_rerun_finishes
     resumed = {p for p, f in entries(again).items() if f["resumed"]}
     assert resumed == done
     assert len(read_jsonl(out / "long.mp4.jsonl")) == LONG_FRAMES
-    assert not (out / "long.mp4.partial.jsonl").exists()
+    assert not (out / "long.mp4.jsonl.partial").exists()
 
 
 def test_sigkill_loses_nothing_complete_and_a_rerun_redoes_only_the_unfinished(
@@ -97,7 +97,7 @@ def test_sigkill_loses_nothing_complete_and_a_rerun_redoes_only_the_unfinished(
     wait_for(ready, proc)
     proc.kill()
     proc.wait(timeout=60)
-    complete = {p.name[: -len(".jsonl")] for p in out.glob("*.jsonl") if not p.name.endswith(".partial.jsonl")}
+    complete = {p.name[: -len(".jsonl")] for p in out.glob("*.jsonl") if not p.name.endswith(".jsonl.partial")}
     assert complete and "long.mp4" not in complete
     rc, again = bulk_main(src, out, model_path, "--workers", "2", "--no-split")
     assert rc == 0

@@ -122,7 +122,7 @@ def untouched(place: Path) -> bool:
     return sorted(p.name for p in place.iterdir()) == ["precious.txt"] and (place / "precious.txt").read_text() == "keep me\n"
 
 
-@pytest.mark.parametrize("link", ["a.mp4.jsonl", "a.mp4.partial.jsonl"])
+@pytest.mark.parametrize("link", ["a.mp4.jsonl", "a.mp4.jsonl.partial"])
 def test_a_symlink_at_an_outputs_place_refuses_that_video_and_leaves_its_target_alone(tmp_path: Path, outside: Path, link: str) -> None:
     out = made(tmp_path / "out")
     os.symlink(outside / "precious.txt", out / link)
@@ -153,11 +153,11 @@ def test_a_symlink_planted_while_writing_is_replaced_not_written_through(tmp_pat
     sink = JsonlSink(out)
     writer, failing = write_frames(sink, "a.mp4"), write_frames(sink, "b.mp4")
     os.symlink(outside / "precious.txt", out / "a.mp4.jsonl")
-    os.symlink(outside / "precious.txt", out / "b.mp4.partial.jsonl")
+    os.symlink(outside / "precious.txt", out / "b.mp4.jsonl.partial")
     writer.complete()
-    assert failing.fail() == out / "b.mp4.partial.jsonl"
+    assert failing.fail() == out / "b.mp4.jsonl.partial"
     assert not (out / "a.mp4.jsonl").is_symlink() and len(read_jsonl(out / "a.mp4.jsonl")) == 3
-    assert not (out / "b.mp4.partial.jsonl").is_symlink()
+    assert not (out / "b.mp4.jsonl.partial").is_symlink()
     assert untouched(outside)
 
 
@@ -258,12 +258,14 @@ def test_a_video_completed_in_another_format_leaves_no_stale_output_of_the_first
         "detections/a.mp4.parquet", "detections/b.mp4.parquet"]
 
 
-def test_a_failed_video_keeps_its_frames_as_partial_and_no_complete_output(tmp_path: Path) -> None:
+def test_a_failed_video_keeps_its_frames_as_partial_and_leaves_the_earlier_complete_output(tmp_path: Path) -> None:
     sink = JsonlSink(tmp_path)
     write_frames(sink, "a.mp4").complete()
-    assert write_frames(sink, "a.mp4", frames=2).fail() == tmp_path / "a.mp4.partial.jsonl"
-    assert not (tmp_path / "a.mp4.jsonl").exists() and len(read_jsonl(tmp_path / "a.mp4.partial.jsonl")) == 2
-    assert sink.open("a.mp4").fail() is None and not (tmp_path / "a.mp4.partial.jsonl").exists()
+    earlier = (tmp_path / "a.mp4.jsonl").read_bytes()
+    assert write_frames(sink, "a.mp4", frames=2).fail() == tmp_path / "a.mp4.jsonl.partial"
+    assert (tmp_path / "a.mp4.jsonl").read_bytes() == earlier  # replaced only by a complete one
+    assert len(read_jsonl(tmp_path / "a.mp4.jsonl.partial")) == 2
+    assert sink.open("a.mp4").fail() is None and not (tmp_path / "a.mp4.jsonl.partial").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 

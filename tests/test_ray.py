@@ -204,7 +204,7 @@ def test_an_interrupted_driver_keeps_what_is_complete_and_a_rerun_finishes_exact
     second = summary(out)
     assert second["totals"]["resumed"] == first["totals"]["ok"]
     assert sorted(f["path"] for f in second["files"] if f["status"] == "ok" and not f["resumed"]) == sorted(unfinished)
-    assert not list(out.rglob("*.partial.jsonl"))
+    assert not list(out.rglob("*.jsonl.partial"))
     assert_same_detections(out, baseline)
 
 

@@ -66,17 +66,19 @@ def test_a_sidecar_at_every_frame_lists_frames_when_the_container_does_not(src: 
     assert json.loads((out / "old.mkv.meta.json").read_text())["frames"] == 5  # all decoded and inferred
 
 
-def test_a_video_that_fails_on_a_rerun_loses_its_sidecar_with_its_output(src: Path, tmp_path: Path,
-                                                                          model_path: Path) -> None:
+def test_a_video_that_fails_on_a_rerun_keeps_its_earlier_output_and_sidecar_and_is_redone_next(
+        src: Path, tmp_path: Path, model_path: Path) -> None:
     out = tmp_path / "out"
     assert run(src, out, model_path)[0] == 0
-    assert (out / "wide.mp4.meta.json").is_file()
+    earlier = {name: (out / name).read_bytes() for name in ("wide.mp4.meta.json", "wide.mp4.jsonl")}
     damaged = src / "wide.mp4"
     damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size * 2 // 3])  # decodes, then ends early
     rc, summary = run(src, out, model_path)
     assert rc == 2 and by_path(summary)["wide.mp4"]["status"] == "error" and by_path(summary)["wide.mp4"]["meta"] is None
-    assert not (out / "wide.mp4.meta.json").exists() and not (out / "wide.mp4.jsonl").exists()
+    assert {name: (out / name).read_bytes() for name in earlier} == earlier  # the earlier result, as it was
     assert (out / "old.mkv.meta.json").is_file()  # the others keep theirs
+    rc, again = run(src, out, model_path)  # its record names the earlier source: redone, not resumed
+    assert rc == 2 and not by_path(again)["wide.mp4"]["resumed"]
 
 
 def test_a_symlink_at_the_sidecars_place_fails_that_video_and_its_target_is_untouched(

@@ -245,7 +245,7 @@ def test_ctrl_c_mid_run_releases_every_shared_memory_region(triton, tmp_path, mo
     assert "Traceback" not in stderr
     assert registered_regions(triton) == [] and our_shm_files(proc.pid) == []
     assert not (out / "long.mp4.jsonl").exists()
-    assert len(read_jsonl(out / "long.mp4.partial.jsonl")) > 0
+    assert len(read_jsonl(out / "long.mp4.jsonl.partial")) > 0
 
 
 def test_wrong_model_name_contract_mismatch_and_no_server_exit_1_with_one_line(triton, clips, tmp_path, model_path) -> None:
