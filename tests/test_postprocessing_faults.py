@@ -98,6 +98,6 @@ def test_a_filter_that_fails_on_one_video_fails_that_video_alone_and_the_run_goe
     files = {f.path: f for f in result.files}
     assert files["long.mp4"].status == "error"
     assert files["long.mp4"].error == "post-processing failed: IndexError: boolean index did not match indexed array"
-    assert [r["frame"] for r in read_jsonl(out / "long.mp4.partial.jsonl")] == list(range(9))
+    assert [r["frame"] for r in read_jsonl(out / "long.mp4.jsonl.partial")] == list(range(9))
     for rel in ("short1.mp4", "short2.mp4"):
         assert files[rel].status == "ok" and len(read_jsonl(out / f"{rel}.jsonl")) == 6

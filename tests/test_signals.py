@@ -97,7 +97,7 @@ def test_sighup_mid_run_stops_like_sigterm_keeps_partials_writes_the_summary_and
     assert set(files) == {"long.mp4", "short1.mp4", "short2.mp4"}
     assert summary["stopped"] == "interrupted (SIGHUP)"
     long = files["long.mp4"]
-    assert long["status"] == "error" and long["partial_output"] == "long.mp4.partial.jsonl"
+    assert long["status"] == "error" and long["partial_output"] == "long.mp4.jsonl.partial"
     assert [r["frame"] for r in read_jsonl(out / long["partial_output"])] == list(range(long["frames"]))
     assert not leftovers(out)
     rc, again = bulk_main(src, out, model_path, "--workers", "2", "--no-split")
@@ -182,7 +182,7 @@ def test_a_sigterm_while_a_split_video_is_in_flight_leaves_a_gap_free_prefix_and
     assert proc.returncode == 143, stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     long = entries(summary)["long.mp4"]
-    assert long["status"] == "error" and long["partial_output"] == "long.mp4.partial.jsonl"
+    assert long["status"] == "error" and long["partial_output"] == "long.mp4.jsonl.partial"
     frames = [r["frame"] for r in read_jsonl(out / long["partial_output"])]
     assert frames == list(range(long["frames"])), "the partial output must be a gap-free prefix"
     assert len(frames) < second
