@@ -64,7 +64,7 @@ def open_video(path: Path) -> tuple[av.container.InputContainer, av.video.stream
     return container, stream
 
 
-_NOT_VIDEO = Disposition.attached_pic | Disposition.still_image  # cover art, a poster frame
+_NOT_VIDEO = (Disposition.attached_pic | Disposition.still_image).value  # cover art, a poster frame
 
 
 def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
@@ -76,21 +76,27 @@ def video_stream(container: av.container.InputContainer) -> av.video.stream.Vide
     among the rest, FFmpeg's own choice (``av_find_best_stream``, which prefers streams it
     saw several frames of), then the default one, then the first.
     """
-    streams = list(container.streams.video)
-    if len(streams) <= 1:
-        return streams[0] if streams else None
-    moving = [s for s in streams if not int(getattr(s, "disposition", 0)) & _NOT_VIDEO] or streams
+    moving = [s for s in container.streams.video if not _flagged_still(s)]
+    if len(moving) <= 1:
+        return moving[0] if moving else None  # none: cover art of a sound file is no video
     if any((s.frames or 0) > 1 for s in moving):
         moving = [s for s in moving if (s.frames or 0) != 1]  # a one-frame track beside a video: a still
     best = _ffmpeg_best(container)
-    return min(moving, key=lambda s: (s is not best,
-                                      not int(getattr(s, "disposition", 0)) & Disposition.default, s.index))
+    return min(moving, key=lambda s: (s is not best, not _disposition(s) & Disposition.default.value, s.index))
+
+
+def _disposition(stream: av.video.stream.VideoStream) -> int:
+    """FFmpeg's disposition bits (PyAV 14 gives an ``enum.Flag``, later ones an ``IntFlag``)."""
+    return int(stream.disposition.value)
+
+
+def _flagged_still(stream: av.video.stream.VideoStream) -> bool:
+    return bool(_disposition(stream) & _NOT_VIDEO)
 
 
 def _ffmpeg_best(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
-    best = getattr(container.streams, "best", None)  # PyAV 14.1 has it; kept optional all the same
     try:
-        return best("video") if best is not None else None
+        return container.streams.best("video")
     except (av.FFmpegError, ValueError):
         return None
 
@@ -102,6 +108,6 @@ def describe_stream(container: av.container.InputContainer, stream: av.video.str
         return None
     cc = stream.codec_context
     what = f"{cc.name} {cc.width}x{cc.height}" if cc is not None else "unknown codec"
-    skipped = ", ".join(f"#{s.index}{' (a still image)' if int(getattr(s, 'disposition', 0)) & _NOT_VIDEO else ''}"
+    skipped = ", ".join(f"#{s.index}{' (a still image)' if _flagged_still(s) or s.frames == 1 else ''}"
                         for s in others)
     return f"{len(others) + 1} video streams: decoding stream #{stream.index} ({what}), not {skipped}"

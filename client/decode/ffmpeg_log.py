@@ -9,6 +9,12 @@ each read of one container, so two files demuxed at once never see each other's 
 Messages caught by no one (another library's decoder threads, say) are dropped, as PyAV's
 default does, not printed. A program that set PyAV's log level itself keeps its own
 setting, and its logging gets what it asked for.
+
+Only from PyAV 18.1 (:data:`AVAILABLE`): with FFmpeg's log routed to Python, an older PyAV
+deadlocks when a decoder's own threads log an error while the decoding thread waits for
+them holding the GIL (17.1: four threads decoding damaged MPEG-TS hang within seconds;
+18.1.1 ran six for a minute). There the messages are not read, and the other checks
+(declared durations, the file's end) stand alone.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ from typing import Iterator
 import av
 import av.logging
 
-__all__ = ["Messages"]
+__all__ = ["Messages", "AVAILABLE"]
+
+AVAILABLE = tuple(int(part) for part in av.__version__.split(".")[:2]) >= (18, 1)
 
 _lock = threading.Lock()
 _ready = False
@@ -33,7 +41,7 @@ def _enable() -> None:
     with _lock:
         if _ready:
             return
-        if av.logging.get_level() is None:  # PyAV's default: nothing reaches Python
+        if AVAILABLE and av.logging.get_level() is None:  # PyAV's default: nothing reaches Python
             av.logging.set_level(av.logging.ERROR)
             # Identical messages from two threads in a row (two truncated files of one format)
             # would otherwise be folded into one, and the second file would not see its own.
@@ -53,7 +61,10 @@ class Messages:
 
     @contextmanager
     def watch(self) -> Iterator[None]:
-        """Catch what FFmpeg logs in this thread inside the block (one read, one seek)."""
+        """Catch what FFmpeg logs in this thread inside the block (one read)."""
+        if not AVAILABLE:
+            yield
+            return
         with av.logging.Capture(local=True) as logs:
             yield
         for level, name, message in logs:

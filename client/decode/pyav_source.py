@@ -155,12 +155,12 @@ class _PyAVDriver:
         step = max(1, round(1 / s.time_base))  # one second, doubled on each retry
         target = key_pts
         while True:
-            with self._messages.watch():
-                c.seek(target, stream=s, backward=True, any_frame=False)
+            c.seek(target, stream=s, backward=True, any_frame=False)
             packets = self._demux()
             for packet in packets:
                 if packet.stream is s and packet.size and packet.is_keyframe and packet.pts is not None:
                     if packet.pts == key_pts:
+                        self._messages.errors.clear()  # about where the seek landed, not about the file
                         yield packet
                         yield from packets
                         return
