@@ -184,7 +184,8 @@ def cut_short(path: Path, keep: float = 0.5, *, at_packet: bool = True) -> Path:
     return path
 
 
-def write_cut_without_reencoding(path: Path, *, frames: int = 150, fps: int = 30, gop: int = 30, cut_at: int = 50) -> Path:
+def write_cut_without_reencoding(path: Path, *, frames: int = 150, fps: int = 30, gop: int = 30,
+                                 cut_at: int = 50) -> Path:
     """An MP4 cut at frame ``cut_at`` (not a key frame) without re-encoding, as
     ``ffmpeg -ss T -i in.mp4 -c copy`` cuts: the packets from the key frame before the cut
     are kept (they are needed to decode it) and an edit list tells players to show the

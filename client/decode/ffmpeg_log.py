@@ -20,7 +20,6 @@ them holding the GIL (17.1: four threads decoding damaged MPEG-TS hang within se
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
 from typing import Iterator
 
 import av
@@ -59,17 +58,15 @@ class Messages:
         self.name = container.format.name  # FFmpeg names a demuxer's messages after it
         self.errors: list[str] = []
 
-    @contextmanager
-    def watch(self) -> Iterator[None]:
-        """Catch what FFmpeg logs in this thread inside the block (one read)."""
+    def read(self, packets: Iterator[av.Packet]) -> av.Packet | None:
+        """The next packet of ``packets`` (None at the end), with what FFmpeg logged in this
+        thread while reading it."""
         if not AVAILABLE:
-            yield
-            return
+            return next(packets, None)
         with av.logging.Capture(local=True) as logs:
-            yield
-        for level, name, message in logs:
-            if level <= av.logging.ERROR and name == self.name:
-                self.errors.append(message.strip())
-        sink = _sink
-        if sink is not None and len(sink) > _SINK_LIMIT:
-            sink.clear()
+            packet = next(packets, None)
+        if logs:
+            self.errors += [m.strip() for level, name, m in logs if level <= av.logging.ERROR and name == self.name]
+        if _sink is not None and len(_sink) > _SINK_LIMIT:  # other threads' messages, nobody's to read
+            _sink.clear()
+        return packet

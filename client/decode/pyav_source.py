@@ -130,19 +130,15 @@ class _PyAVDriver:
     def _demux(self) -> Iterator[av.Packet]:
         """Every stream's packets from here on (the end of the file is every stream's end),
         with the demuxer's error messages caught for this container."""
-        packets = self.container.demux()
-        while True:
-            with self._messages.watch():
-                packet = next(packets, None)
-            if packet is None:
-                return
-            if packet.size:
-                ts = packet.pts if packet.pts is not None else packet.dts
-                if ts is not None:
-                    end = ts + (packet.duration or 0)
-                    known = self._ends.get(packet.stream.index)
-                    if known is None or end > known[0]:
-                        self._ends[packet.stream.index] = (end, packet.time_base)
+        packets, read, ends = self.container.demux(), self._messages.read, self._ends
+        while (packet := read(packets)) is not None:
+            ts = packet.pts
+            if ts is not None and packet.size:
+                end = ts + (packet.duration or 0)  # in the packet's stream time base
+                index = packet.stream.index
+                known = ends.get(index)
+                if known is None or end > known[0]:
+                    ends[index] = (end, packet.time_base)
             yield packet
 
     def _from_key(self, key_pts: int) -> Iterator[av.Packet]:
