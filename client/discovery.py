@@ -18,7 +18,7 @@ from pathlib import Path
 import av
 
 from .decode.checks import video_info
-from .decode.container import NotAllowedFormat, open_input
+from .decode.container import NotAllowedFormat, describe_stream, open_input, video_stream
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +136,13 @@ def probe(path: Path) -> tuple[str | None, int, float]:
         if path.stat().st_size == 0:
             return "empty file", 0, 0.0
         with open_input(path) as container:
-            if not container.streams.video:
+            stream = video_stream(container)
+            if stream is None:
                 return "no video stream", 0, 0.0
-            info = video_info(container, container.streams.video[0], for_estimate=True)
+            chosen = describe_stream(container, stream)
+            if chosen:
+                log.info("%s: %s", path.name, chosen)
+            info = video_info(container, stream, for_estimate=True)
             return None, info.frames, info.duration_s or 0.0
     except NotAllowedFormat as e:
         return str(e), 0, 0.0

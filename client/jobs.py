@@ -50,7 +50,7 @@ def make_job(p: FilePlan, segment: Segment | None, config: PipelineConfig, maps:
     frame_range = None
     if segment is not None:
         frame_range = FrameRange(segment.start, segment.end, segment.seek_pts, maps.selected, maps.index_of_pts,
-                                 expected=segment.work)
+                                 expected=segment.work, discarded=p.layout.discarded)
 
     def cpu() -> FrameSource:
         return PyAVSource(path, sampling=sampling, threads=threads, frame_range=frame_range)

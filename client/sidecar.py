@@ -23,7 +23,7 @@ import av
 
 from .contract import ModelInfo
 from .decode.checks import video_info
-from .decode.container import open_input
+from .decode.container import open_input, video_stream
 from .discovery import Candidate
 from .letterbox import LetterboxPlan, quarter_turns
 from .outfiles import Output, OutTree, Staged, display_rel, summary_rel
@@ -50,10 +50,12 @@ class VideoFacts:
 
 
 def probe_facts(path: Path) -> VideoFacts | None:
-    """The facts of ``path``'s first video stream; None if it can no longer be opened."""
+    """The facts of ``path``'s video stream (the one decoded); None if it can no longer be opened."""
     try:
         with open_input(path) as container:
-            stream = container.streams.video[0]
+            stream = video_stream(container)
+            if stream is None:
+                return None
             info = video_info(container, stream)
             cc = stream.codec_context
             rotation = None

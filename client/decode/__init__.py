@@ -47,6 +47,7 @@ class FrameRange:
     selected: frozenset[int]
     index_of_pts: Mapping[int, int]
     expected: int  # frames of ``selected`` in [start, end), known from planning
+    discarded: int = 0  # packets an edit list cuts away (the demux pass's ``Layout.discarded``)
 
     @property
     def ends_file(self) -> bool:
@@ -61,8 +62,9 @@ class VideoInfo:
 
     codec: str
     frames: int  # from the container; 0 when it doesn't say
-    duration_s: float | None
+    duration_s: float | None  # the video's own
     fps: float | None
+    file_duration_s: float | None = None  # the whole file's, where the video's own is not given and sound shares it
 
 
 class Picture(Protocol):

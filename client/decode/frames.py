@@ -18,7 +18,7 @@ from typing import Any, Generic, Iterator, Mapping, Protocol, TypeVar
 from ..errors import DecodeError
 from ..letterbox import LetterboxPlan
 from . import DecodedFrame, FrameRange, Picture, PlanFor, Sampling, VideoInfo
-from .checks import check_complete, check_range
+from .checks import Demuxed, check_complete, check_range
 from .layout import Layout
 from .sampling import select
 
@@ -38,7 +38,8 @@ class Driver(Protocol[T]):
 
     name: str  # for messages: "decoding", "NVDEC decoding"
     failures: tuple[type[BaseException], ...]  # what the decoder raises on damaged data
-    packets: int  # packets with data fed so far
+    packets: int  # packets with data fed so far (not those an edit list discards)
+    demuxed: Demuxed  # what demuxing showed besides the frames (edit lists, the file's end, FFmpeg's errors)
 
     def decode(self, feed: Feed) -> Iterator[tuple[int | None, T]]:
         """(pts, payload) of each decoded frame in presentation order; the payload may be
@@ -110,6 +111,14 @@ class _Numbered(Generic[T]):
         self.decoded = 0  # frames out of the decoder that belong to the job
         self.emitted = 0
         self.last_t: float | None = None
+        self.last_gap = 0.0  # seconds between the last two frames: how long a variable rate holds its last
+
+    def timed(self, t: float) -> float:
+        """Record ``t`` as the latest frame's time."""
+        if self.last_t is not None:
+            self.last_gap = t - self.last_t
+        self.last_t = t
+        return t
 
     def __iter__(self) -> Iterator[tuple[int, float, T]]:
         raw = self.driver.decode(self.feed)
@@ -155,15 +164,16 @@ class _Whole(_Numbered[T]):
         for pts, payload in raw:
             index = self.decoded
             self.decoded += 1
-            self.last_t = self.cut.clock.t(pts, index)
+            t = self.timed(self.cut.clock.t(pts, index))
             if not keys_only or self.driver.is_key(payload):
-                yield index, self.last_t, self.driver.keep(payload)
+                yield index, t, self.driver.keep(payload)
 
     def select(self, frames):
         return frames if self.cut.sampling.keyframes else select(frames, self.cut.sampling)
 
     def check(self) -> None:
-        check_complete(self.cut.info, self.driver.packets, self.decoded, self.last_t, delivered=self.decoded)
+        check_complete(self.cut.info, self.driver.packets, self.decoded, self.last_t, delivered=self.decoded,
+                       demuxed=self.driver.demuxed, last_gap=self.last_gap)
 
 
 class _KeyFrames(_Numbered[T]):
@@ -188,7 +198,11 @@ class _KeyFrames(_Numbered[T]):
         if self.decoded < keys:
             raise DecodeError(f"decoded {self.decoded} of the {keys} key frames (damaged data)",
                               frames_decoded=self.emitted)
-        check_complete(self.cut.info, n, n, self.layout.t(n - 1) if n else None, delivered=self.emitted)
+        demuxed = self.driver.demuxed
+        demuxed.discarded = self.layout.discarded  # the demux pass counted them; the key-frame decode skips them
+        gap = self.layout.t(n - 1) - self.layout.t(n - 2) if n > 1 else 0.0
+        check_complete(self.cut.info, n, n, self.layout.t(n - 1) if n else None, delivered=self.emitted,
+                       demuxed=demuxed, last_gap=gap)
 
 
 class _Segment(_Numbered[T]):
@@ -197,7 +211,9 @@ class _Segment(_Numbered[T]):
     file's end, as a whole-file decode would."""
 
     def __init__(self, cut: Cut, driver: Driver[T], r: FrameRange) -> None:
-        super().__init__(cut, driver, Feed(seek_pts=r.seek_pts))
+        # The first segment decodes from the file's start: frames may come before its first
+        # key frame (an MP4 cut at a non-key frame shows frames of a GOP whose key is cut away).
+        super().__init__(cut, driver, Feed(seek_pts=r.seek_pts if r.start else None))
         self.r = r
 
     def number(self, raw):
@@ -209,9 +225,9 @@ class _Segment(_Numbered[T]):
             if index >= r.end:
                 return  # presentation order: every frame of the range is out
             self.decoded += 1
-            self.last_t = self.cut.clock.t(pts, index)
+            t = self.timed(self.cut.clock.t(pts, index))
             if index in r.selected:
-                yield index, self.last_t, self.driver.keep(payload)
+                yield index, t, self.driver.keep(payload)
 
     def where(self) -> str:
         return f"of frames {self.r.start}-{self.r.end - 1} "
@@ -223,4 +239,7 @@ class _Segment(_Numbered[T]):
         r = self.r
         check_range(self.emitted, r.expected, r.start, r.end, self.decoded)
         if r.ends_file:
-            check_complete(self.cut.info, r.end, r.end, self.last_t, delivered=self.emitted)
+            demuxed = self.driver.demuxed
+            demuxed.discarded = r.discarded  # at the file's start, before any later segment's seek
+            check_complete(self.cut.info, r.end, r.end, self.last_t, delivered=self.emitted, demuxed=demuxed,
+                           last_gap=self.last_gap)

@@ -25,7 +25,7 @@ from ..gpu.letterbox import GpuLetterbox, Nv12Picture
 from ..gpu.streams import DecoderStream, Ready
 from ..letterbox import LetterboxPlan, quarter_turns
 from . import DecodedFrame, FrameRange, PlanFor, Sampling
-from .checks import declared_rate, has_timestamps, video_info
+from .checks import Demuxed, declared_rate, has_timestamps, video_info
 from .container import open_video
 from .frames import Clock, Cut, Feed
 from .layout import Layout, demux_layout
@@ -90,6 +90,8 @@ class NvdecSource:
                 refusal = nvdec_refusal(cc.name, cc.pix_fmt or None)
                 if refusal is None and (first.pts is None or not has_timestamps(container)):
                     refusal = "the stream has no timestamps (NVDEC's frames are placed by pts)"
+                if refusal is None and len(container.streams.video) > 1:
+                    refusal = "several video streams (NVDEC's demuxer may read another than the one chosen)"
                 self.info = video_info(container, s)
                 self._clock = Clock(s.time_base, s.start_time or 0, declared_rate(container, s), True)
                 self._colour: Colour = stream_colour(cc)
@@ -164,6 +166,7 @@ class _NvdecDriver:
     def __init__(self, demuxer, decoder, source: NvdecSource, stream: DecoderStream) -> None:
         self.demuxer, self.decoder, self.source, self.stream = demuxer, decoder, source, stream
         self.packets = 0
+        self.demuxed = Demuxed()  # PyNvVideoCodec's demuxer shows only the video's packets
 
     def decode(self, feed: Feed) -> Iterator[tuple[int | None, object]]:
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
@@ -18,8 +19,9 @@ from ..colour import Colour, stream_colour
 from ..errors import DecodeError
 from ..letterbox import LetterboxPlan, SourceTaps, grey_canvas, pad_into, quarter_turns, source_taps
 from . import DecodedFrame, FrameRange, Letterboxed, PlanFor, Sampling
-from .checks import declared_rate, has_timestamps, video_info
-from .container import open_video
+from .checks import Demuxed, declared_rate, has_timestamps, video_info
+from .container import describe_stream, open_video
+from .ffmpeg_log import Messages
 from .frames import Clock, Cut, Feed
 from .layout import read_layout
 
@@ -64,6 +66,9 @@ class PyAVSource:
         self.frame_range = frame_range
         self._container, self._stream = open_video(path)
         self.info = video_info(self._container, self._stream)
+        chosen = describe_stream(self._container, self._stream)
+        if chosen:
+            log.debug("%s: %s", path.name, chosen)
 
     def frames(self, plan_for: PlanFor) -> Iterator[DecodedFrame]:
         c, s = self._container, self._stream
@@ -99,23 +104,75 @@ class _PyAVDriver:
                  threads: int) -> None:
         self.container, self.stream = container, stream
         self.packets = 0
+        self.demuxed = Demuxed()
+        self._messages = Messages(container)
+        self._ends: dict[int, tuple[int, Fraction]] = {}  # stream index -> (its last packet's end, time base)
         self._colour: Colour | None = None
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = threads
 
     def decode(self, feed: Feed) -> Iterator[tuple[int | None, av.VideoFrame]]:
-        c, s = self.container, self.stream
-        if feed.seek_pts is not None:
-            c.seek(feed.seek_pts, stream=s, backward=True, any_frame=False)
-            for frame in c.decode(s):
-                yield frame.pts, frame
-            return
+        s = self.stream
         if feed.key_pts is not None:
             s.codec_context.skip_frame = "NONKEY"  # the other frames are not decoded at all
-        for packet in c.demux(s):
-            self.packets += bool(packet.size)
+        packets = self._demux() if feed.seek_pts is None else self._from_key(feed.seek_pts)
+        for packet in packets:
+            if packet.stream is not s:
+                continue
+            if packet.size and packet.is_discard:
+                self.demuxed.discarded += 1  # decoded as a reference; FFmpeg shows no frame of it
+            else:
+                self.packets += bool(packet.size)
             for frame in packet.decode():
                 yield frame.pts, frame
+        self._finish()
+
+    def _demux(self) -> Iterator[av.Packet]:
+        """Every stream's packets from here on (the end of the file is every stream's end),
+        with the demuxer's error messages caught for this container."""
+        packets, read, ends = self.container.demux(), self._messages.read, self._ends
+        while (packet := read(packets)) is not None:
+            ts = packet.pts
+            if ts is not None and packet.size:
+                end = ts + (packet.duration or 0)  # in the packet's stream time base
+                index = packet.stream.index
+                known = ends.get(index)
+                if known is None or end > known[0]:
+                    ends[index] = (end, packet.time_base)
+            yield packet
+
+    def _from_key(self, key_pts: int) -> Iterator[av.Packet]:
+        """Packets from the key frame at ``key_pts`` on. A seek may land after it (MPEG-TS
+        and MPEG-PS seek by dts, or by a nearby timestamp): the first key frame read shows
+        where it landed, and a late landing seeks again, further back each time, down to
+        the stream's start."""
+        c, s = self.container, self.stream
+        start = s.start_time if s.start_time is not None else 0
+        step = max(1, round(1 / s.time_base))  # one second, doubled on each retry
+        target = key_pts
+        while True:
+            c.seek(target, stream=s, backward=True, any_frame=False)
+            packets = self._demux()
+            for packet in packets:
+                if packet.stream is s and packet.size and packet.is_keyframe and packet.pts is not None:
+                    if packet.pts == key_pts:
+                        self._messages.errors.clear()  # about where the seek landed, not about the file
+                        yield packet
+                        yield from packets
+                        return
+                    if packet.pts > key_pts:
+                        break  # landed after it
+            if target <= start:
+                raise DecodeError(f"no key frame at pts {key_pts} where the demux pass found one (damaged file)")
+            target, step = max(start, target - step), 2 * step
+
+    def _finish(self) -> None:
+        """The file's end as demuxed: where its last packet ends, in the container's seconds;
+        and the demuxer's error messages."""
+        if self._ends:
+            first = (self.container.start_time or 0) / av.time_base
+            self.demuxed.end_s = max(float(end * tb) for end, tb in self._ends.values()) - first
+        self.demuxed.errors = list(self._messages.errors)
 
     def keep(self, frame: av.VideoFrame) -> av.VideoFrame:
         return frame
