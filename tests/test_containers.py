@@ -205,7 +205,7 @@ def test_a_run_over_real_world_containers_tells_complete_from_cut(tmp_path: Path
     rc, summary = bulk_main(src, out, model_path, "--workers", "4")
     files = entries(summary)
     assert rc == 2 and files["obs.mkv"]["status"] == "error" and "truncated" in files["obs.mkv"]["error"]
-    assert 0 < len(read_jsonl(out / "obs.mkv.partial.jsonl")) < 48
+    assert 0 < len(read_jsonl(out / "obs.mkv.jsonl.partial")) < 48
     expected = {"screen.mkv": len(VFR_PTS), "clip.mp4": 100, "broadcast.ts": 192, "cam.avi": 48, "cover.mkv": 24}
     for name, n in expected.items():
         assert files[name]["status"] == "ok", files[name]
