@@ -96,7 +96,7 @@ def resolve(name: str | None, url: str | None = None, sha256: str | None = None)
         if sha256 is None:
             raise UsageError("--url without a NAME needs --sha256 HEX (the file's published SHA-256)")
         label = Path(urllib.parse.urlsplit(url).path).name or url
-        return Source(label, url, sha256, MAX_BYTES, None, "not known to framestream: see where the file comes from")
+        return Source(label, url, sha256, MAX_BYTES, None, "not known to framestream: your own export's is its weights' licence")
     entry = REGISTRY.get(name)
     if entry is None:
         raise UsageError(f"no model {name!r} to fetch; known: {', '.join(REGISTRY)} "
@@ -112,23 +112,28 @@ class _Progress:
     def __init__(self, label: str, total: int | None, stream: TextIO) -> None:
         self.label, self.total, self.stream = label, total, stream
         self.live = stream.isatty()
-        self._shown = -1
+        self._shown = -1  # the last quarter shown (not a terminal)
+        self._said = ""
         self._last = 0.0
 
     def update(self, done: int, final: bool = False) -> None:
-        mb = f"{done / 1e6:.1f}" + (f" of {self.total / 1e6:.1f} MB" if self.total else " MB")
+        amount = _size(done) + (f" of {_size(self.total)}" if self.total else "")
         pct = int(100 * done / self.total) if self.total else None
-        text = f"downloading {self.label}: {mb}" + (f" ({pct}%)" if pct is not None else "")
+        text = f"downloading {self.label}: {amount}" + (f" ({pct}%)" if pct is not None else "")
         if self.live:
             now = time.monotonic()
             if final or now - self._last >= 0.2:
                 self._last = now
                 print("\r" + text, end="\n" if final else "", file=self.stream, flush=True)
             return
-        quarter = (pct // 25) if pct is not None else None
-        if final or (quarter is not None and quarter > self._shown):
-            self._shown = quarter if quarter is not None else self._shown
+        quarter = (pct // 25) if pct is not None else -1
+        if quarter > self._shown or (final and self._said != text):
+            self._shown, self._said = quarter, text
             print(text, file=self.stream, flush=True)
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
 
 
 def download(source: Source, dest_dir: Path, *, stream: TextIO = sys.stderr) -> Path:
@@ -165,6 +170,9 @@ def _copy(source: Source, f, stream: TextIO) -> tuple[str, int]:
             total = int(declared) if declared and declared.isdigit() else source.exact_size
             if total is not None and total > source.max_bytes:
                 raise ModelError(f"{source.url}: {total} bytes, more than the {source.max_bytes} expected; "
+                                 "nothing was written")
+            if declared and source.exact_size is not None and total != source.exact_size:
+                raise ModelError(f"{source.url}: {total} bytes, the published file has {source.exact_size}; "
                                  "nothing was written")
             progress = _Progress(source.label, total, stream)
             while chunk := response.read(_CHUNK):
