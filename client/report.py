@@ -91,7 +91,8 @@ def detections_line(t: dict[str, object], limit: int = 8) -> str:
         text += f" ({shown}{f', and {more} more classes' if more > 0 else ''})"
     unknown = int(t.get("detections_unknown") or 0)
     if unknown:
-        text += f"; unknown for {unknown} resumed file{'s' if unknown != 1 else ''} written by an older version"
+        text += (f"; unknown for {unknown} resumed file{'s' if unknown != 1 else ''} "
+                 "(an older version's sidecar, without a count)")
     return text
 
 

@@ -125,7 +125,7 @@ def test_a_resumed_file_keeps_its_count_and_an_older_output_s_is_unknown_not_zer
         2, 13, {"person": 10, "bicycle": 3}, 1)
     assert {f["path"]: f["detections"] for f in summary["files"]}["b.mp4"] is None
     assert counts_said(done) == ("detections: 13 in the complete outputs (person 10, bicycle 3); "
-                               "unknown for 1 resumed file written by an older version")
+                               "unknown for 1 resumed file (an older version's sidecar, without a count)")
 
 
 def test_shards_counts_add_up_class_by_class_in_the_merged_summary(squares: Path, tmp_path: Path,

@@ -25,7 +25,6 @@ import onnx
 import pytest
 
 from server_config.model.contract_graph import HeadLayout
-from server_config.model.fetch import REGISTRY
 
 from .synthetic_exports import make_export
 from .videos import write_video
@@ -171,6 +170,8 @@ def test_a_registry_name_states_its_licence_and_its_pinned_checksum_decides_on_a
         export: tuple[str, str], tmp_path: Path) -> None:
     """``fetch yolov8n --url MIRROR``: the mirror serves another file than the one published, so
     its size and checksum are refused, after the licence was stated."""
+    from server_config.model.fetch import REGISTRY
+
     entry = REGISTRY["yolov8n"]
     assert re.fullmatch(r"[0-9a-f]{64}", entry.sha256) and entry.size > 1_000_000 and "AGPL-3.0" in entry.licence
     assert re.fullmatch(r"https://huggingface\.co/[\w-]+/[\w-]+/resolve/[0-9a-f]{40}/.+\.onnx", entry.url)
