@@ -31,7 +31,7 @@ from .inputs import Inputs, resolve_inputs
 from .outfiles import display_rel
 from .outlock import hold_out
 from .pipeline import PipelineConfig
-from .report import OK, SKIPPED, print_schedule, print_table, totals, write_summary
+from .report import OK, SKIPPED, detections_line, print_schedule, print_table, totals, write_summary
 from .shards import Shard, resolve_shard
 from .summary import shard_summary_name, write_and_merge
 from .sinks import FORMATS, PARQUET_COLUMNS
@@ -180,6 +180,14 @@ def _check_args(args: argparse.Namespace) -> tuple[Inputs, Shard | None]:
     return inputs, None if args.ray is not None else resolve_shard(args.shard, os.environ)
 
 
+def _is_untrained(model_path: Path | None, backend) -> bool:
+    """Whether the run's model is framestream's built-in untrained one (by the mark ``build``
+    writes in the file; a served model by the source ``build`` writes)."""
+    from server_config.model.untrained import is_untrained_file, is_untrained_source
+
+    return is_untrained_file(model_path) if model_path is not None else is_untrained_source(backend.model.source)
+
+
 def _resolve_model(path: Path | None, *, build: bool = True) -> Path | None:
     """The local model file for the embedded backend, built at the default place when nothing is
     there. ``build=False`` (--server): None, as the served model is the truth; no file is read."""
@@ -193,9 +201,12 @@ def _resolve_model(path: Path | None, *, build: bool = True) -> Path | None:
         return path
     default = _default_model()
     if not default.exists() and not default.is_symlink():
-        log.info("no model at %s: building the default (YOLOv8n, untrained weights; see README to bring yours)", default)
         from server_config.model.build import build_model
         from server_config.model.files import save_onnx_atomically
+        from server_config.model.untrained import TRAINED_MODEL_COMMAND
+
+        log.info("no model at %s: building the default (YOLOv8n, UNTRAINED weights; '%s' gets a trained one)",
+                 default, TRAINED_MODEL_COMMAND)
 
         try:
             save_onnx_atomically(build_model(), default)
@@ -330,6 +341,11 @@ def _run(args: argparse.Namespace, argv: list[str], interrupts: Interrupts, held
         sink = FilteredSink(sink, keep)
         log.info("keeping %s", _describe_filter(keep, backend.model.names))
     log.info("device: %s (%s)", "gpu" if gpu else "cpu", why)  # after the start-up checks passed
+    untrained = _is_untrained(model_path, backend)
+    if untrained:  # said at the start and again at the end, where the count of nothing found is
+        from server_config.model.untrained import untrained_notice
+
+        log.warning("warning: %s", untrained_notice())
     if budget is not None:
         log.info("%s", budget.describe())
     if not gpu:
@@ -405,6 +421,12 @@ def _run(args: argparse.Namespace, argv: list[str], interrupts: Interrupts, held
         log.info("server: %d inferences in %d executions (avg batch %.2f), queue %.2f ms and compute %.2f ms per "
                  "request, %d failed requests", server["inferences"], server["executions"], server["avg_batch_size"],
                  server["queue_ms_per_request"], server["compute_ms_per_request"], server["request_failures"])
+    last = detections_line(summary_totals)  # the run's last line: what its outputs hold
+    if untrained:
+        from server_config.model.untrained import untrained_notice
+
+        last += f"; warning: {untrained_notice()}"
+    print(last, file=sys.stderr)
     name = "summary.json" if shard is None else shard_summary_name(shard)
     if result.stopped:
         log.error("run stopped (%s): %s; rerun the same command to resume", result.stopped,

@@ -26,7 +26,7 @@ COMMANDS: dict[str, Command] = {
     "bulk": Command("client.bulk", "run the detector over every video under DIR (python -m client.bulk)"),
     "serve": Command("server_config.local", "a local Triton on this machine's CPU (python -m server_config.local)"),
     "model": Command("server_config.model.__main__",
-                     "build, wrap, quantize or stamp a model in the serving contract (python -m server_config.model)"),
+                     "build, wrap, fetch, quantize or stamp a model in the serving contract (python -m server_config.model)"),
     "render": Command("client.render", "draw a run's detections: annotated MP4s, contact sheets, report.html "
                       "(python -m client.render)"),
     "summary": Command("client.summary", "merge the summaries of --shard runs into OUT/summary.json "

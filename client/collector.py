@@ -16,7 +16,7 @@ from .errors import OutputError, OutputStorageError, PostProcessingError
 from .outfiles import summary_rel
 from .pipeline import BatchFailed, FileEnded, FileStarted, FrameResult
 from .progress import Progress
-from .report import ERROR, NOT_PROCESSED, OK, FileReport
+from .report import ERROR, NOT_PROCESSED, OK, FileReport, named_counts
 from .resume import ResumeLedger, SourceIdentity
 from .letterbox import LetterboxPlan
 from .schedule import FilePlan
@@ -221,14 +221,17 @@ class Collector:
         if not state.error:
             state.error = self._source_change(state)
         if not state.error:
-            outputs = self._output(state, lambda: state.writer.complete(self._stages(state)))
+            detections = self._detections(state)  # every frame is written: what its output holds
+            outputs = self._output(state, lambda: state.writer.complete(self._stages(state, detections)))
             if not state.error:
                 meta = self.sidecars.path(c.rel) if self.sidecars is not None else None
                 return FileReport(c.rel, OK, frames=state.written, seconds=seconds, segments=segments,
                                   outputs=[summary_rel(o.path, self.out) for o in outputs], letterbox=letterbox,
-                                  meta=summary_rel(meta, self.out) if meta is not None else None)
+                                  meta=summary_rel(meta, self.out) if meta is not None else None,
+                                  detections=detections)
         if state.writer is not None:
             self._output(state, lambda: state.drain(force=True))
+        detections = self._detections(state)  # its partial output's (None: its writer was dropped)
         if state.writer is not None:  # still there: the drain did not fail
             state.partial = self._output(state, state.writer.fail)
         kept = [o for o in self.sink.outputs(c.rel) if o.is_file()]
@@ -236,15 +239,24 @@ class Collector:
                     f"; its earlier output {kept[0]} is left as it was" if kept else "")
         return FileReport(c.rel, ERROR, frames=state.written, seconds=seconds, error=state.error,
                           partial_output=summary_rel(state.partial, self.out) if state.partial else None,
-                          segments=segments, letterbox=letterbox)
+                          segments=segments, letterbox=letterbox, detections=detections)
 
-    def _stages(self, state: _FileState) -> list[Stage]:
+    def _detections(self, state: _FileState) -> dict[str, int] | None:
+        """The detections its writer wrote, per class name: counted where they are written, so
+        after ``--classes``/``--conf``. None when there is no writer to ask."""
+        counts = getattr(state.writer, "class_counts", None) if state.writer is not None else None
+        if counts is None:
+            return None
+        return named_counts(counts, self.sidecars.model.names if self.sidecars is not None else {})
+
+    def _stages(self, state: _FileState, detections: dict[str, int] | None = None) -> list[Stage]:
         """What is committed with a file's output: its sidecar, then its record (the commit point)."""
         c = state.plan.candidate
         stages: list[Stage] = []
         if self.sidecars is not None:
             sidecars = self.sidecars
-            stages.append(lambda outputs: sidecars.stage(c, state.letterbox, state.written, [o.path for o in outputs]))
+            stages.append(lambda outputs: sidecars.stage(c, state.letterbox, state.written, [o.path for o in outputs],
+                                                         detections))
         stages.append(lambda outputs: self.ledger.stage(c.path, c.rel, state.written, outputs, source=state.source))
         return stages
 

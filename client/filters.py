@@ -123,6 +123,10 @@ class _FilteredWriter:
     def fail(self) -> Path | None:
         return self._writer.fail()
 
+    @property
+    def class_counts(self):
+        return self._writer.class_counts  # counted where written: after this wrapper's changes
+
 
 class FilteredSink:
     """A sink whose writers record only the detections ``keep`` keeps (every frame still recorded)."""

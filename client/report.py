@@ -6,7 +6,7 @@ import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Mapping, TextIO
 
 from .outfiles import OutTree, display_rel, write_atomically
 
@@ -27,6 +27,7 @@ class FileReport:
     segments: list[dict[str, object]] = field(default_factory=list)  # per segment: frames, seconds
     letterbox: str | None = None  # the model input the video got, "WxH"
     meta: str | None = None  # its sidecar OUT/<rel>.meta.json, relative to OUT
+    detections: dict[str, int] | None = None  # per class name, in its output (after --classes/--conf); None: unknown
 
     @property
     def fps(self) -> float:
@@ -50,6 +51,51 @@ class FileReport:
         return d
 
 
+def detection_totals(files: list[FileReport]) -> dict[str, object]:
+    """Detections in the complete outputs (ok files, resumed ones included), per class name, after
+    the filters. ``detections_unknown``: ok files whose count is not known (resumed outputs of a
+    version that did not record it), so a total is never a silent undercount."""
+    by_class: Counter[str] = Counter()
+    unknown = 0
+    for f in files:
+        if f.status != OK:
+            continue
+        if f.detections is None:
+            unknown += 1
+        else:
+            by_class.update(f.detections)
+    return {"detections": sum(by_class.values()), "detections_by_class": class_counts(by_class),
+            "detections_unknown": unknown}
+
+
+def named_counts(counts: Mapping[int, int], names: Mapping[int, str]) -> dict[str, int]:
+    """Counts per class id as counts per class name (``class 7`` for an id the model does not name)."""
+    named: Counter[str] = Counter()
+    for cid, n in counts.items():
+        named[names.get(int(cid), f"class {cid}")] += int(n)
+    return class_counts(named)
+
+
+def class_counts(counts: Mapping[str, int]) -> dict[str, int]:
+    """Most found first, then by name: the order the summary and the last line show."""
+    return dict(sorted(((k, v) for k, v in counts.items() if v), key=lambda kv: (-kv[1], kv[0])))
+
+
+def detections_line(t: dict[str, object], limit: int = 8) -> str:
+    """The run's last line: how many detections its outputs hold, per class."""
+    by_class = dict(t.get("detections_by_class") or {})
+    shown = ", ".join(f"{name} {n}" for name, n in list(by_class.items())[:limit])
+    more = len(by_class) - limit
+    text = f"detections: {t.get('detections', 0)} in the complete outputs"
+    if shown:
+        text += f" ({shown}{f', and {more} more classes' if more > 0 else ''})"
+    unknown = int(t.get("detections_unknown") or 0)
+    if unknown:
+        text += (f"; unknown for {unknown} resumed file{'s' if unknown != 1 else ''} "
+                 "(an older version's sidecar, without a count)")
+    return text
+
+
 def totals(files: list[FileReport], wall_s: float) -> dict[str, object]:
     frames = sum(f.frames for f in files if not f.resumed)
     return {
@@ -62,6 +108,7 @@ def totals(files: list[FileReport], wall_s: float) -> dict[str, object]:
         "frames": frames,
         "wall_seconds": round(wall_s, 3),
         "fps": round(frames / wall_s, 2) if wall_s > 0 else 0.0,
+        **detection_totals(files),
     }
 
 

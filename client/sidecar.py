@@ -91,7 +91,7 @@ class Sidecars:
         return self.tree.path(self.parts(rel))
 
     def document(self, c: Candidate, facts: VideoFacts | None, plan: LetterboxPlan | None, inferred: int,
-                 outputs: list[Path]) -> dict[str, object]:
+                 outputs: list[Path], detections: Mapping[str, int] | None = None) -> dict[str, object]:
         video: dict[str, object] = {"width": None, "height": None, "rotation": None, "display_width": None,
                                     "display_height": None, "fps": None, "frames": None, "duration_s": None,
                                     "codec": None}
@@ -113,6 +113,9 @@ class Sidecars:
             "source": display_rel(str(c.path)),
             **video,
             "frames_inferred": inferred,
+            # what the outputs hold, per class name (after --classes/--conf): a resumed video's count
+            "detections": sum(detections.values()) if detections is not None else None,
+            "detections_by_class": dict(detections) if detections is not None else None,
             "sampling": self.sampling,
             "options": self.options,
             "letterbox": letterbox,
@@ -120,28 +123,51 @@ class Sidecars:
             "outputs": [summary_rel(p, self.tree.out) for p in outputs],
         }
 
-    def write(self, c: Candidate, plan: LetterboxPlan | None, inferred: int, outputs: list[Path]) -> Output:
+    def write(self, c: Candidate, plan: LetterboxPlan | None, inferred: int, outputs: list[Path],
+              detections: Mapping[str, int] | None = None) -> Output:
         """Probe the video and write its sidecar; OutputError (or OutputStorageError) on failure."""
-        staged = self.stage(c, plan, inferred, outputs)
+        staged = self.stage(c, plan, inferred, outputs, detections)
         staged.commit()
         return staged.output
 
-    def stage(self, c: Candidate, plan: LetterboxPlan | None, inferred: int, outputs: list[Path]) -> Staged:
+    def stage(self, c: Candidate, plan: LetterboxPlan | None, inferred: int, outputs: list[Path],
+              detections: Mapping[str, int] | None = None) -> Staged:
         """Probe the video and stage its sidecar, committed with the outputs it describes."""
-        doc = self.document(c, probe_facts(c.path), plan, inferred, outputs)
+        doc = self.document(c, probe_facts(c.path), plan, inferred, outputs, detections)
         return self.tree.stage_file(self.parts(c.rel), (json.dumps(doc, indent=2) + "\n").encode())
 
     def remove(self, rel: str) -> None:
         self.tree.remove(self.parts(rel))
 
-    def read_letterbox(self, rel: str) -> str | None:
-        """The letterbox shape an earlier run recorded for ``rel`` (for resumed videos' reports)."""
+    def read(self, rel: str) -> dict | None:
+        """The sidecar an earlier run wrote for ``rel``; None when there is none or it is unreadable."""
         f = self.tree.open_regular(self.parts(rel))
         if f is None:
             return None
         try:
             with f:
-                shape = (json.loads(f.read()).get("letterbox") or {}).get("shape")
-        except (OSError, ValueError, AttributeError):
+                doc = json.loads(f.read())
+        except (OSError, ValueError):
             return None
+        return doc if isinstance(doc, dict) else None
+
+    def read_letterbox(self, rel: str) -> str | None:
+        """The letterbox shape an earlier run recorded for ``rel`` (for resumed videos' reports)."""
+        return self.letterbox_of(self.read(rel))
+
+    @staticmethod
+    def letterbox_of(doc: Mapping[str, object] | None) -> str | None:
+        letterbox = (doc or {}).get("letterbox")
+        shape = letterbox.get("shape") if isinstance(letterbox, dict) else None
         return shape if isinstance(shape, str) else None
+
+    @staticmethod
+    def detections_of(doc: Mapping[str, object] | None, frames: int) -> dict[str, int] | None:
+        """A resumed video's detections per class from its sidecar ``doc``; None (unknown) when the
+        sidecar predates the count, or describes another output than the ``frames`` recorded."""
+        if not doc or doc.get("frames_inferred") != frames:
+            return None
+        by_class = doc.get("detections_by_class")
+        if not isinstance(by_class, dict) or not all(isinstance(v, int) for v in by_class.values()):
+            return None
+        return {str(k): v for k, v in by_class.items()}

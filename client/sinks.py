@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from pathlib import Path
@@ -70,6 +71,11 @@ class FileWriter(Protocol):
         """Keep what was written as a partial output (or nothing); return its path."""
         ...
 
+    @property
+    def class_counts(self) -> Mapping[int, int]:
+        """The detections written so far, per class id (what the output holds)."""
+        ...
+
 
 class Sink(Protocol):
     def open(self, rel: str) -> FileWriter: ...
@@ -92,6 +98,7 @@ class _Writer:
         self.final, self.partial = _layout(self.kind, tree, rel)
         self.stale = [parts for k in FORMATS if k != self.kind for parts in _layout(k, tree, rel)]
         self.count = 0  # frames written
+        self.class_counts: Counter[int] = Counter()  # detections written, per class id (after any filter)
         self._broken = False  # a write failed: what the temporary holds cannot be trusted
         self._state = "writing"  # then "sealed" (temporary closed), "published", "partial" or "done"
         with boundary(str(self.final_path), tree.out):
@@ -133,6 +140,8 @@ class _Writer:
             self._broken = True
             raise translate(e, str(self.final_path), self.tree.out) from e
         self.count += 1
+        if len(detections):
+            self.class_counts.update(detections.class_id.tolist())
 
     def _write(self, index: int, t_s: float, detections: Detections) -> None:
         raise NotImplementedError

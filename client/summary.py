@@ -18,13 +18,14 @@ import logging
 import os
 import re
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import UsageError
 from .outfiles import OutTree
-from .report import ERROR, NOT_PROCESSED, OK, SKIPPED, write_summary
+from .report import ERROR, NOT_PROCESSED, OK, SKIPPED, class_counts, write_summary
 from .resume import STATE_DIR
 from .shards import Shard
 
@@ -76,6 +77,7 @@ def merge(shards: dict[int, dict], count: int) -> dict[str, object]:
     wall = max((p["wall_seconds"] for p in per_shard), default=0.0)
     totals.update(wall_seconds=wall, fps=round(totals["frames"] / wall, 2) if wall > 0 else 0.0,
                   shard_seconds=round(sum(p["wall_seconds"] for p in per_shard), 3))
+    totals.update(merge_detections([shards[i]["totals"] for i in sorted(shards)]))
     first = shards[min(shards)] if shards else {}
     merged: dict[str, object] = {
         "files": [files[p] for p in sorted(files)],
@@ -93,6 +95,21 @@ def merge(shards: dict[int, dict], count: int) -> dict[str, object]:
     if overlap:  # the directory changed between shards' starts: say so rather than hide it
         merged["overlap"] = sorted(set(overlap))
     return merged
+
+
+def merge_detections(shard_totals: list[dict]) -> dict[str, object]:
+    """The shards' detection counts summed, class by class (so the classes add up to the total).
+    A shard summary of a version that counted none makes its ok files' counts unknown, not 0."""
+    by_class: Counter[str] = Counter()
+    unknown = 0
+    for t in shard_totals:
+        if "detections" not in t:
+            unknown += int(t.get(OK, 0))
+            continue
+        by_class.update({str(k): int(v) for k, v in (t.get("detections_by_class") or {}).items()})
+        unknown += int(t.get("detections_unknown", 0))
+    return {"detections": sum(by_class.values()), "detections_by_class": class_counts(by_class),
+            "detections_unknown": unknown}
 
 
 @contextmanager
@@ -152,7 +169,8 @@ def _run(out: Path) -> int:
         path = write_summary(out, merged)
     t, missing = merged["totals"], merged["shards"]["missing"]
     print(f"{path}: {len(shards)} of {count} shards; {t['files']} files: {t[OK]} ok, {t[ERROR]} error, "
-          f"{t[SKIPPED]} skipped, {t[NOT_PROCESSED]} not processed; {t['frames']} frames, longest shard "
+          f"{t[SKIPPED]} skipped, {t[NOT_PROCESSED]} not processed; {t['frames']} frames, "
+          f"{t['detections']} detections, longest shard "
           f"{t['wall_seconds']:.1f} s" + (f"; missing shards: {', '.join(map(str, missing))}" if missing else ""))
     complete = not missing and t[ERROR] == 0 and t[NOT_PROCESSED] == 0
     return EXIT_OK if complete else EXIT_INCOMPLETE

@@ -93,6 +93,10 @@ class _TrackedWriter:
     def fail(self) -> Path | None:
         return self._writer.fail()
 
+    @property
+    def class_counts(self):
+        return self._writer.class_counts  # counted where written: after this wrapper's changes
+
 
 class TrackedSink:
     """A sink whose writers track each video's detections (the collector writes a video's frames

@@ -55,7 +55,8 @@ def triage(inputs: Inputs | Path, out: Path, sink: Sink, ledger: ResumeLedger, *
             verdicts.append(verdict)
         else:
             reports[c.rel] = FileReport(c.rel, OK, frames=verdict.frames, resumed=True,
-                                        outputs=[summary_rel(p, out) for p in outputs], **_sidecar(sidecars, c.rel, out))
+                                        outputs=[summary_rel(p, out) for p in outputs],
+                                        **_sidecar(sidecars, c.rel, out, verdict.frames))
     if found.videos and len(todo) < len(found.videos):
         log.info("resuming: %d of %d videos already complete", len(found.videos) - len(todo), len(found.videos))
     if overwrite:
@@ -66,9 +67,12 @@ def triage(inputs: Inputs | Path, out: Path, sink: Sink, ledger: ResumeLedger, *
     return reports, todo
 
 
-def _sidecar(sidecars: Sidecars | None, rel: str, out: Path) -> dict[str, str | None]:
-    """A resumed video's letterbox shape and sidecar, from the sidecar its run wrote (if any)."""
+def _sidecar(sidecars: Sidecars | None, rel: str, out: Path, frames: int) -> dict[str, object]:
+    """A resumed video's letterbox shape, sidecar and detections, from the sidecar its run wrote
+    (if any; its detections are unknown when that run did not count them)."""
     if sidecars is None:
         return {}
-    shape = sidecars.read_letterbox(rel)
-    return {"letterbox": shape, "meta": summary_rel(sidecars.path(rel), out) if shape is not None else None}
+    doc = sidecars.read(rel)
+    shape = Sidecars.letterbox_of(doc)
+    return {"letterbox": shape, "meta": summary_rel(sidecars.path(rel), out) if shape is not None else None,
+            "detections": Sidecars.detections_of(doc, frames)}

@@ -1,7 +1,10 @@
-"""``python -m server_config.model build|wrap|quantize|stamp``: write a model that honours the serving contract.
+"""``python -m server_config.model build|wrap|fetch|quantize|stamp``: write a model that honours the serving contract.
 
-``build`` and ``wrap`` never replace an existing file (perhaps a user's wrapped trained
-model) without ``--force``. Written into a model repository other than the project's own,
+``fetch`` downloads a trained detector (its checksum pinned, its licence stated) and wraps it
+as the default model (``server_config/model/fetch.py``). ``build``, ``wrap`` and ``fetch``
+never replace an existing file (perhaps a user's wrapped trained model) without ``--force``,
+except that ``wrap`` and ``fetch`` replace the untrained model ``build`` put at the default
+place (``server_config/model/untrained.py``). Written into a model repository other than the project's own,
 they also write the model's parameters into its configs (``server_config/model/repository.py``);
 ``stamp`` does only that, for a model folder filled by hand. ``quantize`` writes an INT8 copy
 of a contract model only when it agrees with the float model (``server_config/model/quantize.py``).
@@ -11,14 +14,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 from client.contract import DEFAULT_IMGSZ, DETECTIONS, NMS, NmsSettings
 from client.errors import FramestreamError, UsageError
 
+from .fetch import REGISTRY
 from .paths import default_model_path
 from .quantize import DEFAULT_CHECK_FRAMES, DEFAULT_FRAMES, DEFAULT_MIN_F1
+from .untrained import is_untrained_file
 
 log = logging.getLogger("server_config.model")
 
@@ -32,6 +38,14 @@ def _parser(prog: str = "python -m server_config.model") -> argparse.ArgumentPar
     b.add_argument("--seed", type=int, default=0, help="weight seed (default: 0)")
     w = sub.add_parser("wrap", help="wrap an ultralytics YOLOv8/YOLO11/YOLOv5 ONNX export in the contract")
     w.add_argument("export", type=Path, help="the exported .onnx file")
+    f = sub.add_parser("fetch", help="download a trained detector (pinned SHA-256, licence stated), wrap it "
+                                     "and make it the default model")
+    f.add_argument("name", nargs="?", default=None, metavar="NAME",
+                   help=f"the model to fetch: {', '.join(f'{e.name} ({e.about})' for e in REGISTRY.values())}")
+    f.add_argument("--url", default=None,
+                   help="download from this URL instead: a mirror of NAME (its pinned SHA-256 still decides), or, "
+                   "with --sha256 and no NAME, your own export")
+    f.add_argument("--sha256", default=None, metavar="HEX", help="the file's SHA-256 (needed with --url and no NAME)")
     q = sub.add_parser("quantize", help="an INT8 copy of a contract model, calibrated on your videos, "
                                         "written only if it agrees with the float model")
     q.add_argument("model", type=Path, help="the contract model (built or wrapped) to quantise")
@@ -44,12 +58,12 @@ def _parser(prog: str = "python -m server_config.model") -> argparse.ArgumentPar
     q.add_argument("--check-frames", type=int, default=DEFAULT_CHECK_FRAMES,
                    help=f"held-out frames the agreement is measured on (default: {DEFAULT_CHECK_FRAMES})")
     default_out = default_model_path()  # the model client.bulk uses when given none
-    for command in (b, w):
+    for command in (b, w, f):
         command.add_argument("--out", type=Path, default=default_out, help=f"output file (default: {default_out})")
     q.add_argument("--out", type=Path, default=None, help="output file (default: MODEL's name with .int8.onnx)")
-    for command in (b, w, q):
+    for command in (b, w, f, q):
         command.add_argument("--force", action="store_true", help="replace an existing model at --out")
-    for command in (b, w):  # quantize keeps the float model's NMS settings
+    for command in (b, w, f):  # quantize keeps the float model's NMS settings
         command.add_argument("--conf", type=float, default=NMS.conf_thres,
                              help=f"keep detections scoring above this (default: {NMS.conf_thres:g}); "
                              "client.bulk --conf can only raise it")
@@ -83,8 +97,16 @@ def _write(args: argparse.Namespace) -> None:
     if args.command == "quantize" and args.out is None:
         args.out = args.model.with_name(f"{args.model.stem}.int8.onnx")
     nms = nms_settings(args.conf, args.iou, args.max_det) if args.command != "quantize" else None
+    source = None
+    if args.command == "fetch":
+        from .fetch import resolve
+
+        source = resolve(args.name, args.url, args.sha256)  # a usage mistake, before anything is downloaded
     if (args.out.exists() or args.out.is_symlink()) and not args.force:
-        raise UsageError(f"{args.out} already exists; pass --force to replace it")
+        if args.command in ("wrap", "fetch") and replaceable_default(args.out):
+            log.info("replacing the untrained built-in model at %s", args.out)
+        else:
+            raise UsageError(f"{args.out} already exists; pass --force to replace it")
     if args.command == "build":
         from .build import build_model
 
@@ -95,15 +117,31 @@ def _write(args: argparse.Namespace) -> None:
         model, agreement = quantize_file(args.model, args.calibrate, min_f1=args.min_f1, frames=args.frames,
                                          check_frames=args.check_frames)
         log.info("%s", agreement.describe())
+    elif args.command == "fetch":
+        from .fetch import fetch_model
+
+        model = fetch_model(source, args.out.parent, nms=nms)
     else:
         from .wrap import wrap_file
 
         model = wrap_file(args.export, nms=nms)
     save_onnx_atomically(model, args.out)
     log.info("wrote %s (%s)", args.out, next(p.value for p in model.metadata_props if p.key == "source"))
+    if args.command in ("wrap", "fetch") and _same_path(args.out, default_model_path()):
+        log.info("it is the default model now: 'python -m client.bulk DIR' uses it")
     model_dir = repository_model_dir(args.out)
     if model_dir is not None:
         _stamp(model_dir)
+
+
+def replaceable_default(out: Path) -> bool:
+    """Whether ``out`` is the untrained model ``build`` (or a run) put at the default place: the one
+    file ``wrap`` and ``fetch`` replace without ``--force``."""
+    return _same_path(out, default_model_path()) and not out.is_symlink() and out.is_file() and is_untrained_file(out)
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    return os.path.abspath(a) == os.path.abspath(b)
 
 
 def nms_settings(conf: float, iou: float, max_det: int) -> NmsSettings:

@@ -9,6 +9,7 @@ from client.errors import UsageError
 
 from .contract_graph import HeadLayout, add_postprocess, add_preprocess
 from .graph import FLOAT, GraphBuilder, make_model, value_info
+from .untrained import UNTRAINED_KEY, UNTRAINED_VALUE
 from .yolov8 import SCALES, build_raw_yolov8
 
 DEFAULT_SEED = 0
@@ -34,7 +35,8 @@ def build_model(*, size: str = "n", imgsz: int = DEFAULT_IMGSZ, seed: int = DEFA
         nms=nms,
         source=f"framestream yolov8{size} seed {seed}, UNTRAINED weights",
     )
-    return make_model(g, *contract_io(), metadata=info.to_metadata(), graph_name=f"yolov8{size}")
+    metadata = {**info.to_metadata(), UNTRAINED_KEY: UNTRAINED_VALUE}  # runs on it say so; wrap may replace it
+    return make_model(g, *contract_io(), metadata=metadata, graph_name=f"yolov8{size}")
 
 
 def contract_io(height: int | str = "height", width: int | str = "width", batch: int | str = "batch"):
