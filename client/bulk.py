@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import socket
@@ -18,13 +19,14 @@ import sys
 import time
 from pathlib import Path
 
-from . import defaults
+from . import defaults, limits
 from .contract import METRICS_PORT, MODEL_NAME
 from .decode import Sampling
 from .devices import parse_devices
 from .errors import FramestreamError, UsageError
 from .filters import DetectionFilter, FilteredSink, make_filter
 from .inputs import Inputs, resolve_inputs
+from .limits import check_int, check_port, check_real
 from .outfiles import display_rel
 from .pipeline import PipelineConfig
 from .report import OK, SKIPPED, print_schedule, print_table, totals, write_summary
@@ -85,11 +87,13 @@ def parser(prog: str = "python -m client.bulk") -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, default=None,
                    help="contract ONNX model (default: ~/.cache/framestream/model.onnx, built if missing; "
                         "$FRAMESTREAM_HOME or $XDG_CACHE_HOME move it)")
-    p.add_argument("--batch", type=int, default=defaults.BATCH, help="frames per inference batch (formed across videos)")
+    p.add_argument("--batch", type=int, default=defaults.BATCH, help=f"frames per inference batch (formed across videos), 1 to {limits.MAX_BATCH}: a batch's frames are "
+                   "held in memory at once")
     sample = p.add_mutually_exclusive_group()
-    sample.add_argument("--every", type=int, default=1, metavar="N", help="infer frames 0, N, 2N, ...")
+    sample.add_argument("--every", type=int, default=1, metavar="N", help="infer frames 0, N, 2N, ... (N >= 1; beyond a video's length: its first frame)")
     sample.add_argument("--fps", type=float, default=None, metavar="F",
-                        help="infer the frame nearest each point of a 1/F-second grid")
+                        help="infer the frame nearest each point of a 1/F-second grid (F finite and above 0; above a video's "
+                        "frame rate: every frame, once)")
     sample.add_argument("--keyframes", action="store_true", help="infer key frames only (others are not decoded)")
     keep = p.add_argument_group("filters (applied in the client; part of the resume check)")
     keep.add_argument("--classes", metavar="LIST", default=None,
@@ -100,29 +104,32 @@ def parser(prog: str = "python -m client.bulk") -> argparse.ArgumentParser:
                       f"({', '.join(TRACKERS)}; --track alone: bytetrack); needs framestream[track]")
     keep.add_argument("--conf", type=float, default=None, metavar="C",
                       help="keep detections scoring above C; C must be at least the model's built-in "
-                      "threshold (0.25 unless built or wrapped with another --conf)")
+                      "threshold (0.25 unless built or wrapped with another --conf); C in [0, 1)")
     p.add_argument("--format", choices=FORMATS, default="jsonl",
                    help="jsonl: a file per video; parquet: one dataset OUT/detections/ (needs pyarrow)")
     p.add_argument("--workers", type=int, default=None,
                    help="decoders running at once (each takes the next file or segment, longest first); "
                    f"default {defaults.CPU_WORKERS} on the CPU path (inference is the bottleneck there), "
-                   f"{defaults.GPU_WORKERS} on the GPU path (NVDEC sessions: 1 -> 4 gave 3.0-4.6x on an H200, 8 little more)")
+                   f"{defaults.GPU_WORKERS} on the GPU path (NVDEC sessions: 1 -> 4 gave 3.0-4.6x on an H200, 8 little more); "
+                   f"1 to {limits.MAX_WORKERS}")
     p.add_argument("--no-split", action="store_true",
                    help="never cut long videos into segments at key frames (for comparison)")
     p.add_argument("--sessions", type=int, default=None,
                    help="embedded backend: onnxruntime sessions (1 thread each); default: one per usable CPU "
-                        "(affinity and cgroup quota)")
+                        "(affinity and cgroup quota), and at most that: each holds a copy of the model and runs one thread")
     server = p.add_argument_group("Triton (instead of the embedded onnxruntime)")
     server.add_argument("--server", metavar="HOST:PORT", default=None,
                         help="send every batch to Triton's gRPC endpoint at HOST:PORT")
     server.add_argument("--model-name", default=MODEL_NAME, help="the model's name on the server")
     server.add_argument("--inflight", type=int, default=None, metavar="K",
-                        help=f"requests outstanding at most (default: {defaults.INFLIGHT_PER_INSTANCE} per model instance)")
+                        help=f"requests outstanding at most (default: {defaults.INFLIGHT_PER_INSTANCE} per model instance), "
+                        f"1 to {limits.MAX_INFLIGHT}: each has its own connection and input buffer")
     server.add_argument("--shm", choices=["auto", "system", "cuda", "off"], default="auto",
                         help="inputs through Triton shared memory when the server is on this host "
                         "(auto: CUDA shared memory for GPU frames, system shared memory otherwise)")
     server.add_argument("--retry-seconds", type=float, default=defaults.RETRY_S,
-                        help="keep retrying an unreachable server this long before failing the files in flight")
+                        help="keep retrying an unreachable server this long before failing the files in flight "
+                        f"(0 to {limits.MAX_RETRY_S:g} seconds)")
     server.add_argument("--metrics-url", default=None,
                         help=f"Triton's Prometheus endpoint (default: http://<server host>:{METRICS_PORT}/metrics)")
     p.add_argument("--devices", metavar="all|IDS", default=None,
@@ -137,11 +144,11 @@ def parser(prog: str = "python -m client.bulk") -> argparse.ArgumentParser:
     p.add_argument("--follow-links", action="store_true",
                    help="also follow symlinks to directories outside DIR (file symlinks are always followed)")
     p.add_argument("--metrics-port", type=int, default=None, metavar="P",
-                   help="serve this run's Prometheus metrics on port P (frames, files, frames/s, queues)")
+                   help=f"serve this run's Prometheus metrics on port P, 1 to {limits.MAX_PORT} (frames, files, frames/s, queues)")
     p.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
                    help="the address --metrics-port listens on (0.0.0.0: every interface, e.g. in a container)")
     p.add_argument("--shard", metavar="I/N", default=None,
-                   help="process only shard I of N (0 <= I < N), a work-balanced part of DIR; writes "
+                   help=f"process only shard I of N (0 <= I < N <= {limits.MAX_SHARDS}), a work-balanced part of DIR; writes "
                    "OUT/summary.shard-I-of-N.json and the last shard merges summary.json. Default from "
                    "JOB_COMPLETION_INDEX + FRAMESTREAM_SHARDS (Kubernetes Indexed Job) or "
                    "SLURM_ARRAY_TASK_ID/_MIN/_COUNT (Slurm array) when set")
@@ -164,25 +171,44 @@ def _configure_logging(verbose: bool) -> None:
 
 def _check_args(args: argparse.Namespace) -> tuple[Inputs, Shard | None]:
     """Every option's check before anything starts; returns the inputs and the shard this run
-    is, if any."""
+    is, if any. The numbers' bounds and their reasons are :mod:`client.limits`'."""
     inputs = resolve_inputs(args.paths, args.from_list)
-    for name in ("batch", "every", "workers"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise UsageError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if args.fps is not None and args.fps <= 0:
-        raise UsageError(f"--fps must be positive, got {args.fps:g}")
-    if args.sessions is not None and args.sessions < 1:
-        raise UsageError(f"--sessions must be at least 1, got {args.sessions}")
-    if args.inflight is not None and args.inflight < 1:
-        raise UsageError(f"--inflight must be at least 1, got {args.inflight}")
-    if args.server is not None and ":" not in args.server:
-        raise UsageError(f"--server takes HOST:PORT, got {args.server!r}")
+    _check_numbers(args)
+    if args.server is not None:
+        _check_server(args.server)
     parse_devices(args.devices)  # its form on any path; which GPUs exist is checked on the GPU path
     if args.ray is not None and args.shard is not None:
         raise UsageError("--ray and --shard are two ways to spread one run over machines: give one")
     if args.ray is not None and args.devices is not None:
         raise UsageError("--devices is for one machine: with --ray every GPU of every node gets its own worker")
     return inputs, None if args.ray is not None else resolve_shard(args.shard, os.environ)
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Each number option finite and within its bounds (documented in --help)."""
+    check_int("--batch", args.batch, 1, limits.MAX_BATCH, why="a batch's frames are held in memory at once")
+    check_int("--every", args.every, 1)
+    check_real("--fps", args.fps, low=0.0, low_open=True)
+    if args.conf is not None and not (math.isfinite(args.conf) and 0 <= args.conf < 1):
+        raise UsageError(f"--conf must be in [0, 1), got {args.conf:g}")
+    check_int("--workers", args.workers, 1, limits.MAX_WORKERS, why="decoders at once, each a thread of its own")
+    if args.sessions is not None:
+        from .threads import usable_cpus
+
+        cpus = usable_cpus()
+        check_int("--sessions", args.sessions, 1, max(cpus.cpus, 1),
+                  why=f"each holds a copy of the model and runs one thread; here: {cpus.describe()}")
+    check_int("--inflight", args.inflight, 1, limits.MAX_INFLIGHT, why="each request has its own connection and buffer")
+    check_real("--retry-seconds", args.retry_seconds, low=0.0, high=limits.MAX_RETRY_S)
+    check_port("--metrics-port", args.metrics_port)
+
+
+def _check_server(server: str) -> None:
+    """--server HOST:PORT, with PORT a TCP port (an IPv6 host in brackets: [::1]:8001)."""
+    host, sep, port = server.rpartition(":")
+    if not sep or not host or not (port.isascii() and port.isdigit()):
+        raise UsageError(f"--server takes HOST:PORT, got {server!r}")
+    check_port("--server's PORT", int(port))
 
 
 def _resolve_model(path: Path | None, *, build: bool = True) -> Path | None:
