@@ -25,13 +25,14 @@ from .decode import Sampling
 from .devices import parse_devices
 from .errors import FramestreamError, UsageError
 from .filters import DetectionFilter, FilteredSink, make_filter
-from .inputs import Inputs, resolve_inputs
+from .inputs import Inputs, not_regular, resolve_inputs
 from .limits import check_int, check_port, check_real
 from .outfiles import display_rel
 from .pipeline import PipelineConfig
 from .report import OK, SKIPPED, print_schedule, print_table, totals, write_summary
 from .shards import Shard, resolve_shard
 from .summary import shard_summary_name, write_and_merge
+from .terminal import EscapingFormatter, TolerantStream
 from .sinks import FORMATS, PARQUET_COLUMNS
 from .tracking import TRACKERS, TrackOptions, TrackedSink
 
@@ -163,8 +164,11 @@ def parser(prog: str = "python -m client.bulk") -> argparse.ArgumentParser:
 
 
 def _configure_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s"
-                        if verbose else "%(message)s", stream=sys.stderr)
+    """Log lines to stderr, each on one line whatever names it quotes; a closed or broken
+    stderr silences them without failing the run (:mod:`client.terminal`)."""
+    handler = logging.StreamHandler(TolerantStream(sys.stderr))
+    handler.setFormatter(EscapingFormatter("%(levelname)s %(message)s" if verbose else "%(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     for noisy in ("libav", "av"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
@@ -219,8 +223,7 @@ def _resolve_model(path: Path | None, *, build: bool = True) -> Path | None:
             log.warning("--model %s is not used with --server: the model Triton serves is", path)
         return None
     if path is not None:
-        if not path.is_file():
-            raise UsageError(f"{path}: no such model; build one with 'python -m server_config.model build --out {path}'")
+        _check_model_file(path)
         return path
     default = _default_model()
     if not default.exists() and not default.is_symlink():
@@ -233,6 +236,21 @@ def _resolve_model(path: Path | None, *, build: bool = True) -> Path | None:
         except UsageError as e:
             raise UsageError(f"{e}; set FRAMESTREAM_HOME to a writable folder, or pass --model") from e
     return default
+
+
+def _check_model_file(path: Path) -> None:
+    """--model names a model file; anything else is one line saying what it is and what to pass."""
+    if path.is_file():
+        return
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.onnx") if p.is_file())[:3]
+        hint = (f"pass the model file itself, e.g. --model {path / found[0]}" if found
+                else "it holds no .onnx file; pass the model file itself (a Triton model repository is served "
+                f"by 'python -m server_config.local --model-repository {path}', then --server HOST:PORT)")
+        raise UsageError(f"--model {path}: a directory, not a model file; {hint}")
+    if os.path.lexists(path):
+        raise UsageError(f"--model {path}: {not_regular(path)}; pass an ONNX model file")
+    raise UsageError(f"{path}: no such model; build one with 'python -m server_config.model build --out {path}'")
 
 
 def main(argv: list[str] | None = None, *, prog: str = "python -m client.bulk") -> int:
@@ -437,8 +455,9 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         written = False
     else:
         written = True
-    print_table(files, summary_totals, sys.stderr)
-    print_schedule(result.schedule, sys.stderr)
+    people = TolerantStream(sys.stderr)  # closed or a pipe nobody reads: the exit code stays the run's
+    print_table(files, summary_totals, people)
+    print_schedule(result.schedule, people)
     if server is not None:
         log.info("server: %d inferences in %d executions (avg batch %.2f), queue %.2f ms and compute %.2f ms per "
                  "request, %d failed requests", server["inferences"], server["executions"], server["avg_batch_size"],
