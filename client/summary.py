@@ -26,6 +26,7 @@ from .errors import UsageError
 from .report import ERROR, NOT_PROCESSED, OK, SKIPPED, write_summary
 from .resume import STATE_DIR
 from .shards import Shard
+from .terminal import printable
 
 log = logging.getLogger("client.summary")
 
@@ -169,7 +170,7 @@ def _run(out: Path) -> int:
         merged = merge(shards, count)
         path = write_summary(out, merged)
     t, missing = merged["totals"], merged["shards"]["missing"]
-    print(f"{path}: {len(shards)} of {count} shards; {t['files']} files: {t[OK]} ok, {t[ERROR]} error, "
+    print(f"{printable(str(path))}: {len(shards)} of {count} shards; {t['files']} files: {t[OK]} ok, {t[ERROR]} error, "
           f"{t[SKIPPED]} skipped, {t[NOT_PROCESSED]} not processed; {t['frames']} frames, longest shard "
           f"{t['wall_seconds']:.1f} s" + (f"; missing shards: {', '.join(map(str, missing))}" if missing else ""))
     complete = not missing and t[ERROR] == 0 and t[NOT_PROCESSED] == 0

@@ -53,6 +53,7 @@ def clip(tmp_path: Path) -> Path:
     (["--metrics-port", "0"], "--metrics-port"),
     (["--shard", "0/100001"], "shards"),
     (["--shard", "\u00b2/3"], "--shard"),
+    (["--devices", "0,\u00b2"], "--devices"),
     (["--server", "127.0.0.1:1", "--retry-seconds", "0", "--inflight", "257"], "--inflight"),
     (["--server", "127.0.0.1:99999", "--retry-seconds", "0"], "--server"),
 ])
