@@ -88,13 +88,15 @@ def parser(prog: str = "python -m client.bulk") -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, default=None,
                    help="contract ONNX model (default: ~/.cache/framestream/model.onnx, built if missing; "
                         "$FRAMESTREAM_HOME or $XDG_CACHE_HOME move it)")
-    p.add_argument("--batch", type=int, default=defaults.BATCH, help=f"frames per inference batch (formed across videos), 1 to {limits.MAX_BATCH}: a batch's frames are "
-                   "held in memory at once")
+    p.add_argument("--batch", type=int, default=defaults.BATCH,
+                   help=f"frames per inference batch (formed across videos), 1 to {limits.MAX_BATCH}: a batch's "
+                   "frames are held in memory at once")
     sample = p.add_mutually_exclusive_group()
-    sample.add_argument("--every", type=int, default=1, metavar="N", help="infer frames 0, N, 2N, ... (N >= 1; beyond a video's length: its first frame)")
+    sample.add_argument("--every", type=int, default=1, metavar="N",
+                        help="infer frames 0, N, 2N, ... (N >= 1; beyond a video's length: its first frame)")
     sample.add_argument("--fps", type=float, default=None, metavar="F",
-                        help="infer the frame nearest each point of a 1/F-second grid (F finite and above 0; above a video's "
-                        "frame rate: every frame, once)")
+                        help="infer the frame nearest each point of a 1/F-second grid (F finite and above 0; "
+                        "above a video's frame rate: every frame, once)")
     sample.add_argument("--keyframes", action="store_true", help="infer key frames only (others are not decoded)")
     keep = p.add_argument_group("filters (applied in the client; part of the resume check)")
     keep.add_argument("--classes", metavar="LIST", default=None,
@@ -111,20 +113,21 @@ def parser(prog: str = "python -m client.bulk") -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None,
                    help="decoders running at once (each takes the next file or segment, longest first); "
                    f"default {defaults.CPU_WORKERS} on the CPU path (inference is the bottleneck there), "
-                   f"{defaults.GPU_WORKERS} on the GPU path (NVDEC sessions: 1 -> 4 gave 3.0-4.6x on an H200, 8 little more); "
-                   f"1 to {limits.MAX_WORKERS}")
+                   f"{defaults.GPU_WORKERS} on the GPU path (NVDEC sessions: 1 -> 4 gave 3.0-4.6x on an H200, "
+                   f"8 little more); 1 to {limits.MAX_WORKERS}")
     p.add_argument("--no-split", action="store_true",
                    help="never cut long videos into segments at key frames (for comparison)")
     p.add_argument("--sessions", type=int, default=None,
                    help="embedded backend: onnxruntime sessions (1 thread each); default: one per usable CPU "
-                        "(affinity and cgroup quota), and at most that: each holds a copy of the model and runs one thread")
+                        "(affinity and cgroup quota), and at most that: each holds a copy of the model and runs "
+                        "one thread")
     server = p.add_argument_group("Triton (instead of the embedded onnxruntime)")
     server.add_argument("--server", metavar="HOST:PORT", default=None,
                         help="send every batch to Triton's gRPC endpoint at HOST:PORT")
     server.add_argument("--model-name", default=MODEL_NAME, help="the model's name on the server")
     server.add_argument("--inflight", type=int, default=None, metavar="K",
-                        help=f"requests outstanding at most (default: {defaults.INFLIGHT_PER_INSTANCE} per model instance), "
-                        f"1 to {limits.MAX_INFLIGHT}: each has its own connection and input buffer")
+                        help=f"requests outstanding at most (default: {defaults.INFLIGHT_PER_INSTANCE} per model "
+                        f"instance), 1 to {limits.MAX_INFLIGHT}: each has its own connection and input buffer")
     server.add_argument("--shm", choices=["auto", "system", "cuda", "off"], default="auto",
                         help="inputs through Triton shared memory when the server is on this host "
                         "(auto: CUDA shared memory for GPU frames, system shared memory otherwise)")
@@ -145,11 +148,13 @@ def parser(prog: str = "python -m client.bulk") -> argparse.ArgumentParser:
     p.add_argument("--follow-links", action="store_true",
                    help="also follow symlinks to directories outside DIR (file symlinks are always followed)")
     p.add_argument("--metrics-port", type=int, default=None, metavar="P",
-                   help=f"serve this run's Prometheus metrics on port P, 1 to {limits.MAX_PORT} (frames, files, frames/s, queues)")
+                   help=f"serve this run's Prometheus metrics on port P, 1 to {limits.MAX_PORT} (frames, files, "
+                   "frames/s, queues)")
     p.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
                    help="the address --metrics-port listens on (0.0.0.0: every interface, e.g. in a container)")
     p.add_argument("--shard", metavar="I/N", default=None,
-                   help=f"process only shard I of N (0 <= I < N <= {limits.MAX_SHARDS}), a work-balanced part of DIR; writes "
+                   help=f"process only shard I of N (0 <= I < N <= {limits.MAX_SHARDS}), a work-balanced part of "
+                   "DIR; writes "
                    "OUT/summary.shard-I-of-N.json and the last shard merges summary.json. Default from "
                    "JOB_COMPLETION_INDEX + FRAMESTREAM_SHARDS (Kubernetes Indexed Job) or "
                    "SLURM_ARRAY_TASK_ID/_MIN/_COUNT (Slurm array) when set")

@@ -72,7 +72,8 @@ def _check_shape(summary: object) -> None:
     if not isinstance(files, list) or not all(
             isinstance(f, dict) and isinstance(f.get("path"), str) and _number(f.get("frames")) for f in files):
         raise ValueError("not a shard summary: no 'files' list of entries with a path and frames")
-    missing = [k for k in (*_COUNTS, "wall_seconds", "fps") if not isinstance(totals, dict) or not _number(totals.get(k))]
+    missing = [k for k in (*_COUNTS, "wall_seconds", "fps")
+               if not isinstance(totals, dict) or not _number(totals.get(k))]
     if missing:
         raise ValueError(f"not a shard summary: 'totals' lacks {', '.join(missing)}")
     if not isinstance(summary.get("shard", {}), dict) or not isinstance(summary.get("stopped"), (str, type(None))):
