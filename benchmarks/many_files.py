@@ -10,8 +10,8 @@ output is renamed into place when the video completes), so the rate over each th
 files is that thousand's frames over the time between its first and its last completion.
 
 On a machine shared with other work the wall-clock rate moves with the load, so the run's
-own CPU time (all its threads, from /proc, sampled every 0.2 s) is measured too: frames per
-CPU-second over each thousand is the per-file cost itself, and a step that grows with the
+own CPU time (all its threads, from /proc, sampled every 0.2 s) is measured too: frames a
+CPU second over each thousand is the per-file cost itself, and a step that grows with the
 files done shows there as a falling figure whatever the load. "Spread": the largest block's
 rate minus the smallest, as a percentage of the first's. Writes benchmarks/results/NAME.md.
 """
@@ -139,13 +139,15 @@ def main() -> None:
         rows.append([commit(code), f"whole run ({s['totals']['files']} files)", s["totals"]["fps"],
                      spread([b[1] for b in blocks]), "", spread([b[2] for b in blocks]), ""])
         print(rows[-4:], flush=True)
-    headers = ["code", "files", "frames/s", "of the first", "frames per CPU-second", "of the first",
+    headers = ["code", "files", "frames/s", "of the first", "frames a CPU second", "of the first",
                "load average"]
     note = (f"{args.files} one-frame 64x48 H.264 files in one folder; embedded onnxruntime on the CPU, "
             f"YOLOv8n at model size {args.imgsz}, default batch and workers. A block's frames/s: its frames over "
-            "the time from its first to its last completion (outputs' mtimes); frames per CPU-second: over the "
+            "the time from its first to its last completion (outputs' mtimes); frames a CPU second: over the "
             "CPU time the run spent meanwhile (all threads); load average: the machine's (1 min), over the block. "
-            "The whole run's frames/s is summary.json's.")
+            "The whole run's frames/s is summary.json's. A per-file cost that grows with the files done shows in "
+            "frames a CPU second, whatever else runs on the machine; frames/s also moves with the CPU the "
+            f"machine's other work leaves the run ({os.cpu_count()} CPUs here).")
     write_result(args.name, "Many small files: the rate from the first file to the last", note + "\n\n" +
                  table(headers, rows))
 
