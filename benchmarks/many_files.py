@@ -92,7 +92,7 @@ def _at(samples: list[tuple[float, float, float]], t: float) -> float:
 
 def block_rates(run: dict, block: int = _BLOCK) -> list[tuple[str, float, float, float]]:
     """Per block of ``block`` files (one frame each), first, middle and last: frames per second,
-    frames per CPU-second, and the machine's mean load average meanwhile."""
+    frames a CPU second, and the machine's mean load average meanwhile."""
     finished, samples = run["finished"], run["samples"]
     n = len(finished)
     rows = []
