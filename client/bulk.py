@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import socket
@@ -20,20 +21,22 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from . import defaults
+from . import defaults, limits
 from .bulk_run import Interrupts
 from .contract import METRICS_PORT, MODEL_NAME
 from .decode import Sampling
 from .devices import parse_devices
 from .errors import FramestreamError, UsageError
 from .filters import DetectionFilter, FilteredSink, make_filter
-from .inputs import Inputs, resolve_inputs
+from .inputs import Inputs, not_regular, resolve_inputs
+from .limits import check_int, check_port, check_real
 from .outfiles import display_rel
 from .outlock import hold_out
 from .pipeline import PipelineConfig
 from .report import OK, SKIPPED, detections_line, print_schedule, print_table, totals, write_summary
 from .shards import Shard, resolve_shard
 from .summary import shard_summary_name, write_and_merge
+from .terminal import EscapingFormatter, TolerantStream
 from .sinks import FORMATS, PARQUET_COLUMNS
 from .tracking import TRACKERS, TrackOptions, TrackedSink
 
@@ -80,11 +83,15 @@ def parser(prog: str = "python -m client.bulk") -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, default=None,
                    help="contract ONNX model (default: ~/.cache/framestream/model.onnx, built if missing; "
                         "$FRAMESTREAM_HOME or $XDG_CACHE_HOME move it)")
-    p.add_argument("--batch", type=int, default=defaults.BATCH, help="frames per inference batch (formed across videos)")
+    p.add_argument("--batch", type=int, default=defaults.BATCH,
+                   help=f"frames per inference batch (formed across videos), 1 to {limits.MAX_BATCH}: a batch's "
+                   "frames are held in memory at once")
     sample = p.add_mutually_exclusive_group()
-    sample.add_argument("--every", type=int, default=1, metavar="N", help="infer frames 0, N, 2N, ...")
+    sample.add_argument("--every", type=int, default=1, metavar="N",
+                        help="infer frames 0, N, 2N, ... (N >= 1; beyond a video's length: its first frame)")
     sample.add_argument("--fps", type=float, default=None, metavar="F",
-                        help="infer the frame nearest each point of a 1/F-second grid")
+                        help="infer the frame nearest each point of a 1/F-second grid (F finite and above 0; "
+                        "above a video's frame rate: every frame, once)")
     sample.add_argument("--keyframes", action="store_true", help="infer key frames only (others are not decoded)")
     keep = p.add_argument_group("filters (applied in the client; part of the resume check)")
     keep.add_argument("--classes", metavar="LIST", default=None,
@@ -95,29 +102,33 @@ def parser(prog: str = "python -m client.bulk") -> argparse.ArgumentParser:
                       f"({', '.join(TRACKERS)}; --track alone: bytetrack); needs framestream[track]")
     keep.add_argument("--conf", type=float, default=None, metavar="C",
                       help="keep detections scoring above C; C must be at least the model's built-in "
-                      "threshold (0.25 unless built or wrapped with another --conf)")
+                      "threshold (0.25 unless built or wrapped with another --conf); C in [0, 1)")
     p.add_argument("--format", choices=FORMATS, default="jsonl",
                    help="jsonl: a file per video; parquet: one dataset OUT/detections/ (needs pyarrow)")
     p.add_argument("--workers", type=int, default=None,
                    help="decoders running at once (each takes the next file or segment, longest first); "
                    f"default {defaults.CPU_WORKERS} on the CPU path (inference is the bottleneck there), "
-                   f"{defaults.GPU_WORKERS} on the GPU path (NVDEC sessions: 1 -> 4 gave 3.0-4.6x on an H200, 8 little more)")
+                   f"{defaults.GPU_WORKERS} on the GPU path (NVDEC sessions: 1 -> 4 gave 3.0-4.6x on an H200, "
+                   f"8 little more); 1 to {limits.MAX_WORKERS}")
     p.add_argument("--no-split", action="store_true",
                    help="never cut long videos into segments at key frames (for comparison)")
     p.add_argument("--sessions", type=int, default=None,
                    help="embedded backend: onnxruntime sessions (1 thread each); default: one per usable CPU "
-                        "(affinity and cgroup quota)")
+                        "(affinity and cgroup quota), and at most that: each holds a copy of the model and runs "
+                        "one thread")
     server = p.add_argument_group("Triton (instead of the embedded onnxruntime)")
     server.add_argument("--server", metavar="HOST:PORT", default=None,
                         help="send every batch to Triton's gRPC endpoint at HOST:PORT")
     server.add_argument("--model-name", default=MODEL_NAME, help="the model's name on the server")
     server.add_argument("--inflight", type=int, default=None, metavar="K",
-                        help=f"requests outstanding at most (default: {defaults.INFLIGHT_PER_INSTANCE} per model instance)")
+                        help=f"requests outstanding at most (default: {defaults.INFLIGHT_PER_INSTANCE} per model "
+                        f"instance), 1 to {limits.MAX_INFLIGHT}: each has its own connection and input buffer")
     server.add_argument("--shm", choices=["auto", "system", "cuda", "off"], default="auto",
                         help="inputs through Triton shared memory when the server is on this host "
                         "(auto: CUDA shared memory for GPU frames, system shared memory otherwise)")
     server.add_argument("--retry-seconds", type=float, default=defaults.RETRY_S,
-                        help="keep retrying an unreachable server this long before failing the files in flight")
+                        help="keep retrying an unreachable server this long before failing the files in flight "
+                        f"(0 to {limits.MAX_RETRY_S:g} seconds)")
     server.add_argument("--metrics-url", default=None,
                         help=f"Triton's Prometheus endpoint (default: http://<server host>:{METRICS_PORT}/metrics)")
     p.add_argument("--devices", metavar="all|IDS", default=None,
@@ -132,11 +143,13 @@ def parser(prog: str = "python -m client.bulk") -> argparse.ArgumentParser:
     p.add_argument("--follow-links", action="store_true",
                    help="also follow symlinks to directories outside DIR (file symlinks are always followed)")
     p.add_argument("--metrics-port", type=int, default=None, metavar="P",
-                   help="serve this run's Prometheus metrics on port P (frames, files, frames/s, queues)")
+                   help=f"serve this run's Prometheus metrics on port P, 1 to {limits.MAX_PORT} (frames, files, "
+                   "frames/s, queues)")
     p.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
                    help="the address --metrics-port listens on (0.0.0.0: every interface, e.g. in a container)")
     p.add_argument("--shard", metavar="I/N", default=None,
-                   help="process only shard I of N (0 <= I < N), a work-balanced part of DIR; writes "
+                   help=f"process only shard I of N (0 <= I < N <= {limits.MAX_SHARDS}), a work-balanced part of "
+                   "DIR; writes "
                    "OUT/summary.shard-I-of-N.json and the last shard merges summary.json. Default from "
                    "JOB_COMPLETION_INDEX + FRAMESTREAM_SHARDS (Kubernetes Indexed Job) or "
                    "SLURM_ARRAY_TASK_ID/_MIN/_COUNT (Slurm array) when set")
@@ -151,27 +164,22 @@ def parser(prog: str = "python -m client.bulk") -> argparse.ArgumentParser:
 
 
 def _configure_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s"
-                        if verbose else "%(message)s", stream=sys.stderr)
+    """Log lines to stderr, each on one line whatever names it quotes; a closed or broken
+    stderr silences them without failing the run (:mod:`client.terminal`)."""
+    handler = logging.StreamHandler(TolerantStream(sys.stderr))
+    handler.setFormatter(EscapingFormatter("%(levelname)s %(message)s" if verbose else "%(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     for noisy in ("libav", "av"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
 def _check_args(args: argparse.Namespace) -> tuple[Inputs, Shard | None]:
     """Every option's check before anything starts; returns the inputs and the shard this run
-    is, if any."""
+    is, if any. The numbers' bounds and their reasons are :mod:`client.limits`'."""
     inputs = resolve_inputs(args.paths, args.from_list)
-    for name in ("batch", "every", "workers"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise UsageError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if args.fps is not None and args.fps <= 0:
-        raise UsageError(f"--fps must be positive, got {args.fps:g}")
-    if args.sessions is not None and args.sessions < 1:
-        raise UsageError(f"--sessions must be at least 1, got {args.sessions}")
-    if args.inflight is not None and args.inflight < 1:
-        raise UsageError(f"--inflight must be at least 1, got {args.inflight}")
-    if args.server is not None and ":" not in args.server:
-        raise UsageError(f"--server takes HOST:PORT, got {args.server!r}")
+    _check_numbers(args)
+    if args.server is not None:
+        _check_server(args.server)
     parse_devices(args.devices)  # its form on any path; which GPUs exist is checked on the GPU path
     if args.ray is not None and args.shard is not None:
         raise UsageError("--ray and --shard are two ways to spread one run over machines: give one")
@@ -188,6 +196,33 @@ def _is_untrained(model_path: Path | None, backend) -> bool:
     return is_untrained_file(model_path) if model_path is not None else is_untrained_source(backend.model.source)
 
 
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Each number option finite and within its bounds (documented in --help)."""
+    check_int("--batch", args.batch, 1, limits.MAX_BATCH, why="a batch's frames are held in memory at once")
+    check_int("--every", args.every, 1)
+    check_real("--fps", args.fps, low=0.0, low_open=True)
+    if args.conf is not None and not (math.isfinite(args.conf) and 0 <= args.conf < 1):
+        raise UsageError(f"--conf must be in [0, 1), got {args.conf:g}")
+    check_int("--workers", args.workers, 1, limits.MAX_WORKERS, why="decoders at once, each a thread of its own")
+    if args.sessions is not None:
+        from .threads import usable_cpus
+
+        cpus = usable_cpus()
+        check_int("--sessions", args.sessions, 1, max(cpus.cpus, 1),
+                  why=f"each holds a copy of the model and runs one thread; here: {cpus.describe()}")
+    check_int("--inflight", args.inflight, 1, limits.MAX_INFLIGHT, why="each request has its own connection and buffer")
+    check_real("--retry-seconds", args.retry_seconds, low=0.0, high=limits.MAX_RETRY_S)
+    check_port("--metrics-port", args.metrics_port)
+
+
+def _check_server(server: str) -> None:
+    """--server HOST:PORT, with PORT a TCP port (an IPv6 host in brackets: [::1]:8001)."""
+    host, sep, port = server.rpartition(":")
+    if not sep or not host or not (port.isascii() and port.isdigit()):
+        raise UsageError(f"--server takes HOST:PORT, got {server!r}")
+    check_port("--server's PORT", int(port))
+
+
 def _resolve_model(path: Path | None, *, build: bool = True) -> Path | None:
     """The local model file for the embedded backend, built at the default place when nothing is
     there. ``build=False`` (--server): None, as the served model is the truth; no file is read."""
@@ -196,8 +231,7 @@ def _resolve_model(path: Path | None, *, build: bool = True) -> Path | None:
             log.warning("--model %s is not used with --server: the model Triton serves is", path)
         return None
     if path is not None:
-        if not path.is_file():
-            raise UsageError(f"{path}: no such model; build one with 'python -m server_config.model build --out {path}'")
+        _check_model_file(path)
         return path
     default = _default_model()
     if not default.exists() and not default.is_symlink():
@@ -213,6 +247,21 @@ def _resolve_model(path: Path | None, *, build: bool = True) -> Path | None:
         except UsageError as e:
             raise UsageError(f"{e}; set FRAMESTREAM_HOME to a writable folder, or pass --model") from e
     return default
+
+
+def _check_model_file(path: Path) -> None:
+    """--model names a model file; anything else is one line saying what it is and what to pass."""
+    if path.is_file():
+        return
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.onnx") if p.is_file())[:3]
+        hint = (f"pass the model file itself, e.g. --model {path / found[0]}" if found
+                else "it holds no .onnx file; pass the model file itself (a Triton model repository is served "
+                f"by 'python -m server_config.local --model-repository {path}', then --server HOST:PORT)")
+        raise UsageError(f"--model {path}: a directory, not a model file; {hint}")
+    if os.path.lexists(path):
+        raise UsageError(f"--model {path}: {not_regular(path)}; pass an ONNX model file")
+    raise UsageError(f"{path}: no such model; build one with 'python -m server_config.model build --out {path}'")
 
 
 def main(argv: list[str] | None = None, *, prog: str = "python -m client.bulk") -> int:
@@ -415,8 +464,9 @@ def _run(args: argparse.Namespace, argv: list[str], interrupts: Interrupts, held
         written = False
     else:
         written = True
-    print_table(files, summary_totals, sys.stderr)
-    print_schedule(result.schedule, sys.stderr)
+    people = TolerantStream(sys.stderr)  # closed or a pipe nobody reads: the exit code stays the run's
+    print_table(files, summary_totals, people)
+    print_schedule(result.schedule, people)
     if server is not None:
         log.info("server: %d inferences in %d executions (avg batch %.2f), queue %.2f ms and compute %.2f ms per "
                  "request, %d failed requests", server["inferences"], server["executions"], server["avg_batch_size"],

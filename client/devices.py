@@ -43,7 +43,7 @@ def parse_devices(text: str | None) -> list[int] | None:
     ids: list[int] = []
     for part in text.split(","):
         part = part.strip()
-        if not part.isdigit():
+        if not (part.isascii() and part.isdigit()):  # isdigit alone takes '²', which int() refuses
             raise UsageError(f"--devices takes 'all' or GPU ids separated by commas (e.g. 0,2), got {text!r}")
         if int(part) in ids:
             raise UsageError(f"--devices {text}: GPU {part} is listed twice")

@@ -19,6 +19,8 @@ import av
 
 from .decode.checks import video_info
 from .decode.container import NotAllowedFormat, describe_stream, open_input, video_stream
+from .inputs import not_regular
+from .terminal import printable
 
 log = logging.getLogger(__name__)
 
@@ -50,25 +52,46 @@ class _Walk:
     top: Path  # the directory walked (the root, or one of several inputs below it)
     real_top: str  # ``top`` with symlinks resolved, the bound for directory links
     follow_links: bool
+    exclude: tuple[int, int] | None = None  # (device, inode) of a directory never walked into (OUT)
+    excluded: list[Path] = field(default_factory=list)  # where it was met
+
+
+def _dir_key(path: Path | None) -> tuple[int, int] | None:
+    """A directory's (device, inode), or None when there is none (not given, not there yet)."""
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def discover(root: Path, *, dirs: Sequence[Path] | None = None, files: Sequence[Path] = (),
-             follow_links: bool = False) -> Discovery:
+             follow_links: bool = False, exclude: Path | None = None) -> Discovery:
     """Walk ``root`` in sorted order; hidden entries are ignored, each directory entered once.
 
     Directory symlinks whose target lies outside the walked directory are skipped unless
-    ``follow_links``; file symlinks are always followed (see the module docstring).
+    ``follow_links``; file symlinks are always followed (see the module docstring). Every
+    other entry is listed too: a FIFO, socket or device as skipped, saying what it is.
 
     Several inputs (:mod:`client.inputs`): ``dirs`` (default: ``root`` itself) are walked, each
     the bound of its own directory links, and ``files`` probed as given (a hidden file named
     explicitly is taken); all lie below ``root``, which names them. A path found twice is
     listed once.
+
+    ``exclude``: a directory not to walk into however it is reached, said once in the log
+    (OUT inside DIR: the run's own outputs, rendered videos among them, are never its inputs).
     """
     found = Discovery()
     seen_dirs: set[tuple[int, int]] = set()
+    excluded: list[Path] = []
     for top in (root,) if dirs is None else dirs:
-        walk = _Walk(root=root, top=top, real_top=os.path.realpath(top), follow_links=follow_links)
+        walk = _Walk(root=root, top=top, real_top=os.path.realpath(top), follow_links=follow_links,
+                     exclude=_dir_key(exclude), excluded=excluded)
         _walk(walk, top, seen_dirs, found)
+    if excluded:
+        log.info("not searching %s for videos: it is the output folder (--out)", printable(str(excluded[0])))
     listed = {c.rel for c in found.videos} | {c.rel for c, _ in (*found.skipped, *found.errors)}
     for path in files:
         candidate = _candidate(root, path)
@@ -86,6 +109,9 @@ def _walk(walk: _Walk, directory: Path, seen_dirs: set[tuple[int, int]], found: 
         found.errors.append((_candidate(root, directory), f"cannot read directory: {e.strerror}"))
         return
     key = (st.st_dev, st.st_ino)
+    if key == walk.exclude and directory != walk.top:
+        walk.excluded.append(directory)
+        return
     if key in seen_dirs:
         found.skipped.append((_candidate(root, directory), "directory already visited (a symlink loop, or a second link to it)"))
         return
@@ -111,8 +137,8 @@ def _walk(walk: _Walk, directory: Path, seen_dirs: set[tuple[int, int]], found: 
             _walk(walk, path, seen_dirs, found)
         elif is_file:
             _classify(_candidate(root, path), found)
-        elif entry.is_symlink():
-            found.skipped.append((_candidate(root, path), "broken symlink"))
+        else:  # a FIFO, socket or device, a link to one, or a link to nothing: listed, not lost
+            found.skipped.append((_candidate(root, path), not_regular(path)))
 
 
 def _classify(candidate: Candidate, found: Discovery) -> None:

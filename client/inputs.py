@@ -16,8 +16,10 @@ A path that does not exist, a glob that matches nothing, or a list naming missin
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
+import stat
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -93,7 +95,28 @@ def _expand(text: str) -> list[str]:
 
 def _check_kind(path: str) -> None:
     if not (os.path.isdir(path) or os.path.isfile(path)):
-        raise UsageError(f"{path}: not a regular file or a directory")
+        raise UsageError(f"{path}: {not_regular(path)}; give a directory of videos or video files")
+
+
+_KINDS = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+          (stat.S_ISBLK, "block device"))
+
+
+def not_regular(path: str | Path) -> str:
+    """What ``path`` is, when it is neither a regular file nor a directory (symlinks followed):
+    "not a regular file (FIFO)", "not a regular file (a symlink to a character device)",
+    "broken symlink", ... so that a skipped entry says why in words a person can act on."""
+    link = os.path.islink(path)
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if not link:
+            return f"cannot read: {e.strerror or e}"
+        if e.errno == errno.ELOOP:
+            return "symlink loop"
+        return "broken symlink" if e.errno == errno.ENOENT else f"symlink that cannot be followed ({e.strerror or e})"
+    kind = next((name for test, name in _KINDS if test(st.st_mode)), "special file")
+    return f"not a regular file ({'a symlink to a ' if link else ''}{kind})"
 
 
 def _outermost(dirs: list[str]) -> list[str]:

@@ -14,6 +14,7 @@ from typing import Callable
 
 from .defaults import PROGRESS_LOG_EVERY_S, PROGRESS_REDRAW_S, RATE_WINDOW_S
 from .rate import RateMeter
+from .terminal import TolerantStream
 
 log = logging.getLogger("client.bulk")
 
@@ -24,7 +25,8 @@ class Progress:
                  meter: RateMeter | None = None) -> None:
         self.files_total = files
         self.frames_estimate = frames_estimate
-        self.live = sys.stderr.isatty() if live is None else live
+        self._stderr = TolerantStream(sys.stderr)  # closed, or a pipe nobody reads: the run goes on
+        self.live = self._stderr.isatty() if live is None else live
         self.log_every_s = log_every_s
         self.files_done = 0
         self.frames = 0
@@ -63,11 +65,11 @@ class Progress:
         if self.live:
             done = min(self.frames / self.frames_estimate, 1.0) if self.frames_estimate else 0.0
             bar = "#" * int(done * 24)
-            sys.stderr.write(f"\r[{bar:<24}] {self.line()}   ")
-            sys.stderr.flush()
+            self._stderr.write(f"\r[{bar:<24}] {self.line()}   ")
+            self._stderr.flush()
         else:
             log.info("%s", self.line())
 
     def close(self) -> None:
         if self.live:
-            sys.stderr.write("\n")
+            self._stderr.write("\n")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Mapping, TextIO
 
 from .outfiles import OutTree, display_rel, write_atomically
+from .terminal import printable
 
 OK, ERROR, SKIPPED = "ok", "error", "skipped"
 NOT_PROCESSED = "not_processed"  # the run stopped (interrupt, backend gone, disk full) before it started
@@ -136,11 +137,11 @@ def print_table(files: list[FileReport], summary_totals: dict[str, object], stre
     rate, the one throughput (files overlap, so a file has none of its own), and a legend."""
     t = summary_totals
     run_frames = int(t["frames"])
-    width = min(48, max([len(display_rel(f.path)) for f in files] + [4]))
+    width = min(48, max([len(printable(display_rel(f.path))) for f in files] + [4]))
     print(f"{'file':<{width}}  {'status':<7} {'frames':>7} {'share':>6}  {'letterbox':<9}  note", file=stream)
     for f in files:
-        note = f.error or ("resumed" if f.resumed else "")
-        path = display_rel(f.path)
+        note = printable(f.error or ("resumed" if f.resumed else ""))  # names in it: control characters escaped
+        path = printable(display_rel(f.path))
         name = path if len(path) <= width else "..." + path[-(width - 3):]
         share = f.share(run_frames)
         share_text = f"{100 * share:5.1f}%" if share is not None else "-"

@@ -23,6 +23,9 @@ from .decode.sampling import select
 from .defaults import KEYFRAME_INTERVAL_FRAMES, SPLIT_FACTOR
 from .discovery import Candidate
 
+# The work of a video whose frame count is unknown, sampled by a grid finer than any frame rate:
+# a bound for ordering and splitting only (an hour at 1,000 frames/s), never a count of results.
+_UNKNOWN_CAP = 3_600_000
 
 
 @dataclass(frozen=True)
@@ -50,9 +53,14 @@ class FilePlan:
 
 
 def estimated_work(candidate: Candidate, sampling: Sampling) -> int:
-    """Frames to infer, from container metadata only."""
+    """Frames to infer, from container metadata only. A grid finer than the frames (``--fps``
+    above the video's rate) infers each frame at most once: its work is the frames'."""
     if sampling.fps is not None:
-        return math.floor(candidate.duration_s * sampling.fps) + 1 if candidate.duration_s else 0
+        if not candidate.duration_s:
+            return 0
+        points = candidate.duration_s * sampling.fps
+        cap = candidate.frames or _UNKNOWN_CAP
+        return math.floor(points) + 1 if points <= cap else cap
     if sampling.keyframes:
         return max(1, candidate.frames // KEYFRAME_INTERVAL_FRAMES)  # unknown without a demux pass
     return math.ceil(candidate.frames / sampling.every)

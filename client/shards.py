@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 from .discovery import Candidate, Discovery
 from .errors import UsageError
+from .limits import MAX_SHARDS
 
-__all__ = ["Shard", "parse_shard", "shard_from_env", "resolve_shard", "partition", "owner", "take"]
+__all__ = ["Shard", "parse_shard", "shard_from_env", "resolve_shard", "partition", "part", "owner", "take"]
 
 SHARDS_ENV = "FRAMESTREAM_SHARDS"  # the Indexed Job's completions: Kubernetes does not expose them
 
@@ -35,6 +36,9 @@ class Shard:
     def __post_init__(self) -> None:
         if self.count < 1 or not 0 <= self.index < self.count:
             raise UsageError(f"shard {self.index}/{self.count} does not exist: I/N needs 0 <= I < N")
+        if self.count > MAX_SHARDS:
+            raise UsageError(f"{self.count} shards: at most {MAX_SHARDS} (Kubernetes' limit on an Indexed Job's "
+                             "completions; the merged summary waits for, and lists, every one)")
 
     @property
     def name(self) -> str:
@@ -44,7 +48,7 @@ class Shard:
 def parse_shard(text: str, *, source: str = "--shard") -> Shard:
     """``"I/N"`` -> Shard(I, N); anything else is a UsageError that names the source."""
     index, sep, count = text.partition("/")
-    if not sep or not index.strip().isdigit() or not count.strip().isdigit():
+    if not sep or not _digits(index.strip()) or not _digits(count.strip()):
         raise UsageError(f"{source} takes I/N (shard I of N, 0 <= I < N, e.g. 0/4), got {text!r}")
     try:
         return Shard(int(index), int(count))
@@ -52,9 +56,14 @@ def parse_shard(text: str, *, source: str = "--shard") -> Shard:
         raise UsageError(f"{source} {text}: {e}") from None
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also takes '²', which ``int`` refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def _int_env(env: Mapping[str, str], name: str) -> int:
     value = env[name].strip()
-    if not value.lstrip("-").isdigit():
+    if not _digits(value.removeprefix("-")):
         raise UsageError(f"{name}={env[name]!r} is not a whole number")
     return int(value)
 
@@ -108,8 +117,22 @@ def resolve_shard(arg: str | None, env: Mapping[str, str] | None = None) -> Shar
 def partition(works: Sequence[tuple[str, int]], count: int) -> list[list[str]]:
     """LPT: ``(path, work)`` items, longest first (ties by path), each onto the least loaded bin
     (ties: the lowest index). Work counts at least 1, so files of unknown length still spread."""
-    bins: list[list[str]] = [[] for _ in range(count)]
-    heap = [(0, i) for i in range(count)]
+    bins = _fill(works, count)
+    return bins + [[] for _ in range(count - len(bins))]
+
+
+def part(works: Sequence[tuple[str, int]], count: int, index: int) -> list[str]:
+    """Bin ``index`` of :func:`partition`, in time and memory of the items, not of ``count``."""
+    bins = _fill(works, count)
+    return bins[index] if index < len(bins) else []
+
+
+def _fill(works: Sequence[tuple[str, int]], count: int) -> list[list[str]]:
+    """The non-empty prefix of the LPT bins: with fewer items than bins, the first items each
+    take an empty bin in index order, so bins past the items' count stay empty."""
+    used = min(count, len(works))
+    bins: list[list[str]] = [[] for _ in range(used)]
+    heap = [(0, i) for i in range(used)]
     for rel, work in sorted(works, key=lambda w: (-max(1, w[1]), w[0])):
         load, i = heapq.heappop(heap)
         bins[i].append(rel)
@@ -125,7 +148,7 @@ def owner(rel: str, count: int) -> int:
 
 def take(found: Discovery, shard: Shard, work: Callable[[Candidate], int]) -> Discovery:
     """This shard's part of ``found``: its videos by the balanced partition, its other entries by owner."""
-    mine = set(partition([(c.rel, work(c)) for c in found.videos], shard.count)[shard.index])
+    mine = set(part([(c.rel, work(c)) for c in found.videos], shard.count, shard.index))
     return Discovery(
         videos=[c for c in found.videos if c.rel in mine],
         skipped=[(c, why) for c, why in found.skipped if owner(c.rel, shard.count) == shard.index],

@@ -28,6 +28,7 @@ from .outfiles import OutTree
 from .report import ERROR, NOT_PROCESSED, OK, SKIPPED, class_counts, write_summary
 from .resume import STATE_DIR
 from .shards import Shard
+from .terminal import printable
 
 log = logging.getLogger("client.summary")
 
@@ -51,11 +52,34 @@ def read_shards(out: Path) -> dict[int, dict[int, dict]]:
             continue
         try:
             summary = json.loads((out / entry).read_text(encoding="utf-8"))
+            _check_shape(summary)
         except (OSError, ValueError) as e:
             log.warning("%s: unreadable (%s); that shard counts as missing", out / entry, e)
             continue
         found.setdefault(int(m[2]), {})[int(m[1])] = summary
     return found
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_shape(summary: object) -> None:
+    """What :func:`merge` reads of a shard summary, as a ValueError naming the first thing amiss:
+    a file that parses as JSON but is not a shard's summary (``{}``, another tool's) is refused
+    here, not met as a KeyError after a shard's work."""
+    if not isinstance(summary, dict):
+        raise ValueError(f"not a shard summary: a JSON {type(summary).__name__}, not an object")
+    files, totals = summary.get("files"), summary.get("totals")
+    if not isinstance(files, list) or not all(
+            isinstance(f, dict) and isinstance(f.get("path"), str) and _number(f.get("frames")) for f in files):
+        raise ValueError("not a shard summary: no 'files' list of entries with a path and frames")
+    missing = [k for k in (*_COUNTS, "wall_seconds", "fps")
+               if not isinstance(totals, dict) or not _number(totals.get(k))]
+    if missing:
+        raise ValueError(f"not a shard summary: 'totals' lacks {', '.join(missing)}")
+    if not isinstance(summary.get("shard", {}), dict) or not isinstance(summary.get("stopped"), (str, type(None))):
+        raise ValueError("not a shard summary: 'shard' or 'stopped' is of the wrong kind")
 
 
 def merge(shards: dict[int, dict], count: int) -> dict[str, object]:
@@ -168,8 +192,8 @@ def _run(out: Path) -> int:
         merged = merge(shards, count)
         path = write_summary(out, merged)
     t, missing = merged["totals"], merged["shards"]["missing"]
-    print(f"{path}: {len(shards)} of {count} shards; {t['files']} files: {t[OK]} ok, {t[ERROR]} error, "
-          f"{t[SKIPPED]} skipped, {t[NOT_PROCESSED]} not processed; {t['frames']} frames, "
+    print(f"{printable(str(path))}: {len(shards)} of {count} shards; {t['files']} files: {t[OK]} ok, "
+          f"{t[ERROR]} error, {t[SKIPPED]} skipped, {t[NOT_PROCESSED]} not processed; {t['frames']} frames, "
           f"{t['detections']} detections, longest shard "
           f"{t['wall_seconds']:.1f} s" + (f"; missing shards: {', '.join(map(str, missing))}" if missing else ""))
     complete = not missing and t[ERROR] == 0 and t[NOT_PROCESSED] == 0

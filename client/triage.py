@@ -33,7 +33,7 @@ def triage(inputs: Inputs | Path, out: Path, sink: Sink, ledger: ResumeLedger, *
     """
     if not isinstance(inputs, Inputs):
         inputs = Inputs(root=Path(inputs), dirs=(Path(inputs),))
-    found = discover(inputs.root, dirs=inputs.dirs, files=inputs.files, follow_links=follow_links)
+    found = discover(inputs.root, dirs=inputs.dirs, files=inputs.files, follow_links=follow_links, exclude=out)
     if shard is not None:
         found = take(found, shard, lambda c: estimated_work(c, sampling))
         log.info("%s: %d of the directory's videos", shard.name.replace("-", " "), len(found.videos))
