@@ -476,7 +476,7 @@ def _run(args: argparse.Namespace, argv: list[str], interrupts: Interrupts, held
         from server_config.model.untrained import untrained_notice
 
         last += f"; warning: {untrained_notice()}"
-    print(last, file=sys.stderr)
+    print(last, file=people)
     name = "summary.json" if shard is None else shard_summary_name(shard)
     if result.stopped:
         log.error("run stopped (%s): %s; rerun the same command to resume", result.stopped,
