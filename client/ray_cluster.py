@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from . import defaults
+from .bulk_run import Interrupts
 from .contract import ModelInfo
 from .errors import UsageError
 from .ray_worker import NodeInfo, NodeWorker
@@ -86,7 +88,19 @@ class RayCluster:
         refs = [node.actor.close.remote() for node in self.nodes if node.alive]
         if refs and not self.abandoned:
             ray.wait(refs, num_returns=len(refs), timeout=defaults.RAY_STOP_WAIT_S)
-        ray.shutdown()
+        _shutdown(ray)
+
+
+def _shutdown(ray) -> None:
+    """ray.shutdown, then the process's own signal handlers put back: Ray's core worker, shut
+    down, resets SIGTERM to the default action behind Python's back, so a SIGTERM while the
+    summary is written would kill the run."""
+    main = threading.current_thread() is threading.main_thread()
+    handlers = {s: signal.getsignal(s) for s in Interrupts.SIGNALS} if main else {}
+    ray.shutdown()
+    for s, handler in handlers.items():
+        if handler is not None:
+            signal.signal(s, handler)
 
 
 def connect(args: argparse.Namespace, model_path: Path | None) -> RayCluster:
@@ -110,7 +124,7 @@ def connect(args: argparse.Namespace, model_path: Path | None) -> RayCluster:
     try:
         return RayCluster(address, _start_workers(ray, args, model_path))
     except BaseException:
-        ray.shutdown()
+        _shutdown(ray)
         raise
 
 
