@@ -165,11 +165,15 @@ def _host_port(address: str) -> tuple[str, int]:
 def _check_head(flag: str, address: str, where: str) -> None:
     """Refuse at once an address where no Ray head answers (Ray itself retries one for minutes):
     a head's GCS, as every gRPC server, greets each connection with an HTTP/2 SETTINGS frame
-    (a 9-byte header of type 4), unasked."""
+    (a 9-byte header of type 4), unasked. Over TLS (RAY_USE_TLS) the server speaks second, so
+    there only the connection is checked."""
     host, port = _host_port(address)
+    tls = os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true")
     try:
         with socket.create_connection((host, port), timeout=defaults.RAY_CONNECT_TIMEOUT_S) as s:
-            greeting = _read(s, 9)
+            if tls:
+                return
+            greeting = _read_exactly(s, 9)
     except OSError as e:
         why = (f"no answer within {defaults.RAY_CONNECT_TIMEOUT_S:.0f} s" if isinstance(e, TimeoutError)
                else e.strerror or str(e) or type(e).__name__)
@@ -179,7 +183,8 @@ def _check_head(flag: str, address: str, where: str) -> None:
                          f"greeting); give the head's address (ray start --head prints it)")
 
 
-def _read(s: socket.socket, n: int) -> bytes:
+def _read_exactly(s: socket.socket, n: int) -> bytes:
+    """``n`` bytes, or fewer if the peer closes first."""
     data = b""
     while len(data) < n:
         chunk = s.recv(n - len(data))
