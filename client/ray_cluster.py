@@ -16,6 +16,7 @@ place (from the main thread Ray replaces it by one that exits with status 15).
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import os
 import signal
@@ -23,6 +24,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -200,8 +202,14 @@ def _join(ray, flag: str, address: str) -> None:
     ray_log = logging.getLogger("ray._private.worker")
     ray_log.addFilter(quiet)
     try:
-        _off_main(lambda: ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING),
-                  defaults.RAY_JOIN_TIMEOUT_S)
+        try:
+            _off_main(lambda: ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING),
+                      defaults.RAY_JOIN_TIMEOUT_S)
+        except (TimeoutError, KeyboardInterrupt):
+            # given up on while ray.init may still hold Ray's connect lock: Ray's exit hook
+            # (ray.shutdown) would wait for that lock, through all of Ray's retries
+            atexit.unregister(ray.shutdown)
+            raise
     except TimeoutError as e:
         raise UsageError(f"--ray {flag}: the Ray head at {address} answered but did not let this driver join "
                          f"within {defaults.RAY_JOIN_TIMEOUT_S:.0f} s; check the cluster with 'ray status'") from e
@@ -235,8 +243,10 @@ def _off_main(call: Callable[[], T], timeout_s: float) -> T:
             done.set()
 
     threading.Thread(target=run, name="ray-call", daemon=True).start()
-    if not done.wait(timeout_s):
-        raise TimeoutError(f"no answer within {timeout_s:.0f} s")
+    deadline = time.monotonic() + timeout_s
+    while not done.wait(defaults.POLL_S):  # short waits: a signal taken by another thread is run here soon
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no answer within {timeout_s:.0f} s")
     ok, value = outcome[0]
     if not ok:
         raise value
