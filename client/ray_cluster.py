@@ -94,9 +94,10 @@ class RayCluster:
 
 
 def _shutdown(ray) -> None:
-    """ray.shutdown, then the process's own signal handlers put back: Ray's core worker, shut
-    down, resets SIGTERM to the default action behind Python's back, so a SIGTERM while the
-    summary is written would kill the run."""
+    """ray.shutdown, then the process's own signal handlers put back: where Ray's failure-signal
+    handler is on (RAY_DISABLE_FAILURE_SIGNAL_HANDLER=0), its removal at shutdown resets SIGTERM
+    to the default action behind Python's back, so a SIGTERM while the summary is written would
+    kill the run."""
     main = threading.current_thread() is threading.main_thread()
     handlers = {s: signal.getsignal(s) for s in Interrupts.SIGNALS} if main else {}
     ray.shutdown()
@@ -114,6 +115,9 @@ def connect(args: argparse.Namespace, model_path: Path | None) -> RayCluster:
         # Ray replaces a loopback address by this machine's routable one, where a cluster bound
         # to 127.0.0.1 does not answer; this (Ray's own switch, read at import) keeps it.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # The run handles SIGTERM itself; Ray's failure-signal handler in this driver would print a
+    # native stack dump for every SIGTERM (docker stop) as if the driver had crashed.
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     try:
         import ray
     except ImportError as e:
