@@ -425,7 +425,7 @@ def _run(args: argparse.Namespace, argv: list[str], interrupts: Interrupts, held
         interrupts.arm()  # from here on a signal is a flag: the run stops cleanly and the summary is written
         try:
             if args.ray is not None:
-                result = run_on_ray(backend, run, sink, ledger, telemetry)
+                result = run_on_ray(backend, run, sink, ledger, telemetry, interrupts=interrupts)
             else:
                 result = run_bulk(run, backend, sink, ledger, telemetry, interrupts=interrupts)
         finally:

@@ -96,7 +96,8 @@ RATE_MIN_EVENTS = 8
 RATE_BURST_S = 0.05  # results this close to the first of their burst are one arrival
 
 # -- Ray (--ray) ------------------------------------------------------------------------------
-RAY_CONNECT_TIMEOUT_S = 5.0  # a first TCP look at the address: Ray itself retries an absent one for minutes
+RAY_CONNECT_TIMEOUT_S = 5.0  # the head must answer (TCP, then gRPC's greeting) within this: Ray itself retries for minutes
+RAY_JOIN_TIMEOUT_S = 60.0  # ray.init once the head has answered (a driver joins a live cluster in seconds)
 RAY_START_TIMEOUT_S = 300.0  # a node's worker starting (imports, model load, its Triton's checks)
 RAY_STOP_WAIT_S = 60.0  # after a stop, how long the units in flight may take to hand back what they have
 RAY_MAX_ATTEMPTS = 3  # a unit lost this many times (nodes dying under it, or a bug) fails its file

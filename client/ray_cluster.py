@@ -1,20 +1,36 @@
 """``--ray ADDRESS|auto``: connect to a Ray cluster and start a worker actor per node (or per GPU).
 
 Everything that can be refused is refused here, before any file is touched, in one line
-(exit 1): Ray not installed, nothing answering at the address, a node whose backend cannot
-start (no model at the path, its Triton not ready), nodes that disagree on the model.
+(exit 1): Ray not installed, no cluster recorded on this machine (``auto``), no Ray head
+answering at the address, a node whose backend cannot start (no model at the path, its Triton
+not ready), nodes that disagree on the model.
+
+Every wait here is bounded and leaves the main thread to the run's signal handlers: Ray's own
+blocking calls retry an absent head for minutes in native code that Ctrl-C cannot reach
+(ray.init), or turn a handler's exception into a bare KeyboardInterrupt that no longer says
+which signal came (ray.get), so they run in a helper thread that this one waits for
+(:func:`_off_main`). ray.init off the main thread also leaves the run's SIGTERM handler in
+place (from the main thread Ray replaces it by one that exits with status 15).
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import os
+import signal
 import socket
+import sys
+import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from . import defaults
+from .bulk_run import Interrupts
 from .contract import ModelInfo
 from .errors import UsageError
 from .ray_worker import NodeInfo, NodeWorker
@@ -24,6 +40,8 @@ log = logging.getLogger(__name__)
 __all__ = ["ClusterNode", "RayCluster", "connect"]
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+START_HEAD = "start one with 'ray start --head' and give its address, or auto on one of its nodes"
+T = TypeVar("T")
 
 
 @dataclass
@@ -59,46 +77,87 @@ class RayCluster:
         self.model: ModelInfo = nodes[0].info.model
         self.lanes = sum(n.info.lanes for n in nodes)
         self.gpu = any(n.info.device == "gpu" for n in nodes)
+        self.abandoned = False  # a second signal: close without waiting for the nodes
 
     def busy_seconds(self) -> float:
         return sum(n.busy_s for n in self.nodes)
 
     def close(self) -> None:
+        """Each live worker closes its backend, all at once and for a bounded time (none after a
+        second signal); the workers end with the driver's connection in any case."""
         import ray
 
-        for node in self.nodes:
-            if node.alive:
-                try:
-                    ray.get(node.actor.close.remote(), timeout=defaults.RAY_START_TIMEOUT_S)
-                except (ray.exceptions.RayError, TimeoutError):
-                    pass
-        ray.shutdown()
+        refs = [node.actor.close.remote() for node in self.nodes if node.alive]
+        if refs and not self.abandoned:
+            ray.wait(refs, num_returns=len(refs), timeout=defaults.RAY_STOP_WAIT_S)
+        _shutdown(ray)
+
+
+def _shutdown(ray) -> None:
+    """ray.shutdown, then the process's own signal handlers put back: where Ray's failure-signal
+    handler is on (RAY_DISABLE_FAILURE_SIGNAL_HANDLER=0), its removal at shutdown resets SIGTERM
+    to the default action behind Python's back, so a SIGTERM while the summary is written would
+    kill the run."""
+    main = threading.current_thread() is threading.main_thread()
+    handlers = {s: signal.getsignal(s) for s in Interrupts.SIGNALS} if main else {}
+    ray.shutdown()
+    for s, handler in handlers.items():
+        if handler is not None:
+            signal.signal(s, handler)
 
 
 def connect(args: argparse.Namespace, model_path: Path | None) -> RayCluster:
     """Join the cluster at ``args.ray`` and start a worker on every node with a CPU."""
-    address = args.ray
-    _check_reachable(address)
-    host = _host_port(address)[0] if address != "auto" else None
+    flag = args.ray
+    address, where = _resolve(flag)
+    host = _host_port(address)[0] if address is not None else None
     if host in LOOPBACK:
         # Ray replaces a loopback address by this machine's routable one, where a cluster bound
         # to 127.0.0.1 does not answer; this (Ray's own switch, read at import) keeps it.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # The run handles SIGTERM itself; Ray's failure-signal handler in this driver would print a
+    # native stack dump for every SIGTERM (docker stop) as if the driver had crashed.
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     try:
         import ray
     except ImportError as e:
-        raise UsageError("--ray needs Ray: pip install 'framestream[ray]'") from e
-    try:
-        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        reason = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
-        raise UsageError(f"--ray {address}: cannot join a Ray cluster there ({reason}); start one with "
-                         "'ray start --head' and give its address, or auto on one of its nodes") from e
+        raise UsageError("--ray needs Ray, which is not installed: pip install 'framestream[ray]'") from e
+    if address is None:
+        raise UsageError(f"--ray auto: no Ray cluster was started on this machine (RAY_ADDRESS is not set and "
+                         f"{where} does not exist); {START_HEAD}")
+    _check_head(flag, address, where)
+    _join(ray, flag, address)
     try:
         return RayCluster(address, _start_workers(ray, args, model_path))
     except BaseException:
-        ray.shutdown()
+        _shutdown(ray)
         raise
+
+
+def _resolve(flag: str) -> tuple[str | None, str]:
+    """The address to join and where it came from. ``auto`` is what ray.init's own auto reads:
+    RAY_ADDRESS, else the address that ``ray start`` recorded on this machine (None: neither;
+    ``where`` is then the file looked for)."""
+    if flag != "auto":
+        return flag, "there"
+    env = os.environ.get("RAY_ADDRESS", "").strip()
+    if env and env != "auto":
+        return env, f"at {env} (RAY_ADDRESS)"
+    recorded = _address_file()
+    try:
+        text = recorded.read_text().strip()
+    except OSError:
+        return None, str(recorded)
+    if not text:
+        return None, str(recorded)
+    return text, f"at {text}, the head that the last 'ray start' here recorded in {recorded}"
+
+
+def _address_file() -> Path:
+    """Where ``ray start`` records its cluster's address: Ray's temporary folder (RAY_TMPDIR,
+    else TMPDIR on Linux, else /tmp)."""
+    base = os.environ.get("RAY_TMPDIR") or (os.environ.get("TMPDIR") if sys.platform.startswith("linux") else None)
+    return Path(base or ("/tmp" if os.name == "posix" else tempfile.gettempdir())) / "ray" / "ray_current_cluster"
 
 
 def _host_port(address: str) -> tuple[str, int]:
@@ -109,17 +168,93 @@ def _host_port(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _check_reachable(address: str) -> None:
-    """Refuse at once an address where nothing listens (Ray would retry it for minutes)."""
-    if address == "auto":
-        return
+def _check_head(flag: str, address: str, where: str) -> None:
+    """Refuse at once an address where no Ray head answers (Ray itself retries one for minutes):
+    a head's GCS, as every gRPC server, greets each connection with an HTTP/2 SETTINGS frame
+    (a 9-byte header of type 4), unasked. Over TLS (RAY_USE_TLS) the server speaks second, so
+    there only the connection is checked."""
     host, port = _host_port(address)
+    tls = os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true")
     try:
-        socket.create_connection((host, port), timeout=defaults.RAY_CONNECT_TIMEOUT_S).close()
+        with socket.create_connection((host, port), timeout=defaults.RAY_CONNECT_TIMEOUT_S) as s:
+            if tls:
+                return
+            greeting = _read_exactly(s, 9)
     except OSError as e:
-        why = e.strerror or type(e).__name__
-        raise UsageError(f"--ray {address}: nothing answers there ({why}); start the cluster's head with "
-                         "'ray start --head' and give its address, or auto on one of its nodes") from e
+        why = (f"no answer within {defaults.RAY_CONNECT_TIMEOUT_S:.0f} s" if isinstance(e, TimeoutError)
+               else e.strerror or str(e) or type(e).__name__)
+        raise UsageError(f"--ray {flag}: nothing answers {where} ({why}); {START_HEAD}") from e
+    if len(greeting) < 9 or greeting[3] != 4:
+        raise UsageError(f"--ray {flag}: something listens {where}, but it is not a Ray cluster's head (no gRPC "
+                         f"greeting); give the head's address (ray start --head prints it)")
+
+
+def _read_exactly(s: socket.socket, n: int) -> bytes:
+    """``n`` bytes, or fewer if the peer closes first."""
+    data = b""
+    while len(data) < n:
+        chunk = s.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _join(ray, flag: str, address: str) -> None:
+    """ray.init, bounded (see the module's docstring for why off the main thread)."""
+    quiet = _NotOnMainThread()
+    ray_log = logging.getLogger("ray._private.worker")
+    ray_log.addFilter(quiet)
+    try:
+        try:
+            _off_main(lambda: ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING),
+                      defaults.RAY_JOIN_TIMEOUT_S)
+        except (TimeoutError, KeyboardInterrupt):
+            # given up on while ray.init may still hold Ray's connect lock: Ray's exit hook
+            # (ray.shutdown) would wait for that lock, through all of Ray's retries
+            atexit.unregister(ray.shutdown)
+            raise
+    except TimeoutError as e:
+        raise UsageError(f"--ray {flag}: the Ray head at {address} answered but did not let this driver join "
+                         f"within {defaults.RAY_JOIN_TIMEOUT_S:.0f} s; check the cluster with 'ray status'") from e
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        reason = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
+        raise UsageError(f"--ray {flag}: cannot join a Ray cluster at {address} ({reason}); {START_HEAD}") from e
+    finally:
+        ray_log.removeFilter(quiet)
+
+
+class _NotOnMainThread(logging.Filter):
+    """Drops Ray's warning that ray.init, called off the main thread, leaves SIGTERM alone: that is the point."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("SIGTERM handler is not set")
+
+
+def _off_main(call: Callable[[], T], timeout_s: float) -> T:
+    """``call()`` in a helper thread, waited for here: its result, its exception, or
+    TimeoutError after ``timeout_s``. A signal handler's exception reaches this thread intact
+    meanwhile (the wait is interruptible); a call given up on ends with the process."""
+    done = threading.Event()
+    outcome: list = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, call()))
+        except BaseException as e:  # handed to the waiting thread
+            outcome.append((False, e))
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="ray-call", daemon=True).start()
+    deadline = time.monotonic() + timeout_s
+    while not done.wait(defaults.POLL_S):  # short waits: a signal taken by another thread is run here soon
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no answer within {timeout_s:.0f} s")
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
 
 
 def _placements(nodes: list[dict], device: str) -> list[tuple[str, dict[str, float]]]:
@@ -144,17 +279,16 @@ def _start_workers(ray, args: argparse.Namespace, model_path: Path | None) -> li
     placements = _placements([n for n in ray.nodes() if n.get("Alive")], args.device)
     if not placements:
         raise UsageError(f"--ray {args.ray}: the cluster has no live node with a CPU or GPU to run on")
-    from . import defaults
-
     concurrency = (args.workers or defaults.GPU_WORKERS) + 4  # every unit in flight, and info/stop/close
     remote = ray.remote(NodeWorker)
     model = Path(os.path.abspath(model_path)) if model_path is not None else None
     actors = [remote.options(**resources, max_concurrency=concurrency, max_restarts=0,
                              scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False))
               .remote(args, model, node_id) for node_id, resources in placements]
+    refs = [a.info.remote() for a in actors]
     try:
-        infos: list[NodeInfo] = ray.get([a.info.remote() for a in actors], timeout=defaults.RAY_START_TIMEOUT_S)
-    except ray.exceptions.RayError as e:
+        infos: list[NodeInfo] = _off_main(lambda: ray.get(refs), defaults.RAY_START_TIMEOUT_S)
+    except (ray.exceptions.RayError, TimeoutError) as e:
         why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise UsageError(f"--ray {args.ray}: a node's worker did not start ({why})") from e
     for info in infos:

@@ -10,6 +10,7 @@ units back in the queue for the others, and no frame is written twice.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import threading
@@ -37,8 +38,14 @@ __all__ = ["connect", "run_on_ray"]
 
 
 def run_on_ray(cluster: RayCluster, options: RunOptions, sink: Sink, ledger: ResumeLedger,
-               telemetry: RunTelemetry | None = None) -> RunResult:
-    """:func:`client.bulk_run.run_bulk`, with the units run on the cluster's nodes."""
+               telemetry: RunTelemetry | None = None, *, interrupts: Interrupts | None = None) -> RunResult:
+    """:func:`client.bulk_run.run_bulk`, with the units run on the cluster's nodes.
+
+    Signals as there (``interrupts``: the caller's, or the run's own): one that came before the
+    dispatch starts stops the run before any unit is handed out; the first stops handing out units
+    and the nodes return what their units in flight have (kept as partial outputs); a second stops
+    waiting for them.
+    """
     options = replace(options, inputs=absolute(options.inputs))  # the nodes' working folders differ
     sidecars = Sidecars(options.out, cluster.model, options.pipeline.sampling.describe(), ledger.options)
     reports, todo = triage(options.inputs, options.out, sink, ledger, overwrite=options.overwrite,
@@ -56,22 +63,28 @@ def run_on_ray(cluster: RayCluster, options: RunOptions, sink: Sink, ledger: Res
                           sidecars=sidecars)
     dispatch = _Dispatch(cluster.nodes, units, collector, stopping)
     start = time.monotonic()
-    with Interrupts(stopping.set) as interrupts:
+    own = Interrupts() if interrupts is None else None
+    with own if own is not None else contextlib.nullcontext():
+        interrupts = own or interrupts
+        interrupts.attach(stopping.set, dispatch.abandon)  # a signal before now stops it at once
         try:
             dispatch.run()
-        except KeyboardInterrupt:  # a second signal: stop waiting for the units in flight
-            pass
         finally:
+            interrupts.detach()
             progress.close()
-    if interrupts.signal_name is not None:
-        collector.stop_run(f"interrupted ({interrupts.signal_name})", cause=True)
+        signal_name = interrupts.signal_name  # one that comes later (the summary's writing) stops nothing
+    if interrupts.abandoned:
+        cluster.abandoned = True
+        log.warning("a second signal: the units in flight on the Ray nodes were not waited for")
+    if signal_name is not None:
+        collector.stop_run(f"interrupted ({signal_name})", cause=True)
     makespan = time.monotonic() - start
     reports.update(collector.finish_stopped())
     reports.update(collector.reports)
     schedule = schedule_report(decoders, len(units), makespan, cluster.busy_seconds(), cluster.lanes,
                                collector.decode_times)
     schedule["units_rerun"] = dispatch.rerun
-    return RunResult([reports[rel] for rel in sorted(reports)], schedule, collector.stopped, interrupts.signal_name)
+    return RunResult([reports[rel] for rel in sorted(reports)], schedule, collector.stopped, signal_name)
 
 
 class _Dispatch:
@@ -86,6 +99,12 @@ class _Dispatch:
         self.attempts = [0] * len(units)
         self.started: set[int] = set()
         self.rerun = 0
+        self._abandoned = threading.Event()
+
+    def abandon(self) -> None:
+        """Stop, and stop waiting for the units in flight (a second signal: the user will not wait)."""
+        self._abandoned.set()
+        self.stopping.set()
 
     def run(self) -> None:
         import ray
@@ -184,12 +203,18 @@ class _Dispatch:
             if node.alive:
                 node.actor.stop.remote()
         deadline = time.monotonic() + defaults.RAY_STOP_WAIT_S
-        for ref, (uid, _) in list(self.in_flight.items()):
-            try:
-                result: UnitResult = ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
-            except (ray.exceptions.RayError, TimeoutError):
-                continue
-            self._feed(uid, result)
+        while self.in_flight and not self._abandoned.is_set():  # a short wait: a second signal is looked at between
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=min(defaults.POLL_S, left))
+            for ref in ready:
+                uid, _ = self.in_flight.pop(ref)
+                try:
+                    result: UnitResult = ray.get(ref)
+                except ray.exceptions.RayError:
+                    continue
+                self._feed(uid, result)
         self.in_flight.clear()
 
 
