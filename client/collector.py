@@ -268,6 +268,6 @@ class Collector:
             now = SourceIdentity.of(state.plan.candidate.path)
         except OSError as e:
             return f"the source changed during the run ({e.strerror}); rerun to redo it"
-        if state.source is None or now != state.source:
+        if state.source is None or not now.same_file(state.source):
             return "the source changed during the run; rerun to redo it once it is complete"
         return None

@@ -88,8 +88,9 @@ class DeviceError(FramestreamError, RuntimeError):
 
 
 class Interrupted(KeyboardInterrupt):
-    """A signal (SIGINT, SIGTERM, SIGHUP) before the run started, when nothing is being written:
-    raised, so start-up stops at once; ``exit_code`` is 128 + the signal's number. Once the run
+    """A signal (SIGINT, SIGTERM, SIGHUP) before the run started, when no output is being
+    written (start-up writes only the lock and a model built atomically): raised, so start-up
+    stops at once; ``exit_code`` is 128 + the signal's number. Once the run
     has started a signal is a flag the run polls instead (:class:`client.bulk_run.Interrupts`)."""
 
     def __init__(self, signal_name: str, exit_code: int) -> None:

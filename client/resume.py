@@ -55,6 +55,12 @@ class SourceIdentity:
         st = os.stat(path)
         return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
+    def same_file(self, other: "SourceIdentity") -> bool:
+        """The same bytes of the same file: size, modification time and inode. ctime is recorded
+        but not compared: a chmod, a new hard link or a backup tool's attribute change moves it
+        without touching a byte."""
+        return (self.size, self.mtime_ns, self.inode) == (other.size, other.mtime_ns, other.inode)
+
     def to_json(self) -> dict[str, int]:
         return {"size": self.size, "mtime_ns": self.mtime_ns, "ctime_ns": self.ctime_ns, "inode": self.inode}
 

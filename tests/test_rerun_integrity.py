@@ -282,6 +282,20 @@ def test_the_record_holds_the_source_identity_taken_when_its_decoding_started(
     assert source == {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "inode": st.st_ino}
 
 
+def test_a_source_whose_attributes_change_during_the_run_but_not_its_bytes_is_complete(
+        tmp_path: Path, model_path: Path) -> None:
+    src, out, ready = make_src(tmp_path / "videos"), tmp_path / "out", tmp_path / "ready"
+    proc = start_slowed(src, out, model_path, ready)
+    wait_for(ready, proc)
+    before = (src / "long.mp4").stat()
+    (src / "long.mp4").chmod(0o600)  # a backup tool or a chmod: its ctime moves, not a byte
+    os.link(src / "long.mp4", tmp_path / "hard-link")
+    assert (src / "long.mp4").stat().st_ctime_ns != before.st_ctime_ns
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0 and "Traceback" not in stderr, stderr[-2000:]
+    assert entries(json.loads((out / "summary.json").read_text()))["long.mp4"]["status"] == "ok"
+
+
 # Finding 11: a video named like another's partial output -------------------------------------
 
 

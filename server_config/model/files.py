@@ -34,6 +34,8 @@ def save_onnx_atomically(model: onnx.ModelProto, out: Path) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(model.SerializeToString())
         os.replace(tmp, out)
-    except OSError as e:
+    except BaseException as e:  # a signal during start-up too: no temporary left behind
         Path(tmp).unlink(missing_ok=True)
-        raise UsageError(f"cannot write {out}: {e.strerror}") from e
+        if isinstance(e, OSError):
+            raise UsageError(f"cannot write {out}: {e.strerror}") from e
+        raise
