@@ -10,10 +10,13 @@ the first video track. Each is decoded through the one loop and the one complete
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -117,6 +120,81 @@ def test_ffmpegs_messages_stay_with_the_file_that_caused_them(tmp_path: Path) ->
 
 
 # -- 6: valid files are not called damaged ----------------------------------------------------
+
+
+def _mp4_with_sound_after_the_picture(path: Path) -> tuple[Path, int]:
+    """An MP4 (index first) whose sound runs 2 s on after its 24 frames, and where the
+    picture's last byte lies in the file."""
+    write_with_audio(path, frames=24, sound_s=4.0, options={"movflags": "faststart"})
+    with av.open(str(path)) as c:
+        video_end = max(p.pos + p.size for p in c.demux(c.streams.video[0]) if p.size)
+    return path, video_end
+
+
+@needs_ffmpeg_log
+def test_a_whole_video_with_its_sound_cut_short_is_complete_and_a_cut_picture_is_not(tmp_path: Path) -> None:
+    """A download stopped in the sound that runs on after the picture: the mov demuxer logs
+    "stream 1, offset ...: partial file" about the sound, and the 24 frames are all there.
+    The same file stopped inside the picture stays an error."""
+    path, video_end = _mp4_with_sound_after_the_picture(tmp_path / "download.mp4")
+    size = path.stat().st_size
+    assert len(decode(path)) == 24
+    cut_short(path, (video_end + size) / 2 / size, at_packet=False)  # mid-packet, in the sound alone
+    assert [f.index for f in decode(path)] == list(range(24))
+    with av.open(str(path)) as c:  # FFmpeg does complain, and names the sound's stream
+        messages = ffmpeg_log.Messages(c, video_index=c.streams.video[0].index)
+        packets = c.demux()
+        while messages.read(packets) is not None:
+            pass
+        sound = ffmpeg_log.Messages(c, video_index=c.streams.audio[0].index)  # as if the sound were the video
+        c.seek(0)
+        packets = c.demux()
+        while sound.read(packets) is not None:
+            pass
+    assert messages.errors == [] and any("partial file" in m for m in sound.errors), sound.errors
+
+    cut_in_picture, video_end = _mp4_with_sound_after_the_picture(tmp_path / "cut.mp4")
+    cut_short(cut_in_picture, video_end / 2 / cut_in_picture.stat().st_size, at_packet=False)
+    with pytest.raises(DecodeError) as info:
+        decode(cut_in_picture)
+    assert 0 < info.value.frames_decoded < 24
+
+
+ROUTING = """
+import av.logging
+from client.decode.ffmpeg_log import AVAILABLE, Routing
+own = {own!r}
+if own is not None:
+    av.logging.set_level(own)
+r = Routing()
+r.open()
+opened = av.logging.get_level()
+r.close()
+r.close()  # a second close is harmless
+print(opened, av.logging.get_level(), AVAILABLE)
+"""
+
+
+@needs_ffmpeg_log
+@pytest.mark.parametrize(("own", "expected"), [
+    (None, f"{av.logging.ERROR} None True"),  # routed while open, PyAV's default after close
+    (av.logging.WARNING, f"{av.logging.WARNING} {av.logging.WARNING} True"),  # a program's own level stands
+])
+def test_ffmpegs_log_is_routed_while_open_and_given_back_on_close(own: int | None, expected: str) -> None:
+    """In a fresh interpreter: the process-wide routing has an explicit end."""
+    done = subprocess.run([sys.executable, "-c", ROUTING.format(own=own)], capture_output=True, text=True,
+                          cwd=Path(__file__).parent.parent, check=True)
+    assert done.stdout.split() == expected.split(), done.stderr
+
+
+@pytest.mark.parametrize(("message", "other"), [
+    ("stream 1, offset 0x11ede: partial file", True),
+    ("stream 0, offset 0x11ede: partial file", False),
+    ("File ended prematurely", False),
+    ("Stream #2: not enough frames to estimate rate", True),
+])
+def test_only_messages_naming_another_stream_are_passed_over(message: str, other: bool) -> None:
+    assert ffmpeg_log.about_other_stream(message, video_index=0) is other
 
 
 @pytest.mark.parametrize(("name", "codec"), [("screen.mkv", "libx264"), ("browser.webm", "libvpx")])

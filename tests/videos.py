@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from pathlib import Path
 
@@ -133,11 +134,13 @@ def write_with_audio(
     bframes: int = 0,
     audio: str = "aac",
     options: dict[str, str] | None = None,
+    sound_s: float | None = None,
 ) -> Path:
     """A video with a sound track beside it, as recorders write them (OBS's MKV, a browser's
     WebM, an RTMP dump's FLV, a camera's MPEG-TS): ``frames`` frames and a 440 Hz tone as
-    long, interleaved; ``options`` go to the muxer (``{"live": "1"}``: Matroska as written
-    live, with no duration anywhere)."""
+    long (``sound_s``: this many seconds of it, running on after the picture ends), interleaved;
+    ``options`` go to the muxer (``{"live": "1"}``: Matroska as written live, with no duration
+    anywhere; ``{"movflags": "faststart"}``: an MP4's index before its data)."""
     w, h = size_wh
     with av.open(str(path), "w", options=options or {}) as out:
         video = out.add_stream(codec, rate=fps)
@@ -151,10 +154,14 @@ def write_with_audio(
         sound = out.add_stream(audio, rate=48000 if audio != "libmp3lame" else 44100)
         cc = sound.codec_context
         rate, size, fmt = cc.sample_rate, cc.frame_size or 1024, cc.format.name
-        sent = 0
-        for i in range(frames):
-            for packet in video.encode(av.VideoFrame.from_ndarray(frame_image(i, w, h), format="rgb24")):
-                out.mux(packet)
+        sent, ticks = 0, max(frames, math.ceil((sound_s or 0) * fps))
+        for i in range(ticks):
+            if i < frames:
+                for packet in video.encode(av.VideoFrame.from_ndarray(frame_image(i, w, h), format="rgb24")):
+                    out.mux(packet)
+            if i == frames - 1:
+                for packet in video.encode():  # the picture ends here; any sound runs on after it
+                    out.mux(packet)
             while sent < (i + 1) * rate / fps:
                 tone = 0.2 * np.sin(2 * np.pi * 440 * (sent + np.arange(size)) / rate)
                 data = tone.astype(np.float32) if fmt.startswith("flt") else (tone * 32767).astype(np.int16)
@@ -163,9 +170,8 @@ def write_with_audio(
                 for packet in sound.encode(frame):
                     out.mux(packet)
                 sent += size
-        for stream in (video, sound):
-            for packet in stream.encode():
-                out.mux(packet)
+        for packet in sound.encode():
+            out.mux(packet)
     return path
 
 

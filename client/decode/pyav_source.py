@@ -105,7 +105,7 @@ class _PyAVDriver:
         self.container, self.stream = container, stream
         self.packets = 0
         self.demuxed = Demuxed()
-        self._messages = Messages(container)
+        self._messages = Messages(container, stream.index)
         self._ends: dict[int, tuple[int, Fraction]] = {}  # stream index -> (its last packet's end, time base)
         self._colour: Colour | None = None
         stream.thread_type = "AUTO"
