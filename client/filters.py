@@ -17,8 +17,8 @@ import numpy as np
 
 from .contract import ModelInfo
 from .detections import Detections
-from .errors import PostProcessingError, UsageError
-from .outfiles import Output
+from .errors import UsageError
+from .sinks import PostProcessingWriter
 
 __all__ = ["DetectionFilter", "make_filter", "resolve_classes", "FilteredSink"]
 
@@ -106,36 +106,15 @@ def make_filter(classes: str | None, conf: float | None, model: ModelInfo, *, se
     return DetectionFilter(class_ids, min_score)
 
 
-class _FilteredWriter:
-    def __init__(self, writer, keep: DetectionFilter) -> None:
-        self._writer, self._keep = writer, keep
-
-    def write(self, index: int, t_s: float, detections: Detections) -> None:
-        try:
-            kept = self._keep.apply(detections)
-        except Exception as e:  # a bug in the filter costs this video, not the run (the writer's own errors pass)
-            raise PostProcessingError(f"post-processing failed: {type(e).__name__}: {e}") from e
-        self._writer.write(index, t_s, kept)
-
-    def complete(self, stages=()) -> list[Output]:
-        return self._writer.complete(stages)
-
-    def fail(self) -> Path | None:
-        return self._writer.fail()
-
-    @property
-    def class_counts(self):
-        return self._writer.class_counts  # counted where written: after this wrapper's changes
-
-
 class FilteredSink:
     """A sink whose writers record only the detections ``keep`` keeps (every frame still recorded)."""
 
     def __init__(self, sink, keep: DetectionFilter) -> None:
         self.sink, self.keep = sink, keep
 
-    def open(self, rel: str) -> _FilteredWriter:
-        return _FilteredWriter(self.sink.open(rel), self.keep)
+    def open(self, rel: str) -> PostProcessingWriter:
+        keep = self.keep
+        return PostProcessingWriter(self.sink.open(rel), lambda _t_s, detections: keep.apply(detections))
 
     def outputs(self, rel: str) -> list[Path]:
         return self.sink.outputs(rel)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import OutputError, OutputStorageError
 
@@ -205,8 +206,14 @@ class OutTree:
         return Output(path, len(data), hashlib.sha256(data).hexdigest())
 
     def stage_file(self, parts: tuple[str, ...], data: bytes) -> "Staged":
-        """``data`` written and fsynced under a temporary beside ``parts``, not yet in place:
-        :meth:`Staged.commit` puts it there. A symlink or non-file at the place is refused now."""
+        """``data`` staged beside ``parts`` (:meth:`stage`)."""
+        return self.stage(parts, lambda f: f.write(data))
+
+    def stage(self, parts: tuple[str, ...], write: Callable[[BinaryIO], object]) -> "Staged":
+        """A file written by ``write`` (into a seekable binary file object) and fsynced under a
+        temporary beside ``parts``, not yet in place: :meth:`Staged.commit` puts it there. A
+        symlink or non-file at the place is refused now; on any failure the temporary is removed
+        and the error raised (OS errors translated)."""
         path = self.path(parts)
         with boundary(str(path), self.out):
             d = self.open_dir(parts[:-1], create=True)
@@ -214,17 +221,32 @@ class OutTree:
                 self.check_replaceable(parts, d)
                 tmp, fd = self.create_hidden(parts[-1], d)
                 try:
-                    with os.fdopen(fd, "wb") as f:
-                        f.write(data)
+                    with os.fdopen(fd, "w+b") as f:
+                        write(f)
                         f.flush()
                         os.fsync(f.fileno())
+                        size, digest = _measure(f)
                 except BaseException:
                     with suppress(OSError):
                         os.unlink(tmp, dir_fd=d)
                     raise
             finally:
                 os.close(d)
-        return Staged(self, parts, tmp, Output(path, len(data), hashlib.sha256(data).hexdigest()))
+        return Staged(self, parts, tmp, Output(path, size, digest))
+
+    def link_aside(self, name: str, dir_fd: int) -> str | None:
+        """A hidden hard link (a temporary of this process) to the file ``name`` in ``dir_fd``, so
+        that the file a rename is about to replace can be put back; None when there is none."""
+        for _ in range(8):
+            aside = temp_name(name)
+            try:
+                os.link(name, aside, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+                return aside
+            except FileNotFoundError:
+                return None
+            except FileExistsError:  # taken (a leftover, or planted): draw another name
+                continue
+        raise FileExistsError(errno.EEXIST, f"no free temporary name for {name}")
 
     def open_regular(self, parts: tuple[str, ...]):
         """A regular file below OUT opened for reading, or None if missing, a symlink or unreadable."""
@@ -319,6 +341,7 @@ class Staged:
     tmp: str
     output: Output
     state: str = "staged"  # "committed" or "discarded" after
+    aside: str | None = None  # the file the commit replaces, kept by keep_earlier until release or restore
 
     def _rename(self, src: str, dst: str) -> None:
         d = self.tree.open_dir(self.parts[:-1], create=False)
@@ -339,7 +362,38 @@ class Staged:
         if self.state == "staged":
             with suppress(OSError, OutputError):
                 self.tree.remove((*self.parts[:-1], self.tmp))
+            self.release()
         self.state = "discarded"
+
+    def keep_earlier(self) -> None:
+        """Before :meth:`commit`: keep the file it will replace (if any) under a hidden link, so
+        that :meth:`restore` can put it back; OutputError on failure."""
+        with boundary(str(self.output.path), self.tree.out):
+            d = self.tree.open_dir(self.parts[:-1], create=False)
+            try:
+                self.aside = self.tree.link_aside(self.parts[-1], d)
+            finally:
+                os.close(d)
+
+    def restore(self) -> None:
+        """Undo a commit (never raises): the earlier file kept by :meth:`keep_earlier` goes back
+        in place, or, when there was none, the committed file is removed."""
+        if self.state != "committed":
+            return
+        self.state = "discarded"
+        with suppress(OSError, OutputError):
+            if self.aside is None:
+                self.tree.remove(self.parts)
+                return
+            self._rename(self.aside, self.parts[-1])
+            self.aside = None
+
+    def release(self) -> None:
+        """Drop the earlier file kept aside (never raises): the commit stands."""
+        if self.aside is not None:
+            with suppress(OSError, OutputError):
+                self.tree.remove((*self.parts[:-1], self.aside))
+            self.aside = None
 
 
 def temp_name(name: str) -> str:
@@ -379,27 +433,24 @@ def sweep_temporaries(out: Path) -> int:
     return removed
 
 
-def write_atomically(tree: OutTree, parts: tuple[str, ...], write: Callable[[object], None]) -> Path:
+def write_atomically(tree: OutTree, parts: tuple[str, ...], write: Callable[[BinaryIO], object]) -> Path:
     """A whole file below OUT, or nothing: ``write`` fills a hidden temporary (a binary file
     object, seekable), which is fsynced and renamed into place only if ``write`` returns; on
     any failure the temporary is removed and the error raised (OS errors translated)."""
-    path = tree.path(parts)
-    with boundary(str(path), tree.out):
-        d = tree.open_dir(parts[:-1], create=True)
-        try:
-            tree.check_replaceable(parts, d)
-            tmp, fd = tree.create_hidden(parts[-1], d)
-            try:
-                with os.fdopen(fd, "w+b") as f:
-                    write(f)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, parts[-1], src_dir_fd=d, dst_dir_fd=d)
-                os.fsync(d)
-            except BaseException:
-                with suppress(OSError):
-                    os.unlink(tmp, dir_fd=d)
-                raise
-        finally:
-            os.close(d)
-    return path
+    staged = tree.stage(parts, write)
+    try:
+        staged.commit()
+    except BaseException:
+        staged.discard()
+        raise
+    return staged.output.path
+
+
+def _measure(f: BinaryIO) -> tuple[int, str]:
+    """The size and digest of what ``f`` holds (read back: ``write`` may have seeked)."""
+    f.seek(0)
+    digest, size = hashlib.sha256(), 0
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+        digest.update(chunk)
+        size += len(chunk)
+    return size, digest.hexdigest()

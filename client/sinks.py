@@ -32,11 +32,11 @@ import numpy as np
 from .contract import DETECTION_COLUMNS
 from .defaults import PARQUET_ROWS_PER_GROUP
 from .detections import Detections
-from .errors import OutputError, OutputStorageError, UsageError
+from .errors import OutputError, OutputStorageError, PostProcessingError, UsageError
 from .jsonl import frame_line
 from .outfiles import HashingFile, Output, OutTree, Staged, boundary, display_rel, translate
 
-__all__ = ["Sink", "FileWriter", "Stage", "Output", "JsonlSink", "ParquetSink", "make_sink", "display_rel", "FORMATS",
+__all__ = ["Sink", "FileWriter", "Stage", "PostStep", "PostProcessingWriter", "Output", "JsonlSink", "ParquetSink", "make_sink", "display_rel", "FORMATS",
            "PARQUET_COLUMNS", "NAMES_KEY"]
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,35 @@ class Sink(Protocol):
     def outputs(self, rel: str) -> list[Path]:
         """The final outputs of a video (shortened names included), for the resume check."""
         ...
+
+
+PostStep = Callable[[float, Detections], Detections]  # a video's detections at t seconds, changed
+
+
+class PostProcessingWriter:
+    """A video's writer whose detections pass through ``step`` (a filter, a tracker) first. A
+    failure of the step costs this video, not the run: a :class:`PostProcessingError`; the
+    writer's own errors (a full disk) pass through unchanged."""
+
+    def __init__(self, writer: FileWriter, step: PostStep) -> None:
+        self._writer, self._step = writer, step
+
+    def write(self, index: int, t_s: float, detections: Detections) -> None:
+        try:
+            changed = self._step(t_s, detections)
+        except Exception as e:  # a bug in the step (ours or a library's)
+            raise PostProcessingError(f"post-processing failed: {type(e).__name__}: {e}") from e
+        self._writer.write(index, t_s, changed)
+
+    def complete(self, stages: Sequence[Stage] = ()) -> list[Output]:
+        return self._writer.complete(stages)
+
+    def fail(self) -> Path | None:
+        return self._writer.fail()
+
+    @property
+    def class_counts(self) -> Mapping[int, int]:
+        return self._writer.class_counts  # counted where written: after the step's changes
 
 
 class _Writer:
@@ -154,9 +183,10 @@ class _Writer:
         record), then rename the output into place and commit the staged files in order: the
         last (the record) is the commit point. A failure before the rename leaves every earlier
         file of the video as it was (``fail`` then keeps the frames as the partial output); a
-        failure after it moves the new output to the partial place, so it never looks complete
-        without its record. A crash in between leaves an output its record does not describe
-        (size and digest), which the next run redoes."""
+        failure after it moves the new output to the partial place and puts the earlier output
+        and sidecar back (kept under hidden links until the record is committed), so nothing
+        looks complete without its record and nothing earlier is lost. A crash in between leaves
+        an output its record does not describe (size and digest), which the next run redoes."""
         if self._state != "writing" or self._broken:
             raise OutputError(f"{self.final_path}: cannot complete an output whose writing failed or ended")
         where = str(self.final_path)
@@ -169,15 +199,20 @@ class _Writer:
         self._state = "sealed"
         outputs = [Output(self.final_path, self._file.size, digest)]
         staged: list[Staged] = []
+        aside: str | None = None  # the earlier output, kept under a hidden link until the record is committed
         try:
             for stage in stages:
                 staged.append(stage(outputs))
+            for s in staged:
+                s.keep_earlier()
             with boundary(where, self.tree.out):
+                aside = self.tree.link_aside(self.final[-1], self._dir)
                 os.replace(self._tmp, self.final[-1], src_dir_fd=self._dir, dst_dir_fd=self._dir)
                 os.fsync(self._dir)  # the rename is durable before the record vouches for it
         except BaseException:
             for s in staged:
                 s.discard()
+            self._drop(aside)
             raise
         self._state = "published"
         committed: list[Staged] = []
@@ -186,22 +221,25 @@ class _Writer:
                 s.commit()
                 committed.append(s)
         except BaseException:
-            self._retract(staged, committed)
+            self._retract(staged, committed, aside)
             raise
         self._state = "done"
+        for s in staged:
+            s.release()
+        self._drop(aside)
         self._tidy()
         self._close_dir()
         return outputs
 
-    def _retract(self, staged: list[Staged], committed: list[Staged]) -> None:
-        """A staged file could not be committed after the output was published: the output goes
-        to the partial place, and what was committed for it is removed (it describes nothing)."""
+    def _retract(self, staged: list[Staged], committed: list[Staged], aside: str | None) -> None:
+        """A staged file could not be committed after the output was published: the new output
+        goes to the partial place, what was committed for it is undone, and the earlier output
+        (``aside``, if there was one) goes back in place: the earlier record describes it again."""
         for s in staged:
-            if s not in committed:
+            if s in committed:
+                s.restore()
+            else:
                 s.discard()
-        with suppress(OSError, OutputError):
-            for s in committed:
-                self.tree.remove(s.parts)
         try:
             d = self.tree.open_dir(self.partial[:-1], create=True)
             try:
@@ -210,8 +248,23 @@ class _Writer:
                 os.close(d)
             self._state = "partial"
         except (OSError, OutputError) as e:
-            log.error("%s: could not move the unrecorded output aside (%s); its record does not describe it, "
-                      "so the next run redoes it", display_rel(self.rel), e)
+            if aside is None:
+                log.error("%s: could not move the unrecorded output aside (%s); its record does not describe it, "
+                          "so the next run redoes it", display_rel(self.rel), e)
+        if aside is not None:
+            try:
+                os.replace(aside, self.final[-1], src_dir_fd=self._dir, dst_dir_fd=self._dir)
+                os.fsync(self._dir)
+            except OSError as e:
+                self._drop(aside)
+                log.error("%s: could not put the earlier output back (%s); its record does not describe what "
+                          "is there, so the next run redoes it", display_rel(self.rel), e)
+
+    def _drop(self, aside: str | None) -> None:
+        """Remove the hidden link to the earlier output (never raises)."""
+        if aside is not None:
+            with suppress(OSError, OutputError):
+                self.tree.remove((*self.final[:-1], aside))
 
     def _tidy(self) -> None:
         """After success: an earlier attempt's partial output and the other format's outputs go."""
@@ -224,7 +277,8 @@ class _Writer:
     def fail(self) -> Path | None:
         """The frames written so far go to the partial output (replacing an earlier attempt's);
         an earlier run's complete output, its sidecar and record are left as they are. None when
-        nothing trustworthy was written."""
+        nothing trustworthy was written: then only this run's temporary goes, and an earlier
+        attempt's partial output stays."""
         if self._state == "done":
             return None
         if self._state == "partial":
@@ -236,7 +290,6 @@ class _Writer:
                 kept = self._close_after_failure() if self._state == "writing" else self._state == "sealed"
                 if not kept or self.count == 0:
                     self.tree.remove((*self.final[:-1], self._tmp))
-                    self.tree.remove(self.partial)
                     return None
                 try:
                     d = self.tree.open_dir(self.partial[:-1], create=True)

@@ -17,8 +17,8 @@ import numpy as np
 from pathlib import Path
 
 from .detections import Detections
-from .errors import PostProcessingError, UsageError
-from .outfiles import Output
+from .errors import UsageError
+from .sinks import PostProcessingWriter
 
 __all__ = ["TRACKERS", "TrackOptions", "VideoTracker", "TrackedSink", "import_trackers"]
 
@@ -68,34 +68,19 @@ class VideoTracker:
         return ids
 
 
-class _TrackedWriter:
-    """A video's writer whose frames, written in frame order, get their track ids first. The
+class _TrackStep:
+    """A video's tracking, as a post-processing step (its frames come in frame order). The
     tracker is made at the first frame, so a failure making it costs this video like any
-    failure of its updates: a :class:`PostProcessingError` (the run goes on); the writer's
-    own errors (a full disk) pass through unchanged."""
+    failure of its updates (:class:`~client.sinks.PostProcessingWriter`)."""
 
-    def __init__(self, writer, options: TrackOptions) -> None:
-        self._writer, self._options = writer, options
+    def __init__(self, options: TrackOptions) -> None:
+        self._options = options
         self._tracker: VideoTracker | None = None
 
-    def write(self, index: int, t_s: float, detections: Detections) -> None:
-        try:
-            if self._tracker is None:
-                self._tracker = VideoTracker(self._options, None)
-            tracked = replace(detections, track_id=self._tracker.update(detections, t_s))
-        except Exception as e:  # a bug in the tracker (ours or the library's)
-            raise PostProcessingError(f"post-processing failed: {type(e).__name__}: {e}") from e
-        self._writer.write(index, t_s, tracked)
-
-    def complete(self, stages=()) -> list[Output]:
-        return self._writer.complete(stages)
-
-    def fail(self) -> Path | None:
-        return self._writer.fail()
-
-    @property
-    def class_counts(self):
-        return self._writer.class_counts  # counted where written: after this wrapper's changes
+    def __call__(self, t_s: float, detections: Detections) -> Detections:
+        if self._tracker is None:
+            self._tracker = VideoTracker(self._options, None)
+        return replace(detections, track_id=self._tracker.update(detections, t_s))
 
 
 class TrackedSink:
@@ -106,8 +91,8 @@ class TrackedSink:
         import_trackers()  # one line now, not at the first video
         self.sink, self.options = sink, options
 
-    def open(self, rel: str) -> _TrackedWriter:
-        return _TrackedWriter(self.sink.open(rel), self.options)
+    def open(self, rel: str) -> PostProcessingWriter:
+        return PostProcessingWriter(self.sink.open(rel), _TrackStep(self.options))
 
     def outputs(self, rel: str) -> list[Path]:
         return self.sink.outputs(rel)

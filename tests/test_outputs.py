@@ -265,7 +265,15 @@ def test_a_failed_video_keeps_its_frames_as_partial_and_leaves_the_earlier_compl
     assert write_frames(sink, "a.mp4", frames=2).fail() == tmp_path / "a.mp4.jsonl.partial"
     assert (tmp_path / "a.mp4.jsonl").read_bytes() == earlier  # replaced only by a complete one
     assert len(read_jsonl(tmp_path / "a.mp4.jsonl.partial")) == 2
-    assert sink.open("a.mp4").fail() is None and not (tmp_path / "a.mp4.jsonl.partial").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_video_that_fails_before_writing_a_frame_leaves_the_earlier_attempts_partial(tmp_path: Path) -> None:
+    sink = JsonlSink(tmp_path)
+    assert write_frames(sink, "a.mp4", frames=2).fail() == tmp_path / "a.mp4.jsonl.partial"
+    earlier = (tmp_path / "a.mp4.jsonl.partial").read_bytes()
+    assert sink.open("a.mp4").fail() is None  # this run wrote nothing: only its own temporary goes
+    assert (tmp_path / "a.mp4.jsonl.partial").read_bytes() == earlier
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 

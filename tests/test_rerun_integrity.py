@@ -197,6 +197,35 @@ def test_a_rerun_killed_between_publishing_an_output_and_committing_its_record_i
     assert not leftovers(out)
 
 
+def test_a_rerun_whose_record_cannot_be_committed_after_publishing_puts_back_the_earlier_output_and_sidecar(
+        src: Path, done: Path, tmp_path: Path, model_path: Path) -> None:
+    """The record's folder turns read-only for real just as short1.mp4's record is committed, after
+    its new output and sidecar were renamed into place (tests/crash_runner.py): both go back."""
+    out = copy_of(done, tmp_path / "out")
+    before = triples(out)
+    ledger = out / ".framestream" / "done"
+    if os.geteuid() == 0:
+        subprocess.run(["mount", "--bind", str(ledger), str(ledger)], check=True)
+    try:
+        run = subprocess.run([sys.executable, "-m", "tests.crash_runner", "short1.mp4", "record-ro", "--", str(src),
+                              "--out", str(out), "--model", str(model_path), "--no-progress", "--conf", "0.5"],
+                             capture_output=True, text=True, timeout=600, cwd=ROOT)
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["umount", str(ledger)], check=False)
+        else:
+            ledger.chmod(0o755)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert "Read-only file system" in run.stderr and "short1.mp4.json" in run.stderr
+    assert entries(json.loads((out / "summary.json").read_text()))["short1.mp4"]["status"] != "ok"
+    assert triples(out)["short1.mp4"] == before["short1.mp4"]  # the earlier output and sidecar are back
+    assert describes(out, before["short1.mp4"]["record"])
+    after = triples(out)
+    for rel in VIDEOS:  # each video as it was, or completed (before short1.mp4) and described by its new record
+        assert after[rel] == before[rel] or describes(out, after[rel]["record"]), rel
+    finish_rerun(src, out, model_path, "--conf", "0.5")  # which sweeps what the read-only folder kept
+
+
 # Finding 2: two runs on one OUT ------------------------------------------------------------------
 
 
