@@ -29,7 +29,7 @@ from .devices import parse_devices
 from .errors import FramestreamError, UsageError
 from .filters import DetectionFilter, FilteredSink, make_filter
 from .inputs import Inputs, not_regular, resolve_inputs
-from .limits import check_int, check_port, check_real
+from .limits import ascii_digits, check_int, check_port, check_real
 from .outfiles import display_rel
 from .outlock import hold_out
 from .pipeline import PipelineConfig
@@ -218,7 +218,7 @@ def _check_numbers(args: argparse.Namespace) -> None:
 def _check_server(server: str) -> None:
     """--server HOST:PORT, with PORT a TCP port (an IPv6 host in brackets: [::1]:8001)."""
     host, sep, port = server.rpartition(":")
-    if not sep or not host or not (port.isascii() and port.isdigit()):
+    if not sep or not host or not ascii_digits(port):
         raise UsageError(f"--server takes HOST:PORT, got {server!r}")
     check_port("--server's PORT", int(port))
 

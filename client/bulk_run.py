@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator, Sequence
 
 from .collector import Collector
 from .errors import Interrupted
@@ -37,7 +37,7 @@ from .triage import triage
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Interrupts", "RunOptions", "RunResult", "run_bulk", "schedule_report"]
+__all__ = ["Interrupts", "STOP_SIGNALS", "install", "restore", "RunOptions", "RunResult", "run_bulk", "schedule_report"]
 
 
 @dataclass(frozen=True)
@@ -94,20 +94,11 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
     busy_before = backend.busy_seconds()
     start = time.monotonic()
     throughput = Throughput(start)
-    own = Interrupts() if interrupts is None else None
-    with own if own is not None else contextlib.nullcontext():
-        interrupts = own or interrupts
-        interrupts.attach(pipeline.stop, pipeline.abandon)  # a signal before now stops it at once
+    with Interrupts.for_run(interrupts, pipeline.stop, pipeline.abandon, then=(pipeline.close, progress.close),
+                            in_flight="the batches in flight") as interrupts:
         pipeline.start(jobs)
-        try:
-            _collect(pipeline, collector, throughput)
-        finally:
-            interrupts.detach()
-            pipeline.close()
-            progress.close()
-        signal_name = interrupts.signal_name  # one that comes later (the summary's writing) stops nothing
-    if interrupts.abandoned:
-        log.warning("a second signal: the batches in flight were not waited for")
+        _collect(pipeline, collector, throughput)
+    signal_name = interrupts.signal_name  # one that comes later (the summary's writing) stops nothing
     if signal_name is not None:  # the cause, even if a lane gave up waiting first
         collector.stop_run(f"interrupted ({signal_name})", cause=True)
     if pipeline.crash is not None:
@@ -119,6 +110,22 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
     schedule = schedule_report(config.workers, len(jobs), makespan, busy, backend.lanes, collector.decode_times)
     return RunResult([reports[rel] for rel in sorted(reports)], schedule, collector.stopped, signal_name,
                      throughput.to_json(start + makespan))
+
+
+# What stops a run: Ctrl-C, ``kill``/``docker stop``, a closed terminal or ssh session.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def install(handler: Callable[[int, object], None]) -> dict[int, object]:
+    """``handler`` for each of :data:`STOP_SIGNALS` but those a parent set to be ignored
+    (``nohup``'s SIGHUP stays ignored); the handlers it replaced, for :func:`restore`."""
+    return {s: signal.signal(s, handler) for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN}
+
+
+def restore(previous: dict[int, object]) -> None:
+    """Put back the handlers :func:`install` replaced."""
+    for s, handler in previous.items():
+        signal.signal(s, handler)
 
 
 class Interrupts:
@@ -133,7 +140,7 @@ class Interrupts:
     ignored (``nohup``) stay ignored; off the main thread signals are left alone.
     """
 
-    SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+    SIGNALS = STOP_SIGNALS
 
     def __init__(self, stop: Callable[[], None] | None = None, *, armed: bool = True) -> None:
         self.signal_name: str | None = None
@@ -170,6 +177,26 @@ class Interrupts:
         """The run's stages are gone: later signals are only recorded (for the exit code)."""
         self._stop = self._abandon = None
 
+    @classmethod
+    @contextlib.contextmanager
+    def for_run(cls, given: "Interrupts | None", stop: Callable[[], None], abandon: Callable[[], None], *,
+                then: Sequence[Callable[[], None]] = (), in_flight: str) -> Iterator["Interrupts"]:
+        """A run's signals for the block: the caller's (``given``, entered for longer than the run)
+        or, if None, the run's own, installed for the block. ``stop`` and ``abandon`` act on the run
+        until the block ends (a signal that came before acts at once); then ``then`` is called in
+        order, handlers still in place, so a signal there is recorded, never raised. A second
+        signal is logged as having left ``in_flight`` unwaited for."""
+        with cls() if given is None else contextlib.nullcontext(given) as interrupts:
+            interrupts.attach(stop, abandon)
+            try:
+                yield interrupts
+            finally:
+                interrupts.detach()
+                for step in then:
+                    step()
+        if interrupts.abandoned:
+            log.warning("a second signal: %s were not waited for", in_flight)
+
     def _handle(self, signum: int, frame: object) -> None:
         name = signal.Signals(signum).name
         if not self.armed:
@@ -185,14 +212,11 @@ class Interrupts:
 
     def __enter__(self) -> "Interrupts":
         if threading.current_thread() is threading.main_thread():
-            for s in self.SIGNALS:
-                if signal.getsignal(s) is not signal.SIG_IGN:
-                    self._previous[s] = signal.signal(s, self._handle)
+            self._previous = install(self._handle)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
+        restore(self._previous)
         self._previous.clear()
 
 

@@ -13,12 +13,13 @@ and GPU is still every file once, and ``framestream summary OUT`` merges them al
 from __future__ import annotations
 
 import logging
-import signal
 import subprocess
 import sys
 from collections.abc import Sequence
 
+from .bulk_run import install, restore
 from .errors import UsageError
+from .limits import ascii_digits
 from .shards import Shard
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def parse_devices(text: str | None) -> list[int] | None:
     ids: list[int] = []
     for part in text.split(","):
         part = part.strip()
-        if not (part.isascii() and part.isdigit()):  # isdigit alone takes '²', which int() refuses
+        if not ascii_digits(part):
             raise UsageError(f"--devices takes 'all' or GPU ids separated by commas (e.g. 0,2), got {text!r}")
         if int(part) in ids:
             raise UsageError(f"--devices {text}: GPU {part} is listed twice")
@@ -109,13 +110,11 @@ def run_per_device(argv: Sequence[str], devices: Sequence[int], outer: Shard | N
             if child.poll() is None:
                 child.send_signal(signum)
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-                if signal.getsignal(s) is not signal.SIG_IGN}  # nohup's SIGHUP stays ignored
+    previous = install(forward)  # nohup's SIGHUP stays ignored
     try:
         codes = [_exit_code(child.wait()) for child in children]
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        restore(previous)
     for device, code in zip(devices, codes):
         if code:
             log.error("GPU %d: exit code %d (its shard summary says which videos)", device, code)

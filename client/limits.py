@@ -14,8 +14,8 @@ import math
 
 from .errors import UsageError
 
-__all__ = ["MAX_BATCH", "MAX_WORKERS", "MAX_INFLIGHT", "MAX_RETRY_S", "MAX_SHARDS", "MAX_PORT", "check_int",
-           "check_real", "check_port"]
+__all__ = ["MAX_BATCH", "MAX_WORKERS", "MAX_INFLIGHT", "MAX_RETRY_S", "MAX_SHARDS", "MAX_PORT", "ascii_digits",
+           "check_int", "check_real", "check_port"]
 
 # A batch's frames are held in memory at once, letterboxed: 1024 frames at 640x640 are 1.2 GiB.
 MAX_BATCH = 1024
@@ -31,6 +31,12 @@ MAX_RETRY_S = 86400.0
 # Kubernetes' limit on an Indexed Job's completions; the merged summary lists missing shards.
 MAX_SHARDS = 100_000
 MAX_PORT = 65535  # TCP
+
+
+def ascii_digits(text: str) -> bool:
+    """A whole number as the command line may write it: ASCII digits only (``str.isdigit``
+    alone also takes '²', which ``int`` refuses)."""
+    return text.isascii() and text.isdigit()
 
 
 def check_int(option: str, value: int | None, low: int, high: int | None = None, *, why: str = "") -> None:

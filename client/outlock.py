@@ -28,32 +28,46 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from .errors import OutputBusyError, OutputError, UsageError
-from .outfiles import OutTree, sweep_temporaries, temp_name
+from .outfiles import OutTree, sweep_temporaries
 from .resume import STATE_DIR
 from .shards import Shard
 
 log = logging.getLogger(__name__)
 
-__all__ = ["hold_out", "LOCK_NAME"]
+__all__ = ["hold_out", "open_lock", "LOCK_NAME"]
 
 LOCK_NAME = ".framestream.lock"
 _BUSY = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
 
 
+def open_lock(tree: OutTree, parts: tuple[str, ...], *, probe: bool = False) -> int:
+    """The descriptor of the lock file at ``parts`` below OUT (made if missing, with its folder),
+    never through a link; OSError or OutputError when it cannot be. ``probe``: also create and
+    remove a file of this process beside it, so the folder is known writable, not merely the lock."""
+    d = tree.open_dir(parts[:-1], create=True)
+    try:
+        fd = os.open(parts[-1], os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=d)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OutputError(f"{tree.path(parts)} is not a regular file; remove it")
+            if probe:
+                name, probe_fd = tree.create_hidden("probe", d)
+                os.close(probe_fd)
+                os.unlink(name, dir_fd=d)
+        except BaseException:
+            os.close(fd)
+            raise
+    finally:
+        os.close(d)
+    return fd
+
+
 def _open_lock(tree: OutTree, parts: tuple[str, ...]) -> int:
-    """The lock file's descriptor (made if missing), never through a link; UsageError if OUT
-    cannot be written (the run has not started: exit 1, one line)."""
+    """:func:`open_lock` with the probe, its failures as UsageError (the run has not started:
+    exit 1, one line)."""
     where = tree.path(parts)
     try:
-        d = tree.open_dir(parts[:-1], create=True)
-        try:
-            fd = os.open(parts[-1], os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=d)
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                os.close(fd)
-                raise OutputError(f"{where} is not a regular file; remove it")
-            _probe(d)
-        finally:
-            os.close(d)
+        return open_lock(tree, parts, probe=True)
     except OutputError as e:
         raise UsageError(f"cannot use the output folder {tree.out}: {e}") from e
     except OSError as e:
@@ -61,15 +75,6 @@ def _open_lock(tree: OutTree, parts: tuple[str, ...]) -> int:
             raise UsageError(f"{where} is a symlink; remove it (framestream never writes through it)") from e
         raise UsageError(f"cannot write to the output folder {tree.out}: {e.strerror or e}; "
                          "make it writable or choose another --out") from e
-    return fd
-
-
-def _probe(dir_fd: int) -> None:
-    """Create and remove a file of this process in the folder: writable, not merely the lock."""
-    name = temp_name("probe")
-    fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
-    os.close(fd)
-    os.unlink(name, dir_fd=dir_fd)
 
 
 def _try_lock(fd: int, mode: int) -> bool:

@@ -10,7 +10,6 @@ units back in the queue for the others, and no frame is written twice.
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import logging
 import threading
@@ -63,19 +62,12 @@ def run_on_ray(cluster: RayCluster, options: RunOptions, sink: Sink, ledger: Res
                           sidecars=sidecars)
     dispatch = _Dispatch(cluster.nodes, units, collector, stopping)
     start = time.monotonic()
-    own = Interrupts() if interrupts is None else None
-    with own if own is not None else contextlib.nullcontext():
-        interrupts = own or interrupts
-        interrupts.attach(stopping.set, dispatch.abandon)  # a signal before now stops it at once
-        try:
-            dispatch.run()
-        finally:
-            interrupts.detach()
-            progress.close()
-        signal_name = interrupts.signal_name  # one that comes later (the summary's writing) stops nothing
+    with Interrupts.for_run(interrupts, stopping.set, dispatch.abandon, then=(progress.close,),
+                            in_flight="the units in flight on the Ray nodes") as interrupts:
+        dispatch.run()
+    signal_name = interrupts.signal_name  # one that comes later (the summary's writing) stops nothing
     if interrupts.abandoned:
-        cluster.abandoned = True
-        log.warning("a second signal: the units in flight on the Ray nodes were not waited for")
+        cluster.abandoned = True  # close without waiting for the nodes
     if signal_name is not None:
         collector.stop_run(f"interrupted ({signal_name})", cause=True)
     makespan = time.monotonic() - start

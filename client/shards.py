@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from .discovery import Candidate, Discovery
 from .errors import UsageError
-from .limits import MAX_SHARDS
+from .limits import MAX_SHARDS, ascii_digits
 
 __all__ = ["Shard", "parse_shard", "shard_from_env", "resolve_shard", "partition", "part", "owner", "take"]
 
@@ -48,7 +48,7 @@ class Shard:
 def parse_shard(text: str, *, source: str = "--shard") -> Shard:
     """``"I/N"`` -> Shard(I, N); anything else is a UsageError that names the source."""
     index, sep, count = text.partition("/")
-    if not sep or not _digits(index.strip()) or not _digits(count.strip()):
+    if not sep or not ascii_digits(index.strip()) or not ascii_digits(count.strip()):
         raise UsageError(f"{source} takes I/N (shard I of N, 0 <= I < N, e.g. 0/4), got {text!r}")
     try:
         return Shard(int(index), int(count))
@@ -56,14 +56,9 @@ def parse_shard(text: str, *, source: str = "--shard") -> Shard:
         raise UsageError(f"{source} {text}: {e}") from None
 
 
-def _digits(text: str) -> bool:
-    """ASCII digits only: ``str.isdigit`` also takes '²', which ``int`` refuses."""
-    return text.isascii() and text.isdigit()
-
-
 def _int_env(env: Mapping[str, str], name: str) -> int:
     value = env[name].strip()
-    if not _digits(value.removeprefix("-")):
+    if not ascii_digits(value.removeprefix("-")):
         raise UsageError(f"{name}={env[name]!r} is not a whole number")
     return int(value)
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from .errors import UsageError
 from .outfiles import OutTree
+from .outlock import open_lock
 from .report import ERROR, NOT_PROCESSED, OK, SKIPPED, class_counts, write_summary
 from .resume import STATE_DIR
 from .shards import Shard
@@ -139,11 +140,7 @@ def merge_detections(shard_totals: list[dict]) -> dict[str, object]:
 @contextmanager
 def _merge_lock(out: Path) -> Iterator[None]:
     """Shards write and merge one at a time, so the last one to finish reads every summary."""
-    d = OutTree(out).open_dir((STATE_DIR,), create=True)  # never through a symlink planted in OUT
-    try:
-        fd = os.open("summary.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=d)
-    finally:
-        os.close(d)
+    fd = open_lock(OutTree(out), (STATE_DIR, "summary.lock"))  # never through a symlink planted in OUT
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -18,23 +18,28 @@ import os
 import re
 from typing import TextIO
 
+from .outfiles import display_rel
+
 __all__ = ["printable", "TolerantStream", "EscapingFormatter"]
 
-# C0 and C1 controls, DEL, the Unicode line and paragraph separators, the bidirectional
-# overrides and isolates (they reorder what follows on the line), and lone surrogates (bytes
-# that are not UTF-8, as Python holds them in names).
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\udc80-\udcff]")
+# C0 and C1 controls, DEL, the Unicode line and paragraph separators, and the bidirectional
+# overrides and isolates (they reorder what follows on the line).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def _escape(m: re.Match[str]) -> str:
     c = ord(m.group())
-    if 0xDC80 <= c <= 0xDCFF:  # surrogateescape: the original byte
-        return f"\\x{c - 0xDC00:02x}"
     return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
 
 
 def printable(text: str) -> str:
-    """``text`` with every character that would act on a terminal written as an escape."""
+    """``text`` with every character that would act on a terminal written as an escape; bytes
+    that are not UTF-8 (surrogate escapes, as Python holds them in names) as ``\\xNN``, by
+    :func:`~client.outfiles.display_rel`, as summary.json writes them."""
+    try:
+        text = display_rel(text)
+    except UnicodeEncodeError:  # a surrogate no name's byte gives: escaped as the terminal would
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return _UNSAFE.sub(_escape, text)
 
 
