@@ -205,29 +205,34 @@ def test_a_rerun_killed_between_publishing_an_output_and_committing_its_record_i
 # Finding 2: two runs on one OUT ------------------------------------------------------------------
 
 
-def first_to_end(procs: list[subprocess.Popen], timeout_s: float = 600.0) -> subprocess.Popen:
-    """The first of ``procs`` to exit (waiting for an event, not for a length of time)."""
+def first_to_end(procs: list[subprocess.Popen], held: list[Path], timeout_s: float = 600.0,
+                 ) -> subprocess.Popen | None:
+    """The first of ``procs`` to exit; None once each has created its ``held`` file (all of them
+    are past OUT's lock, held before their summary). Waits for an event, not a length of time."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for proc in procs:
             if proc.poll() is not None:
                 return proc
+        if all(path.exists() for path in held):
+            return None
         time.sleep(0.02)
     pytest.fail(f"none of the runs ended within {timeout_s:.0f} s")
 
 
 def test_two_runs_started_at_once_on_one_out_one_works_the_other_exits_1_naming_the_holder(
         src: Path, tmp_path: Path, model_path: Path, processes: Processes) -> None:
-    out, go = tmp_path / "out", tmp_path / "go"
+    out, go, held = tmp_path / "out", tmp_path / "go", [tmp_path / f"ready{i}" for i in range(2)]
     # Each run holds before writing its summary until GO (tests/signal_runner.py), OUT's lock still
     # held: the one that takes the lock cannot finish before the other has tried and exited.
-    procs = [processes.start([sys.executable, "-m", "tests.signal_runner", "summary", str(tmp_path / f"ready{i}"),
-                              str(go), "--", str(src), "--out", str(out), "--model", str(model_path), "--no-progress",
+    procs = [processes.start([sys.executable, "-m", "tests.signal_runner", "summary", str(ready), str(go), "--",
+                              str(src), "--out", str(out), "--model", str(model_path), "--no-progress",
                               "--workers", "2", "--no-split"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-             for i in range(2)]
-    refused = first_to_end(procs)
+             for ready in held]
+    refused = first_to_end(procs, held)
     go.touch()
+    assert refused is not None, "both runs got past OUT's lock"
     results = [p.communicate(timeout=600) for p in procs]
     codes = [p.returncode for p in procs]
     assert sorted(codes) == [0, 1], [err[-2000:] for _, err in results]
