@@ -1,10 +1,11 @@
-"""Shared fixtures: a built contract model, built once per session (it is size-independent)."""
+"""Shared fixtures: a built contract model, built once per session (it is size-independent), a
+real tmpfs, and the processes a test starts (none outlives its test)."""
 
 from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import onnxruntime as ort
 import pytest
@@ -45,3 +46,40 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
     yield mount
     for path in mounts:
         subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+class Processes:
+    """The processes one test starts: at its teardown each one still running is killed (SIGKILL
+    also ends a stopped one) and every one is waited for, whatever failed first, so no run is
+    left behind holding a gate, OUT's lock or a CPU."""
+
+    def __init__(self) -> None:
+        self._procs: list[subprocess.Popen] = []
+
+    def own(self, proc: subprocess.Popen) -> subprocess.Popen:
+        """``proc``, to be killed and waited for at teardown."""
+        self._procs.append(proc)
+        return proc
+
+    def start(self, cmd: list[str], **kwargs: Any) -> subprocess.Popen:
+        """``subprocess.Popen(cmd, **kwargs)``, owned."""
+        return self.own(subprocess.Popen(cmd, **kwargs))
+
+    def close(self) -> None:
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+
+
+@pytest.fixture
+def processes() -> Iterator[Processes]:
+    """Own each Popen of a test (``processes.own(Popen(...))`` or ``processes.start(cmd, ...)``)."""
+    owned = Processes()
+    try:
+        yield owned
+    finally:
+        owned.close()

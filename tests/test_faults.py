@@ -15,6 +15,7 @@ import pytest
 from client import bulk
 from client.infer import BatchOutput
 
+from .conftest import Processes
 from .fault_runner import Delegating
 from .test_bulk import bulk_main, entries, read_jsonl
 from .videos import write_video
@@ -58,9 +59,9 @@ def leftovers(out: Path) -> list[str]:
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_mid_run_keeps_partials_writes_the_summary_and_a_rerun_finishes_exactly_the_rest(
-        src: Path, tmp_path: Path, model_path: Path, sig: int, code: int) -> None:
+        src: Path, tmp_path: Path, model_path: Path, processes: Processes, sig: int, code: int) -> None:
     out, ready = tmp_path / "out", tmp_path / "ready"
-    proc = start_slowed_run(src, out, model_path, ready)
+    proc = processes.own(start_slowed_run(src, out, model_path, ready))
     wait_for(ready, proc)
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=120)
@@ -91,13 +92,13 @@ def test_a_signal_mid_run_keeps_partials_writes_the_summary_and_a_rerun_finishes
 
 
 def test_sigkill_loses_nothing_complete_and_a_rerun_redoes_only_the_unfinished(
-        src: Path, tmp_path: Path, model_path: Path) -> None:
+        src: Path, tmp_path: Path, model_path: Path, processes: Processes) -> None:
     out, ready = tmp_path / "out", tmp_path / "ready"
-    proc = start_slowed_run(src, out, model_path, ready)
+    proc = processes.own(start_slowed_run(src, out, model_path, ready))
     wait_for(ready, proc)
     proc.kill()
     proc.wait(timeout=60)
-    complete = {p.name[: -len(".jsonl")] for p in out.glob("*.jsonl") if not p.name.endswith(".jsonl.partial")}
+    complete = {p.name[: -len(".jsonl")] for p in out.glob("*.jsonl")}  # a partial output ends in .partial
     assert complete and "long.mp4" not in complete
     rc, again = bulk_main(src, out, model_path, "--workers", "2", "--no-split")
     assert rc == 0
@@ -119,7 +120,7 @@ def test_a_full_disk_stops_the_run_cleanly_and_a_rerun_with_space_resumes(
     assert run.returncode == 2, run.stderr[-2000:]
     assert "Traceback" not in run.stderr and "No space left" in run.stderr
     assert not (out / "long.mp4.jsonl").exists()  # nothing incomplete looks complete
-    complete_before = {p.name[: -len(".jsonl")] for p in out.glob("*.jsonl") if ".partial." not in p.name}
+    complete_before = {p.name[: -len(".jsonl")] for p in out.glob("*.jsonl")}  # a partial output ends in .partial
     subprocess.run(["mount", "-o", "remount,size=16m", str(small_tmpfs)], check=True)
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]

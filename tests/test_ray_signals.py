@@ -23,6 +23,7 @@ from typing import Iterator
 
 import pytest
 
+from .conftest import Processes
 from .test_ray import HIDE_RAY, ROOT, cluster, free_port  # noqa: F401 (cluster: the module's fixture)
 from .test_signals import delivered
 from .videos import write_video
@@ -34,6 +35,7 @@ ENDS_S = 60  # a run told to stop (or refused) ends long before this; Ray's own 
 
 # The real CLI, held at one point until GO exists (READY says it is there); the hold is the only change.
 _DRIVER = r"""
+import os
 import sys
 import time
 from pathlib import Path
@@ -42,11 +44,16 @@ from client import bulk, ray_cluster, ray_run
 from client.ray_worker import NodeWorker
 
 point, ready, go, rest = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4:]
+HOLD_S, HOLD_EXPIRED = 300, 124  # as tests/signal_runner.py's holds
 
 
-def hold():
+def hold():  # past HOLD_S the test that should have let it go is gone: end this process at once
     ready.touch()
+    deadline = time.monotonic() + HOLD_S
     while not go.exists():
+        if time.monotonic() > deadline:
+            print(f"no {go} within {HOLD_S} s; giving up", file=sys.stderr, flush=True)
+            os._exit(HOLD_EXPIRED)
         time.sleep(0.01)
 
 
@@ -100,11 +107,12 @@ def command(src: Path, out: Path, model: Path, *extra: str) -> list[str]:
             "--workers", "2", "--no-split", *extra]
 
 
-def start(args: list[str], *, point: str | None = None, ready: Path | None = None, go: Path | None = None,
-          env: dict[str, str] | None = None) -> subprocess.Popen:
+def start(processes: Processes, args: list[str], *, point: str | None = None, ready: Path | None = None,
+          go: Path | None = None, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """The driver, held at ``point`` (None: the plain CLI), owned by the test's ``processes``."""
     prefix = ["-c", _DRIVER, point, str(ready), str(go)] if point else ["-m", "client.bulk"]
-    return subprocess.Popen([sys.executable, *prefix, *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    return processes.start([sys.executable, *prefix, *args], cwd=ROOT, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env=env)
 
 
 def ended(proc: subprocess.Popen, why: str) -> str:
@@ -185,7 +193,7 @@ def no_ray_env(tmp_path: Path, recorded: str | None) -> dict[str, str]:
                                   "an address that is not a head", "auto, no cluster ever started here",
                                   "an address, Ray not installed"])
 def test_a_ray_with_nothing_to_join_is_one_line_and_exit_1_instead_of_minutes_of_retries(
-        tmp_path: Path, model_path: Path, case: str) -> None:
+        tmp_path: Path, model_path: Path, processes: Processes, case: str) -> None:
     (tmp_path / "videos").mkdir()
     with listener(greet=False) as (silent, _):
         address, recorded, says = {
@@ -196,10 +204,10 @@ def test_a_ray_with_nothing_to_join_is_one_line_and_exit_1_instead_of_minutes_of
             "an address, Ray not installed": (f"127.0.0.1:{free_port()}", None, "pip install 'framestream[ray]'"),
         }[case]
         prefix = ["-c", HIDE_RAY] if "not installed" in case else ["-m", "client.bulk"]
-        proc = subprocess.Popen([sys.executable, *prefix, *command(tmp_path / "videos", tmp_path / "out", model_path,
-                                                                   "--ray", address)],
-                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=no_ray_env(tmp_path, recorded))
+        proc = processes.start([sys.executable, *prefix, *command(tmp_path / "videos", tmp_path / "out", model_path,
+                                                                  "--ray", address)],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=no_ray_env(tmp_path, recorded))
         err = ended(proc, "it started")
     assert proc.returncode == 1, err
     assert err.strip().count("\n") == 0 and says in err, err
@@ -209,9 +217,10 @@ def test_a_ray_with_nothing_to_join_is_one_line_and_exit_1_instead_of_minutes_of
 
 
 def test_ray_auto_joins_the_cluster_that_ray_start_recorded_on_this_machine(
-        cluster, videos: Path, tmp_path: Path, model_path: Path) -> None:
+        cluster, videos: Path, tmp_path: Path, model_path: Path, processes: Processes) -> None:
     out = tmp_path / "out"
-    proc = start(command(videos, out, model_path, "--ray", "auto"), env=no_ray_env(tmp_path, cluster.address))
+    proc = start(processes, command(videos, out, model_path, "--ray", "auto"),
+                 env=no_ray_env(tmp_path, cluster.address))
     err = ended(proc, "it started")
     assert proc.returncode == 0, err[-3000:]
     s = summary(out)
@@ -223,10 +232,10 @@ def test_ray_auto_joins_the_cluster_that_ray_start_recorded_on_this_machine(
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_while_joining_a_head_that_never_lets_the_driver_in_ends_start_up_at_once(
-        tmp_path: Path, model_path: Path, sig: signal.Signals) -> None:
+        tmp_path: Path, model_path: Path, processes: Processes, sig: signal.Signals) -> None:
     (tmp_path / "videos").mkdir()
     with listener(greet=True) as (address, joining):
-        proc = start(command(tmp_path / "videos", tmp_path / "out", model_path, "--ray", address))
+        proc = start(processes, command(tmp_path / "videos", tmp_path / "out", model_path, "--ray", address))
         if not joining.wait(ENDS_S):
             proc.kill()
             pytest.fail(f"the driver never joined: {proc.communicate()[1][-2000:]}")
@@ -239,9 +248,11 @@ def test_a_signal_while_joining_a_head_that_never_lets_the_driver_in_ends_start_
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_a_signal_while_the_nodes_workers_start_ends_start_up_with_its_own_exit_code(
-        cluster, videos: Path, tmp_path: Path, model_path: Path, sig: signal.Signals) -> None:
+        cluster, videos: Path, tmp_path: Path, model_path: Path, processes: Processes,
+        sig: signal.Signals) -> None:
     out, ready, go = tmp_path / "out", tmp_path / "ready", tmp_path / "go"
-    proc = start(command(videos, out, model_path, "--ray", cluster.address), point="workers", ready=ready, go=go)
+    proc = start(processes, command(videos, out, model_path, "--ray", cluster.address), point="workers",
+                 ready=ready, go=go)
     try:
         wait_for(ready, proc)  # a node's worker is starting
         proc.send_signal(sig)
@@ -254,9 +265,10 @@ def test_a_signal_while_the_nodes_workers_start_ends_start_up_with_its_own_exit_
 
 
 def test_a_signal_after_the_workers_started_and_before_any_unit_is_dispatched_stops_the_run_honestly(
-        cluster, videos: Path, tmp_path: Path, model_path: Path) -> None:
+        cluster, videos: Path, tmp_path: Path, model_path: Path, processes: Processes) -> None:
     out, ready, go = tmp_path / "out", tmp_path / "ready", tmp_path / "go"
-    proc = start(command(videos, out, model_path, "--ray", cluster.address), point="plan", ready=ready, go=go)
+    proc = start(processes, command(videos, out, model_path, "--ray", cluster.address), point="plan",
+                 ready=ready, go=go)
     wait_for(ready, proc)  # the run has begun (signals are flags now) and is planning
     proc.send_signal(signal.SIGTERM)
     delivered(proc, signal.SIGTERM)
@@ -275,9 +287,10 @@ def test_a_signal_after_the_workers_started_and_before_any_unit_is_dispatched_st
 # -- dispatching and collecting -----------------------------------------------------------------
 
 def test_a_second_signal_stops_waiting_for_the_units_in_flight_and_keeps_what_is_complete(
-        cluster, videos: Path, tmp_path: Path, model_path: Path) -> None:
+        cluster, videos: Path, tmp_path: Path, model_path: Path, processes: Processes) -> None:
     out, ready, go = tmp_path / "out", tmp_path / "ready", tmp_path / "go"
-    proc = start(command(videos, out, model_path, "--ray", cluster.address), point="units", ready=ready, go=go)
+    proc = start(processes, command(videos, out, model_path, "--ray", cluster.address), point="units",
+                 ready=ready, go=go)
     try:
         wait_for(ready, proc)  # long.mp4's unit is in flight on a node, and stays there
         wait_for(out / "short0.mp4.jsonl", proc)  # while a short one completes
@@ -298,9 +311,10 @@ def test_a_second_signal_stops_waiting_for_the_units_in_flight_and_keeps_what_is
 
 
 def test_a_sigterm_while_a_ray_runs_summary_is_written_keeps_the_summary_and_exits_143(
-        cluster, videos: Path, tmp_path: Path, model_path: Path) -> None:
+        cluster, videos: Path, tmp_path: Path, model_path: Path, processes: Processes) -> None:
     out, ready, go = tmp_path / "out", tmp_path / "ready", tmp_path / "go"
-    proc = start(command(videos, out, model_path, "--ray", cluster.address), point="summary", ready=ready, go=go)
+    proc = start(processes, command(videos, out, model_path, "--ray", cluster.address), point="summary",
+                 ready=ready, go=go)
     wait_for(ready, proc)  # every video is done; summary.json is about to be written
     proc.send_signal(signal.SIGTERM)
     delivered(proc, signal.SIGTERM)

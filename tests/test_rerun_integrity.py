@@ -14,12 +14,17 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from client import outfiles
+from client.resume import ResumeLedger
+
+from .conftest import Processes
 from .test_bulk import bulk_main, entries, read_jsonl
 from .test_faults import leftovers, wait_for
 from .videos import write_video
@@ -132,10 +137,10 @@ RERUN_OPTIONS = {"conf": ("--conf", "0.5"), "parquet": ("--format", "parquet"), 
 
 @pytest.mark.parametrize("option", sorted(RERUN_OPTIONS))
 def test_a_rerun_with_other_options_stopped_by_sigterm_leaves_every_earlier_output_sidecar_and_record(
-        src: Path, done: Path, tmp_path: Path, model_path: Path, option: str) -> None:
+        src: Path, done: Path, tmp_path: Path, model_path: Path, processes: Processes, option: str) -> None:
     out, ready = copy_of(done, tmp_path / "out"), tmp_path / "ready"
     before = triples(out)
-    proc = start_slowed(src, out, model_path, ready, *RERUN_OPTIONS[option])
+    proc = processes.own(start_slowed(src, out, model_path, ready, *RERUN_OPTIONS[option]))
     wait_for(ready, proc)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
@@ -147,10 +152,10 @@ def test_a_rerun_with_other_options_stopped_by_sigterm_leaves_every_earlier_outp
 
 
 def test_a_rerun_with_other_options_killed_by_sigkill_leaves_every_earlier_output_sidecar_and_record(
-        src: Path, done: Path, tmp_path: Path, model_path: Path) -> None:
+        src: Path, done: Path, tmp_path: Path, model_path: Path, processes: Processes) -> None:
     out, ready = copy_of(done, tmp_path / "out"), tmp_path / "ready"
     before = triples(out)
-    proc = start_slowed(src, out, model_path, ready, "--conf", "0.5")
+    proc = processes.own(start_slowed(src, out, model_path, ready, "--conf", "0.5"))
     wait_for(ready, proc)
     proc.kill()
     proc.communicate(timeout=60)
@@ -229,13 +234,38 @@ def test_a_rerun_whose_record_cannot_be_committed_after_publishing_puts_back_the
 # Finding 2: two runs on one OUT ------------------------------------------------------------------
 
 
+def first_to_end(procs: list[subprocess.Popen], held: list[Path], timeout_s: float = 600.0,
+                 ) -> subprocess.Popen | None:
+    """The first of ``procs`` to exit; None once each has created its ``held`` file (all of them
+    are past OUT's lock, held before their summary). Waits for an event, not a length of time."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for proc in procs:
+            if proc.poll() is not None:
+                return proc
+        if all(path.exists() for path in held):
+            return None
+        time.sleep(0.02)
+    pytest.fail(f"none of the runs ended within {timeout_s:.0f} s")
+
+
 def test_two_runs_started_at_once_on_one_out_one_works_the_other_exits_1_naming_the_holder(
-        src: Path, tmp_path: Path, model_path: Path) -> None:
-    out = tmp_path / "out"
-    procs = [start_slowed(src, out, model_path, tmp_path / f"ready{i}", delay_s=0.2) for i in range(2)]
+        src: Path, tmp_path: Path, model_path: Path, processes: Processes) -> None:
+    out, go, held = tmp_path / "out", tmp_path / "go", [tmp_path / f"ready{i}" for i in range(2)]
+    # Each run holds before writing its summary until GO (tests/signal_runner.py), OUT's lock still
+    # held: the one that takes the lock cannot finish before the other has tried and exited.
+    procs = [processes.start([sys.executable, "-m", "tests.signal_runner", "summary", str(ready), str(go), "--",
+                              str(src), "--out", str(out), "--model", str(model_path), "--no-progress",
+                              "--workers", "2", "--no-split"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+             for ready in held]
+    refused = first_to_end(procs, held)
+    go.touch()
+    assert refused is not None, "both runs got past OUT's lock"
     results = [p.communicate(timeout=600) for p in procs]
     codes = [p.returncode for p in procs]
     assert sorted(codes) == [0, 1], [err[-2000:] for _, err in results]
+    assert refused.returncode == 1
     winner, loser = (procs[0], procs[1]) if codes[0] == 0 else (procs[1], procs[0])
     stderr = results[procs.index(loser)][1]
     assert "Traceback" not in stderr
@@ -245,9 +275,9 @@ def test_two_runs_started_at_once_on_one_out_one_works_the_other_exits_1_naming_
 
 
 def test_a_second_run_while_the_first_is_paused_exits_1_and_the_first_then_completes(
-        src: Path, tmp_path: Path, model_path: Path) -> None:
+        src: Path, tmp_path: Path, model_path: Path, processes: Processes) -> None:
     out, ready = tmp_path / "out", tmp_path / "ready"
-    first = start_slowed(src, out, model_path, ready)
+    first = processes.own(start_slowed(src, out, model_path, ready))
     wait_for(ready, first)
     first.send_signal(signal.SIGSTOP)  # Ctrl-Z
     try:
@@ -263,11 +293,11 @@ def test_a_second_run_while_the_first_is_paused_exits_1_and_the_first_then_compl
 
 
 def test_shards_of_a_job_exclude_an_unsharded_run_and_a_second_copy_of_the_same_shard(
-        src: Path, tmp_path: Path, model_path: Path) -> None:
+        src: Path, tmp_path: Path, model_path: Path, processes: Processes) -> None:
     out, ready = tmp_path / "out", tmp_path / "ready"
     (out / ".framestream" / "done").mkdir(parents=True)  # a record of nothing: the runner slows at once
     (out / ".framestream" / "done" / "elsewhere.mp4.json").write_text("{}")
-    shard = start_slowed(src, out, model_path, ready, "--shard", "0/2")  # long.mp4 (1/2: the short ones)
+    shard = processes.own(start_slowed(src, out, model_path, ready, "--shard", "0/2"))  # long.mp4 (1/2: the short ones)
     wait_for(ready, shard)
     shard.send_signal(signal.SIGSTOP)
     try:
@@ -289,9 +319,10 @@ def test_shards_of_a_job_exclude_an_unsharded_run_and_a_second_copy_of_the_same_
 # Finding 8: a source that changes during the run ----------------------------------------------
 
 
-def test_a_source_that_changes_during_the_run_is_an_error_without_a_record(tmp_path: Path, model_path: Path) -> None:
+def test_a_source_that_changes_during_the_run_is_an_error_without_a_record(
+        tmp_path: Path, model_path: Path, processes: Processes) -> None:
     src, out, ready = make_src(tmp_path / "videos"), tmp_path / "out", tmp_path / "ready"
-    proc = start_slowed(src, out, model_path, ready)
+    proc = processes.own(start_slowed(src, out, model_path, ready))
     wait_for(ready, proc)  # a short video is complete; the long one is being decoded and inferred
     with open(src / "long.mp4", "ab") as f:  # a recording still being written
         f.write(b"\0" * 4096)
@@ -305,10 +336,32 @@ def test_a_source_that_changes_during_the_run_is_an_error_without_a_record(tmp_p
 
 
 def test_the_record_holds_the_source_identity_taken_when_its_decoding_started(
-        done: Path, src: Path) -> None:
-    source = json.loads(record_path(done, "long.mp4").read_text())["source"]
-    st = (src / "long.mp4").stat()
-    assert source == {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "inode": st.st_ino}
+        tmp_path: Path, model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src, out = tmp_path / "videos", tmp_path / "out"
+    src.mkdir()
+    video = write_video(src / "a.mp4", frames=6)
+    before = video.stat()
+    stage, touched = ResumeLedger.stage, []
+
+    def touch_then_stage(self: ResumeLedger, path: Path, rel: str, *args, **kwargs):
+        """The source is touched after its frames were checked and before its record is staged:
+        the identity taken now is not the one its frames were decoded from."""
+        st = os.stat(path)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        touched.append(rel)
+        return stage(self, path, rel, *args, **kwargs)
+
+    monkeypatch.setattr(ResumeLedger, "stage", touch_then_stage)
+    rc, summary = bulk_main(src, out, model_path)
+    assert rc == 0 and touched == ["a.mp4"], summary
+    after = video.stat()
+    assert (after.st_mtime_ns, after.st_ctime_ns) != (before.st_mtime_ns, before.st_ctime_ns)
+    source = json.loads(record_path(out, "a.mp4").read_text())["source"]
+    assert source == {"size": before.st_size, "mtime_ns": before.st_mtime_ns, "ctime_ns": before.st_ctime_ns,
+                      "inode": before.st_ino}
+    monkeypatch.undo()
+    rc, again = bulk_main(src, out, model_path)
+    assert rc == 0 and not entries(again)["a.mp4"]["resumed"]  # the later change is seen: redone, not trusted
 
 
 def test_a_source_whose_attributes_change_during_the_run_but_not_its_bytes_is_complete(
@@ -367,14 +420,26 @@ def test_a_ledger_record_that_is_not_valid_is_redone_and_says_why(
 
 
 def test_a_symlink_planted_at_the_summarys_temporary_is_never_written_through(
-        src: Path, done: Path, tmp_path: Path, model_path: Path) -> None:
+        src: Path, done: Path, tmp_path: Path, model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out, outside = copy_of(done, tmp_path / "out"), tmp_path / "outside"
     outside.mkdir()
-    os.symlink(outside / "stolen.json", out / f".summary.json.{os.getpid()}.tmp")  # the name of this pid's
+    planted = f".summary.json.{os.getpid()}-000000.tmp"  # a temporary name of this (the running) process
+    os.symlink(outside / "stolen.json", out / planted)
+    temp_name, offered = outfiles.temp_name, []
+
+    def planted_first(name: str) -> str:
+        """The summary's first temporary name is the planted link's (a name guessed right)."""
+        if name == "summary.json" and not offered:
+            offered.append(name)
+            return planted
+        return temp_name(name)
+
+    monkeypatch.setattr(outfiles, "temp_name", planted_first)
     rc, summary = bulk_main(src, out, model_path)
+    assert offered, "the summary was written without drawing a temporary name"
     assert rc == 0 and all(f["resumed"] for f in summary["files"])
     assert list(outside.iterdir()) == []
-    assert not (out / "summary.json").is_symlink() and (out / f".summary.json.{os.getpid()}.tmp").is_symlink()
+    assert not (out / "summary.json").is_symlink() and (out / planted).is_symlink()
 
 
 # Finding 16: OUT or the ledger folder not writable ----------------------------------------------
@@ -432,7 +497,7 @@ def test_a_ledger_folder_that_cannot_be_written_leaves_no_output_looking_complet
 
 @pytest.mark.triton
 def test_a_rerun_with_other_options_cut_off_by_a_server_outage_leaves_every_earlier_output_sidecar_and_record(
-        src: Path, done: Path, tmp_path: Path, model_path: Path) -> None:
+        src: Path, done: Path, tmp_path: Path, model_path: Path, processes: Processes) -> None:
     from .test_triton import inferences, server_args, wait_for as wait_until
     from .triton_server import free_ports, make_repository, start_server
 
@@ -440,9 +505,9 @@ def test_a_rerun_with_other_options_cut_off_by_a_server_outage_leaves_every_earl
     before = triples(out)
     server = start_server(make_repository(tmp_path / "repository", model_path), free_ports(3))
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "client.bulk", str(src), "--out", str(out), "--no-progress",
-                                 "--workers", "2", "--no-split", "--conf", "0.5", *server_args(server)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        proc = processes.start([sys.executable, "-m", "client.bulk", str(src), "--out", str(out), "--no-progress",
+                                "--workers", "2", "--no-split", "--conf", "0.5", *server_args(server)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
         wait_until("the server inferring the rerun's frames", lambda: inferences(server) > 0)
         proc.send_signal(signal.SIGSTOP)  # frozen mid-run, however fast the machine
         server.kill()
