@@ -365,9 +365,9 @@ def test_the_record_holds_the_source_identity_taken_when_its_decoding_started(
 
 
 def test_a_source_whose_attributes_change_during_the_run_but_not_its_bytes_is_complete(
-        tmp_path: Path, model_path: Path) -> None:
+        tmp_path: Path, model_path: Path, processes: Processes) -> None:
     src, out, ready = make_src(tmp_path / "videos"), tmp_path / "out", tmp_path / "ready"
-    proc = start_slowed(src, out, model_path, ready)
+    proc = processes.own(start_slowed(src, out, model_path, ready))
     wait_for(ready, proc)
     before = (src / "long.mp4").stat()
     (src / "long.mp4").chmod(0o600)  # a backup tool or a chmod: its ctime moves, not a byte
