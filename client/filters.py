@@ -18,6 +18,7 @@ import numpy as np
 from .contract import ModelInfo
 from .detections import Detections
 from .errors import UsageError
+from .limits import ascii_digits
 from .sinks import PostProcessingWriter
 
 __all__ = ["DetectionFilter", "make_filter", "resolve_classes", "FilteredSink"]
@@ -67,7 +68,7 @@ def resolve_classes(text: str, names: Mapping[int, str]) -> frozenset[int]:
     for token in (t.strip() for t in text.split(",")):
         if not token:
             continue
-        if token.isdigit():
+        if ascii_digits(token):
             cid = int(token)
             if names and cid not in names:
                 raise UsageError(f"--classes: no class id {cid} in this model (ids 0-{max(names)}); "

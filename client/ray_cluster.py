@@ -33,6 +33,7 @@ from . import defaults
 from .bulk_run import Interrupts
 from .contract import ModelInfo
 from .errors import UsageError
+from .limits import ascii_digits
 from .ray_worker import NodeInfo, NodeWorker
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ def _address_file() -> Path:
 def _host_port(address: str) -> tuple[str, int]:
     rest = address.split("://", 1)[-1]
     host, sep, port = rest.rpartition(":")
-    if not sep or not host or not port.isdigit():
+    if not sep or not host or not ascii_digits(port):
         raise UsageError(f"--ray takes HOST:PORT (or ray://HOST:PORT, or auto), got {address!r}")
     return host.strip("[]"), int(port)
 

@@ -22,9 +22,10 @@ from pathlib import Path
 
 from .annotate import SheetSpec, annotate
 from .errors import FramestreamError, OutputStorageError, UsageError
+from .limits import ascii_digits
 from .outfiles import OutTree, display_rel, summary_rel, write_atomically
-from .resume import SOURCE_CHANGED, ResumeLedger
 from .results import RunOutputs, Video, load_run, read_frames
+from .resume import SOURCE_CHANGED, ResumeLedger
 
 log = logging.getLogger("client.render")
 
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m client.render"
 
 def _sheet(text: str) -> SheetSpec:
     cols, x, rows = text.lower().partition("x")
-    if not (x and cols.isdigit() and rows.isdigit() and int(cols) > 0 and int(rows) > 0):
+    if not (x and ascii_digits(cols) and ascii_digits(rows) and int(cols) > 0 and int(rows) > 0):
         raise UsageError(f"--sheet takes COLSxROWS such as 4x4, got {text!r}")
     return SheetSpec(int(cols), int(rows))
 
