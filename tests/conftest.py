@@ -3,6 +3,7 @@ real tmpfs, and the processes a test starts (none outlives its test)."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -13,6 +14,14 @@ import pytest
 from server_config.model.build import build_model
 from server_config.model.files import save_onnx_atomically
 
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGHUP at its default for the runs the tests start: a suite started under ``nohup`` (or by
+    a runner that ignores SIGHUP) would hand the ignore down to every child, and a run keeps a
+    SIGHUP its parent ignored (as ``nohup`` asks), so the terminal-closed tests would see none.
+    ``test_signals.py`` starts one run with SIGHUP ignored on purpose."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 @pytest.fixture(scope="session")
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:

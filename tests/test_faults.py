@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -33,12 +34,13 @@ def src(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return src
 
 
-def start_slowed_run(src: Path, out: Path, model: Path, ready: Path) -> subprocess.Popen:
+def start_slowed_run(src: Path, out: Path, model: Path, ready: Path, *,
+                     preexec_fn: Callable[[], object] | None = None) -> subprocess.Popen:
     """The bulk CLI in a subprocess whose backend slows once a video is complete (tests/fault_runner.py)."""
     cmd = [sys.executable, "-m", "tests.fault_runner", str(ready), "0.1", "--", str(src), "--out", str(out),
            "--model", str(model), "--no-progress", "--workers", "2", "--no-split"]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=Path(__file__).resolve().parents[1])
+                            cwd=Path(__file__).resolve().parents[1], preexec_fn=preexec_fn)
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout_s: float = 120.0) -> None:

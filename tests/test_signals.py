@@ -105,6 +105,19 @@ def test_sighup_mid_run_stops_like_sigterm_keeps_partials_writes_the_summary_and
     assert rc == 0 and entries(again)["long.mp4"]["frames"] == LONG_FRAMES
 
 
+def test_under_nohup_a_sighup_is_left_ignored_and_the_run_completes(
+        src: Path, tmp_path: Path, model_path: Path, processes: Processes) -> None:
+    out, ready = tmp_path / "out", tmp_path / "ready"
+    proc = processes.own(start_slowed_run(src, out, model_path, ready,
+                                          preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)))
+    wait_for(ready, proc)
+    proc.send_signal(signal.SIGHUP)  # what `nohup framestream bulk ...` is for
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped"] is None and {f["status"] for f in entries(summary).values()} == {"ok"}
+
+
 @pytest.mark.parametrize("mid_run", [False, True], ids=["after-the-run", "second-signal"])
 def test_a_sigterm_while_the_summary_is_written_neither_loses_it_nor_gives_a_traceback(
         src: Path, tmp_path: Path, model_path: Path, processes: Processes, mid_run: bool) -> None:
