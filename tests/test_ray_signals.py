@@ -24,7 +24,7 @@ from typing import Iterator
 import pytest
 
 from .conftest import Processes
-from .test_ray import HIDE_RAY, ROOT, cluster, free_port  # noqa: F401 (cluster: the module's fixture)
+from .test_ray import HIDE_RAY, ROOT, cluster, free_port, needs_ray  # noqa: F401 (cluster: the module's fixture)
 from .test_signals import delivered
 from .videos import write_video
 
@@ -189,9 +189,11 @@ def no_ray_env(tmp_path: Path, recorded: str | None) -> dict[str, str]:
 
 # -- nothing to join: one line, exit 1, at once ---------------------------------------------------
 
-@pytest.mark.parametrize("case", ["auto, the recorded head stopped", "auto, the recorded address is not a head",
-                                  "an address that is not a head", "auto, no cluster ever started here",
-                                  "an address, Ray not installed"])
+@pytest.mark.parametrize("case", [
+    *(pytest.param(case, marks=needs_ray) for case in (
+        "auto, the recorded head stopped", "auto, the recorded address is not a head",
+        "an address that is not a head", "auto, no cluster ever started here")),
+    "an address, Ray not installed"])
 def test_a_ray_with_nothing_to_join_is_one_line_and_exit_1_instead_of_minutes_of_retries(
         tmp_path: Path, model_path: Path, processes: Processes, case: str) -> None:
     (tmp_path / "videos").mkdir()
@@ -230,6 +232,7 @@ def test_ray_auto_joins_the_cluster_that_ray_start_recorded_on_this_machine(
 
 # -- start-up: nothing written, 128 + N at once --------------------------------------------------
 
+@needs_ray
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_while_joining_a_head_that_never_lets_the_driver_in_ends_start_up_at_once(
         tmp_path: Path, model_path: Path, processes: Processes, sig: signal.Signals) -> None:
