@@ -38,6 +38,7 @@ __all__ = ["hold_out", "open_lock", "LOCK_NAME"]
 
 LOCK_NAME = ".framestream.lock"
 _BUSY = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+_NAME_WAIT_S = 2.0  # how long a refused run waits for the holder's name (written right after its lock)
 
 
 def open_lock(tree: OutTree, parts: tuple[str, ...], *, probe: bool = False) -> int:
@@ -87,12 +88,21 @@ def _try_lock(fd: int, mode: int) -> bool:
     return True
 
 
-def _describe(fd: int) -> str:
-    """Who holds a lock, as its holder wrote it into the file."""
+def _read_holder(fd: int) -> object:
     try:
-        holder = json.loads(os.pread(fd, 65536, 0) or b"null")
+        return json.loads(os.pread(fd, 65536, 0) or b"null")
     except (OSError, ValueError):
-        holder = None
+        return None
+
+
+def _describe(fd: int) -> str:
+    """Who holds a lock, as its holder wrote it into the file. The holder writes its name just
+    after it takes the lock, so a refused run that looks in between waits a moment for it."""
+    deadline = time.monotonic() + _NAME_WAIT_S
+    holder = _read_holder(fd)
+    while not isinstance(holder, dict) and time.monotonic() < deadline:
+        time.sleep(0.02)
+        holder = _read_holder(fd)
     if not isinstance(holder, dict):
         return "a framestream run that has not written its name yet"
     shard = f"shard {holder['shard']}, " if holder.get("shard") else ""
