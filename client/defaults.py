@@ -25,7 +25,7 @@ KEYFRAME_INTERVAL_FRAMES = 30
 # -- batching and queues ----------------------------------------------------------------------
 # Frames per inference batch (--batch), formed across videos. Every benchmark ran at 8
 # (results/embedded.md: 0.89 of bare onnxruntime at the same batch; results/triton.md); on a
-# CPU, batches above 1 gain nothing (README, Benchmarks), so 8 costs nothing there. Not swept.
+# CPU, batches above 1 gain nothing (docs/performance.md), so 8 costs nothing there. Not swept.
 BATCH = 8
 # Decoded frames waiting for inference, at most: bounds memory whatever the number and length of
 # the videos (results/embedded.md: peak RSS 320-441 MiB for 1, 20 and 40 files).

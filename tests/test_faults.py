@@ -1,5 +1,5 @@
 """Faults as real events in real processes: what exit code, what summary.json says, what a
-rerun redoes. Each test here is a row of README's "What each fault gets" table."""
+rerun redoes. Each test here is a row of the table in docs/faults.md."""
 
 from __future__ import annotations
 

@@ -227,7 +227,7 @@ def test_installed_serve_serves_the_packaged_configs_with_the_model_in_framestre
 
 def test_the_server_s_environment_prepares_offline_from_a_wheelhouse_with_the_documented_commands(
         installed: Installed) -> None:
-    """README's offline route: the requirements printed, a wheelhouse downloaded where an index
+    """docs/triton.md's offline route: the requirements printed, a wheelhouse downloaded where an index
     answers, then one command without an index."""
     printed = installed.framestream("serve", "--requirements")
     assert printed.returncode == 0 and "nvidia-pytriton" in printed.stdout
