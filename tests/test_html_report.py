@@ -199,6 +199,10 @@ def test_the_throughput_plot_is_averaged_with_its_mean_drawn_and_stated_and_both
     out, summary = run
     html = chromium("--dump-dom", (out / "report.html").as_uri()).stdout
     plots = _plots(html)
+    gantt = _svg_texts(plots["gantt"])
+    decoded = {f["path"] for f in summary["files"] if f["segments"]}
+    assert decoded and decoded <= set(gantt), gantt  # each file's colour is named
+    assert "file (colour)" in gantt and any(t.startswith("makespan ") for t in gantt)
     series = summary["throughput"]
     frames = sum(series["frames_per_s"]) * series["bucket_s"]
     mean = frames / summary["schedule"]["makespan_s"]
@@ -208,10 +212,6 @@ def test_the_throughput_plot_is_averaged_with_its_mean_drawn_and_stated_and_both
     assert 'id="legend_1"' in plots["throughput"]
     stated = re.search(r'<p class="note" id="throughput-mean">Mean: ([\d.]+) frames/s \((\d+) frames', html)
     assert float(stated[1]) == pytest.approx(mean, abs=0.05) and int(stated[2]) == round(frames)
-    gantt = _svg_texts(plots["gantt"])
-    decoded = {f["path"] for f in summary["files"] if f["segments"]}
-    assert decoded and decoded <= set(gantt)  # each file's colour is named
-    assert "file (colour)" in gantt and any(t.startswith("makespan ") for t in gantt)
 
 
 def test_the_averaged_throughput_of_a_comb_of_batches_is_flat_at_their_rate() -> None:
