@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Callable
 
-from .defaults import PROGRESS_LOG_EVERY_S, PROGRESS_REDRAW_S, RATE_WINDOW_S
+from .defaults import PROGRESS_LOG_EVERY_S, PROGRESS_REDRAW_S, RATE_BURST_S, RATE_WINDOW_S
 from .rate import EtaSmoother, RateMeter
 from .report import OK
 from .terminal import TolerantStream, status_line
@@ -55,6 +55,7 @@ class Progress:
         self.eta = eta or EtaSmoother()
         self._status = status_line(self._stderr) if self.live else None
         self._closed = False
+        self._eta_t = self._prev_t = float("-inf")
         self._last = clock() - max(log_every_s, PROGRESS_REDRAW_S)  # the first result is shown at once
 
     @property
@@ -73,9 +74,22 @@ class Progress:
     def frame(self) -> None:
         self.frames += 1
         now = self._clock()
+        self._update_eta(now)
         self.meter.add(now, self.frames)
-        self.eta.update(now, self.meter.reading())
+        self._prev_t = now
         self._maybe_show()
+
+    def _update_eta(self, now: float) -> None:
+        """Give the ETA the meter's reading as the last arrival left it: taken as a new arrival
+        begins (a gap of RATE_BURST_S), its batch's frames are all counted; a reading after a
+        batch's first frame would count one of them. At most every PROGRESS_REDRAW_S (a reading
+        scans the window), and at least every second when results never pause."""
+        since = now - self._eta_t
+        if self._prev_t == float("-inf"):
+            return  # no result yet
+        if since >= PROGRESS_REDRAW_S and (now - self._prev_t >= RATE_BURST_S or since >= 1.0):
+            self._eta_t = now
+            self.eta.update(self._prev_t, self.meter.reading())
 
     def file_done(self, status: str = OK, *, frames: int | None = None, planned: int | None = None) -> None:
         """A file ended with ``status``; ``frames`` it gave of the ``planned`` (its estimate): the

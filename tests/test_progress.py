@@ -211,18 +211,27 @@ def test_a_status_line_is_cut_to_the_terminal_s_width_so_it_never_wraps() -> Non
     master, slave = pty.openpty()
     try:
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 40, 0, 0))
-        with os.fdopen(os.dup(slave), "w") as stream:
+        with os.fdopen(slave, "w") as stream:  # closes the slave: the master then reads to its end
             line = StatusLine(stream)
             line.show("x" * 100)
             line.show("short")
             line.print_above("a log line")
             line.end()
+        written = b""
+        while select.select([master], [], [], 10)[0]:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: nothing more, the slave is closed
+                break
+            if not chunk:
+                break
+            written += chunk
         screen = Screen(40)
-        screen.feed(os.read(master, 4096).decode())
+        screen.feed(written.decode())
         assert not screen.wrapped and screen.rows[:2] == ["a log line", "short"]
+        assert "x" * 39 in written.decode() and "x" * 40 not in written.decode()
     finally:
         os.close(master)
-        os.close(slave)
 
 
 # ---- the ETA's rule, on sequences of samples (time is fed, never waited for) ----
