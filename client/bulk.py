@@ -36,7 +36,7 @@ from .pipeline import PipelineConfig
 from .report import OK, SKIPPED, detections_line, print_schedule, print_table, totals, write_summary
 from .shards import Shard, resolve_shard
 from .summary import shard_summary_name, write_and_merge
-from .terminal import EscapingFormatter, TolerantStream
+from .terminal import EscapingFormatter, StatusLineHandler, TolerantStream
 from .sinks import FORMATS, PARQUET_COLUMNS
 from .tracking import TRACKERS, TrackOptions, TrackedSink
 
@@ -166,9 +166,10 @@ def parser(prog: str = "python -m client.bulk") -> argparse.ArgumentParser:
 def _configure_logging(verbose: bool) -> None:
     """Log lines to stderr, each on one line whatever names it quotes; a closed or broken
     stderr silences them without failing the run (:mod:`client.terminal`)."""
-    handler = logging.StreamHandler(TolerantStream(sys.stderr))
+    handler = StatusLineHandler(TolerantStream(sys.stderr))  # above the live progress bar, never on it
     handler.setFormatter(EscapingFormatter("%(levelname)s %(message)s" if verbose else "%(message)s"))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
+    logging.captureWarnings(True)  # Python warnings too, one line each, through the same handler
     for noisy in ("libav", "av"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 

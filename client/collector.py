@@ -133,7 +133,8 @@ class Collector:
             raise TypeError(f"unknown pipeline event {event!r}")
         for file_id in touched:
             if file_id in self.states and self.states[file_id].done:
-                self._report(self._finish(self.states.pop(file_id)))
+                state = self.states.pop(file_id)
+                self._report(self._finish(state), planned=state.plan.work)
 
     def _start(self, p: FilePlan) -> None:
         state = _FileState(p, None, time.monotonic())
@@ -177,9 +178,9 @@ class Collector:
         except OutputError:
             pass
 
-    def _report(self, report: FileReport) -> None:
+    def _report(self, report: FileReport, *, planned: int) -> None:
         self.reports[report.path] = report
-        self.progress.file_done()
+        self.progress.file_done(report.status, frames=report.frames, planned=planned)
         if self.telemetry is not None:
             self.telemetry.file_done(report.status)
 
@@ -203,7 +204,7 @@ class Collector:
             self._output(state, lambda: state.drain(prefix=True))
             state.lost += len(state.pending)  # after the first missing frame (a later segment's): dropped
             state.pending.clear()
-            self._report(self._finish(state))
+            self._report(self._finish(state), planned=state.plan.work)
         self.states.clear()
         return {p.candidate.rel: FileReport(p.candidate.rel, NOT_PROCESSED, error=f"not started: {reason}")
                 for p in self.plans if p.candidate.rel not in self.reports}

@@ -94,6 +94,9 @@ RATE_MIN_SPAN_S = 3.0
 RATE_TOLERANCE = 0.2
 RATE_MIN_EVENTS = 8
 RATE_BURST_S = 0.05  # results this close to the first of their burst are one arrival
+# The ETA a person is shown (client/rate.py EtaSmoother): from the rate smoothed with this time
+# constant, shown from the first steady reading on and never hidden again.
+ETA_SMOOTHING_S = 10.0
 
 # -- Ray (--ray) ------------------------------------------------------------------------------
 RAY_CONNECT_TIMEOUT_S = 5.0  # the head must answer (TCP, then gRPC's greeting) within this: Ray itself retries for minutes

@@ -3,9 +3,13 @@
 Everything comes from ``summary.json`` and the outputs it lists, so the page can be rebuilt
 at any time (``python -m client.render OUT --report-only``). The plots are drawn with
 matplotlib's SVG backend and inlined, text as paths: the page loads nothing, from no network
-and no other file. Sections: the per-file table, throughput over the run, the schedule as a
-Gantt of segments per decoder (makespan and lower bound), detections per class over time for
-each video (the first :data:`MAX_VIDEO_PLOTS`), and Triton's figures when a server was used.
+and no other file. Sections: the run's overview (detections per class included), the per-file
+table (no per-file rate or seconds: files are decoded side by side, so neither is a throughput;
+resumed files marked in a column of their own), throughput over the run (averaged over a
+window, so batches do not draw a comb, with the run's mean drawn and stated), the schedule as
+a Gantt of segments per decoder (a legend for the files' colours, makespan and lower bound),
+detections per class over time for each video (the first :data:`MAX_VIDEO_PLOTS`), and
+Triton's figures when a server was used.
 """
 
 from __future__ import annotations
@@ -25,12 +29,16 @@ REPORT_NAME = "report.html"
 MAX_VIDEO_PLOTS = 24  # videos with a detections plot; a run of thousands gets a page that still opens
 _TOP_CLASSES = 6  # per video; the rest summed as "other"
 _MAX_BINS = 300  # points per time series
+_MAX_LEGEND_FILES = 12  # files named in the schedule's legend; the rest counted
+_SMOOTH_MIN_S = 1.0  # the throughput plot's window: at least this, and at least two buckets
+_SMOOTH_RUN_FRACTION = 0.02  # and at least this part of the run (a day's run: half-hour windows)
 
 _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
 h1{font-size:22px}h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
 td.n{text-align:right}tr.error td{background:#fde8e8}tr.not_processed td{background:#fff4d6}
+tr.resumed td{color:#555}
 .plot svg{max-width:100%;height:auto}.note{color:#666}
 """
 
@@ -66,7 +74,19 @@ def _overview(s: dict) -> str:
              "wall seconds": t.get("wall_seconds"), "frames/s": t.get("fps"), "stopped": s.get("stopped"),
              "model": m.get("source"), "model digest": str(m.get("digest") or "")[:16],
              "options": ", ".join(f"{k}={v}" for k, v in (s.get("options") or {}).items())}
+    items.update(_detection_rows(t))
     return _key_values(items)
+
+
+def _detection_rows(t: dict) -> dict[str, object]:
+    """The detections in the complete outputs: the total, then per class (most first)."""
+    if "detections" not in t:
+        return {"detections": "not counted (a summary of an older framestream)"}
+    unknown = int(t.get("detections_unknown") or 0)
+    total = f"{t['detections']}" + (f" (unknown for {unknown} resumed file{'s' if unknown != 1 else ''})"
+                                    if unknown else "")
+    by_class = t.get("detections_by_class") or {}
+    return {"detections": total, "detections per class": ", ".join(f"{name} {n}" for name, n in by_class.items())}
 
 
 def _key_values(d: dict) -> str:
@@ -75,14 +95,24 @@ def _key_values(d: dict) -> str:
 
 
 def _file_table(s: dict) -> str:
-    head = "<tr><th>file</th><th>status</th><th>frames</th><th>fps</th><th>seconds</th><th>error</th></tr>"
+    """One row per file: its status, whether it was resumed (an earlier run's complete output,
+    not redone), its frames, its share of this run's frames, its model input, its detections
+    and its error. No per-file rate or seconds: files overlap, so neither is a throughput."""
+    head = ("<tr><th>file</th><th>status</th><th>resumed</th><th>frames</th><th>share</th><th>letterbox</th>"
+            "<th>detections</th><th>error</th></tr>")
     rows = []
     for f in s.get("files") or []:
         status = str(f.get("status"))
-        note = f.get("error") or ("resumed" if f.get("resumed") else "")
-        rows.append(f"<tr class=\"file {_e(status)}\"><td>{_e(f.get('path'))}</td><td>{_e(status)}</td>"
-                    f"<td class=\"n\">{_e(f.get('frames'))}</td><td class=\"n\">{_e(f.get('fps'))}</td>"
-                    f"<td class=\"n\">{_e(f.get('seconds'))}</td><td>{_e(note)}</td></tr>")
+        resumed = bool(f.get("resumed"))
+        share = f.get("share")
+        detections = f.get("detections")
+        rows.append(f"<tr class=\"file {_e(status)}{' resumed' if resumed else ''}\"><td>{_e(f.get('path'))}</td>"
+                    f"<td>{_e(status)}</td><td>{'yes' if resumed else ''}</td>"
+                    f"<td class=\"n\">{_e(f.get('frames'))}</td>"
+                    f"<td class=\"n\">{'' if share is None else f'{100 * float(share):.1f}%'}</td>"
+                    f"<td>{_e(f.get('letterbox'))}</td>"
+                    f"<td class=\"n\">{'' if detections is None else sum(detections.values())}</td>"
+                    f"<td>{_e(f.get('error'))}</td></tr>")
     return f"<table id=\"files\">{head}{''.join(rows)}</table>"
 
 
@@ -105,24 +135,52 @@ def _svg(fig, name: str) -> str:
     return f"<div class=\"plot\" id=\"{_e(name)}\">{_SVG_HEAD.sub('', buf.getvalue(), count=1)}</div>"
 
 
+def smoothed(rates: list[float], bucket_s: float, window_s: float) -> list[float]:
+    """Frames/s averaged over ``window_s`` (whole buckets, at least one) around each bucket; at
+    the run's edges over the part of the window inside the run, so the ends are not pulled
+    down by time outside it."""
+    k = max(1, round(window_s / bucket_s))
+    sums = [0.0]
+    for r in rates:
+        sums.append(sums[-1] + r)
+    out = []
+    for i in range(len(rates)):
+        lo, hi = max(0, i - k // 2), min(len(rates), i - k // 2 + k)
+        out.append((sums[hi] - sums[lo]) / (hi - lo))
+    return out
+
+
+def throughput_window_s(bucket_s: float, span_s: float) -> float:
+    """The plot's averaging window: a second, two buckets, or 2% of the run, whichever is longest."""
+    return max(_SMOOTH_MIN_S, 2 * bucket_s, _SMOOTH_RUN_FRACTION * span_s)
+
+
 def _throughput(s: dict) -> str:
     series = s.get("throughput") or {}
-    rates = series.get("frames_per_s") or []
+    rates = [float(r) for r in series.get("frames_per_s") or []]
     if not rates:
         return "<p class=\"note\">No throughput series in summary.json (a run of an older framestream, merged " \
                "shards, or no frame inferred).</p>"
     bucket = float(series["bucket_s"])
+    span = float((s.get("schedule") or {}).get("makespan_s") or 0) or len(rates) * bucket
+    frames = sum(rates) * bucket
+    mean = frames / span if span > 0 else 0.0
+    window = throughput_window_s(bucket, span)
+    line = smoothed(rates, bucket, window)
     fig = _figure(9, 2.8)
     ax = fig.add_subplot()
-    ax.step([i * bucket for i in range(len(rates) + 1)], [*rates, rates[-1]], where="post", color="#1f77b4")
-    mean = (s.get("totals") or {}).get("fps")
-    if mean:
-        ax.axhline(mean, color="#888", linestyle="--", label=f"run mean {mean:g} frames/s")
-        ax.legend(loc="lower right")
-    ax.set_xlabel("seconds since the run started")
+    times = [(i + 0.5) * bucket for i in range(len(rates))]
+    ax.plot(times, line, color="#1f77b4", linewidth=1.5, label=f"frames/s, averaged over {window:.3g} s")
+    ax.axhline(mean, color="#d62728", linestyle="--", label=f"mean {mean:.1f} frames/s")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlabel("seconds since decoding started")
     ax.set_ylabel("frames/s")
+    ax.set_xlim(0, max(span, len(rates) * bucket))
     ax.set_ylim(bottom=0)
-    return _svg(fig, "throughput")
+    note = (f"<p class=\"note\" id=\"throughput-mean\">Mean: {mean:.1f} frames/s ({frames:.0f} frames in "
+            f"{span:.1f} s of decoding and inference); the line averages the frames over {window:.3g} s windows "
+            f"(batches arrive in bursts, so a finer line is a comb of spikes).</p>")
+    return note + _svg(fig, "throughput")
 
 
 def _gantt(s: dict) -> str:
@@ -140,13 +198,19 @@ def _gantt(s: dict) -> str:
         return head + "<p class=\"note\">No segment timing in summary.json (nothing decoded in this run, or " \
                       "an older framestream).</p>"
     decoders = sorted({int(seg["decoder"]) for _, seg in bars})
-    files = sorted({p for p, _ in bars})
-    fig = _figure(9, 1.2 + 0.35 * len(decoders))
+    files = {p: i for i, p in enumerate(sorted({p for p, _ in bars}))}  # colour index per file
+    entries = min(len(files), _MAX_LEGEND_FILES + 1) + 2  # files, "more", makespan, lower bound
+    fig = _figure(9, max(1.2 + 0.35 * len(decoders), 0.7 + 0.2 * entries))
     ax = fig.add_subplot()
     cmap = _cmap(len(files))
+    labelled: set[str] = set()
     for path, seg in bars:
+        named = path not in labelled and files[path] < _MAX_LEGEND_FILES  # each listed file once
+        if named:
+            labelled.add(path)
         ax.barh(int(seg["decoder"]), float(seg["seconds"]), left=float(seg["start_seconds"]), height=0.7,
-                color=cmap(files.index(path)), edgecolor="#333", linewidth=0.5)
+                color=cmap(files[path] % cmap.N), edgecolor="#333", linewidth=0.5,
+                label=_short(path) if named else None)
     makespan, lower = sched.get("makespan_s"), sched.get("lower_bound_s")
     if makespan:
         ax.axvline(makespan, color="#d62728", label=f"makespan {makespan:.2f} s")
@@ -154,10 +218,15 @@ def _gantt(s: dict) -> str:
         ax.axvline(lower, color="#2ca02c", linestyle="--", label=f"lower bound {lower:.2f} s")
     ax.set_yticks(decoders, [f"decoder {d}" for d in decoders])
     ax.invert_yaxis()
-    ax.set_xlabel("seconds since the run started (a bar: one file or segment decoded)")
-    if makespan or lower:
-        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlabel("seconds since decoding started (a bar: one file or segment decoded)")
+    if len(files) > _MAX_LEGEND_FILES:  # an entry that names no colour: how many files are not listed
+        ax.plot([], [], " ", label=f"... and {len(files) - _MAX_LEGEND_FILES} more files")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, title="file (colour)", title_fontsize=8)
     return head + _svg(fig, "gantt")
+
+
+def _short(path: str, limit: int = 40) -> str:
+    return path if len(path) <= limit else "..." + path[-(limit - 3):]
 
 
 def _cmap(n: int):

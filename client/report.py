@@ -30,12 +30,6 @@ class FileReport:
     meta: str | None = None  # its sidecar OUT/<rel>.meta.json, relative to OUT
     detections: dict[str, int] | None = None  # per class name, in its output (after --classes/--conf); None: unknown
 
-    @property
-    def fps(self) -> float:
-        """Frames over this file's own span (``seconds``). Files are decoded and inferred side by
-        side, so this is not a throughput: the run's rate is in :func:`totals`."""
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
-
     def share(self, run_frames: int) -> float | None:
         """This file's part of the frames inferred in this run (None: it inferred none now)."""
         if self.resumed or run_frames <= 0 or self.status in (SKIPPED, NOT_PROCESSED):
@@ -45,8 +39,7 @@ class FileReport:
     def to_json(self, run_frames: int = 0) -> dict[str, object]:
         d = asdict(self)
         d["path"] = display_rel(self.path)  # names that are not UTF-8 stay readable JSON text
-        d["seconds"] = round(self.seconds, 3)
-        d["fps"] = round(self.fps, 2)
+        d["seconds"] = round(self.seconds, 3)  # its own span; files overlap, so no per-file rate is given
         share = self.share(run_frames)
         d["share"] = round(share, 4) if share is not None else None
         return d

@@ -8,6 +8,13 @@ stderr is for people: when it is closed (``2>&-``) or a pipe whose reader has go
 (``2>&1 | head``), the run's result must not change. :class:`TolerantStream` drops what can
 no longer be written and points the descriptor at /dev/null, so the interpreter's last flush
 cannot fail either; the exit code stays the run's own.
+
+A live progress bar and log lines share one terminal line discipline, :class:`StatusLine`:
+the bar is the last line, redrawn in place (carriage return, the text cut to the terminal's
+width so it never wraps, then "erase to the end of the line", so a shorter text leaves no
+tail of the longer one); a log line is printed above it (the bar erased, the line printed,
+the bar drawn again). :class:`StatusLineHandler` is the CLI's one logging handler, and Python
+warnings reach it through ``logging.captureWarnings``.
 """
 
 from __future__ import annotations
@@ -16,11 +23,15 @@ import io
 import logging
 import os
 import re
+import shutil
+import threading
 from typing import TextIO
 
 from .outfiles import display_rel
 
-__all__ = ["printable", "TolerantStream", "EscapingFormatter"]
+__all__ = ["printable", "TolerantStream", "EscapingFormatter", "StatusLine", "StatusLineHandler", "status_line"]
+
+_ERASE_LINE = "\r\x1b[K"  # to the line's start, then erase to its end (ECMA-48 EL 0)
 
 # C0 and C1 controls, DEL, the Unicode line and paragraph separators, and the bidirectional
 # overrides and isolates (they reorder what follows on the line).
@@ -47,6 +58,8 @@ class EscapingFormatter(logging.Formatter):
     """Log messages on one line each, whatever names they quote; a traceback (``-v``) keeps its lines."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        if record.name == "py.warnings":  # "file:line: Category: text" and the source line it quotes
+            record.message = record.message.strip().splitlines()[0] if record.message.strip() else ""
         record.message = printable(record.message)
         return super().formatMessage(record)
 
@@ -85,6 +98,12 @@ class TolerantStream(io.TextIOBase):
     def writable(self) -> bool:
         return True
 
+    def fileno(self) -> int:
+        """The descriptor under it (a terminal's width is asked of it); OSError once broken."""
+        if self.broken:
+            raise io.UnsupportedOperation("the stream is closed")
+        return self._stream.fileno()
+
     def _break(self) -> None:
         """Stop writing, and point the descriptor at /dev/null: what the stream still buffers
         then flushes without error at exit (a failed flush there would change the exit code)."""
@@ -100,3 +119,72 @@ class TolerantStream(io.TextIOBase):
             pass
         finally:
             os.close(null)
+
+
+class StatusLine:
+    """The last line of a terminal, redrawn in place, with lines printed above it (see the module
+    docstring). Thread-safe: decoders log while the collector redraws."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._text: str | None = None  # what the status line shows now; None: nothing drawn
+        self.lock = threading.RLock()
+
+    def show(self, text: str) -> None:
+        """Replace the status line's text (cut to the terminal's width)."""
+        with self.lock:
+            self._text = text
+            self._stream.write(_ERASE_LINE + self._fit(text))
+            self._stream.flush()
+
+    def print_above(self, line: str) -> None:
+        """``line`` on a line of its own, above the status line, which is drawn again under it."""
+        with self.lock:
+            head = _ERASE_LINE if self._text is not None else ""
+            tail = self._fit(self._text) if self._text is not None else ""
+            self._stream.write(f"{head}{line}\n{tail}")
+            self._stream.flush()
+
+    def end(self) -> None:
+        """Leave the status line's last text where it is, and what follows on the next line."""
+        with self.lock:
+            if self._text is not None:
+                self._stream.write("\n")
+                self._stream.flush()
+            self._text = None
+
+    def _fit(self, text: str) -> str:
+        """One column short of the width: a line that filled it would wrap on some terminals."""
+        try:
+            columns = os.get_terminal_size(self._stream.fileno()).columns
+        except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is an OSError
+            columns = 0
+        if columns <= 0:  # not a terminal, or one that gives no size (a pty nobody sized)
+            columns = shutil.get_terminal_size(fallback=(80, 24)).columns
+        return text[:max(columns - 1, 10)]
+
+
+class StatusLineHandler(logging.StreamHandler):
+    """The CLI's log handler: each record on its own line, above a live status line if one is
+    drawn (:func:`status_line` finds it for the progress bar)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self.status = StatusLine(stream)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.status.print_above(self.format(record))
+        except RecursionError:
+            raise
+        except Exception:  # logging's own rule: a record that cannot be written never stops the run
+            self.handleError(record)
+
+
+def status_line(stream: TextIO) -> StatusLine:
+    """The status line log records are printed above: the root logger's
+    :class:`StatusLineHandler`'s, or (no such handler: a library caller) a new one on ``stream``."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, StatusLineHandler):
+            return handler.status
+    return StatusLine(stream)

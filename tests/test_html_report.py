@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from client import bulk
-from client.html_report import write_report
+from client.html_report import smoothed, throughput_window_s, write_report
 from client.metrics import server_report
 from client.throughput import Throughput
 
@@ -149,3 +149,78 @@ def test_a_merged_shard_summary_lists_the_shards_instead_of_overlaying_their_sch
     page = write_report(copy).read_text()
     assert "<th>shard 1</th><td>2.5 s on node</td>" in page and 'id="gantt"' not in page
     assert 'id="throughput"' in page and 'id="detections-0"' in page
+
+
+def _svg_texts(svg: str) -> list[str]:
+    """The texts a plot draws: matplotlib writes each one, drawn as paths, after a comment of its text."""
+    return [t.strip() for t in re.findall(r"<!--(.*?)-->", svg, re.S)]
+
+
+def _plots(html: str) -> dict[str, str]:
+    return dict(re.findall(r'<div class="plot" id="([\w-]+)">(.*?)</div>', html, re.S))
+
+
+@needs_chromium
+def test_the_page_gives_no_per_file_rate_or_seconds_and_counts_detections_per_class(run) -> None:
+    out, summary = run
+    html = chromium("--dump-dom", (out / "report.html").as_uri()).stdout
+    heads = re.findall(r"<th>([^<]*)</th>", html[html.index('<table id="files">'):])[:8]
+    assert heads == ["file", "status", "resumed", "frames", "share", "letterbox", "detections", "error"]
+    assert "<th>fps</th>" not in html and "<th>seconds</th>" not in html
+    t = summary["totals"]
+    assert t["detections"] > 0 and len(t["detections_by_class"]) > 1
+    assert f"<th>detections</th><td>{t['detections']}</td>" in html
+    listed = re.search(r"<th>detections per class</th><td>([^<]*)</td>", html)[1]
+    assert listed == ", ".join(f"{name} {n}" for name, n in t["detections_by_class"].items())
+    for f in summary["files"]:  # each file's detections, summed over its classes
+        if f["detections"]:
+            assert re.search(rf'<td>{re.escape(f["path"])}</td>.*?<td class="n">{sum(f["detections"].values())}</td>',
+                             html)
+
+
+def test_a_resumed_file_is_marked_in_its_own_column_and_its_error_cell_stays_empty(model_path: Path,
+                                                                                tmp_path: Path) -> None:
+    src, out = tmp_path / "videos", tmp_path / "out"
+    src.mkdir()
+    write_video(src / "a.mp4", frames=6)
+    args = [str(src), "--out", str(out), "--model", str(model_path), "--no-progress"]
+    assert bulk.main(args) == 0
+    assert bulk.main(args) == 0  # the second run resumes a.mp4
+    entry = json.loads((out / "summary.json").read_text())["files"][0]
+    assert entry["resumed"] and entry["status"] == "ok" and "fps" not in entry
+    page = (out / "report.html").read_text()
+    row = re.search(r'<tr class="file ok resumed"><td>a.mp4</td>(.*?)</tr>', page)[1]
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", row)
+    assert cells[0] == "ok" and cells[1] == "yes" and cells[-1] == ""  # status, resumed, ..., error
+
+
+@needs_chromium
+def test_the_throughput_plot_is_averaged_with_its_mean_drawn_and_stated_and_both_charts_have_legends(run) -> None:
+    out, summary = run
+    html = chromium("--dump-dom", (out / "report.html").as_uri()).stdout
+    plots = _plots(html)
+    gantt = _svg_texts(plots["gantt"])
+    decoded = {f["path"] for f in summary["files"] if f["segments"]}
+    assert decoded and decoded <= set(gantt), gantt  # each file's colour is named
+    assert "file (colour)" in gantt and any(t.startswith("makespan ") for t in gantt)
+    series = summary["throughput"]
+    frames = sum(series["frames_per_s"]) * series["bucket_s"]
+    mean = frames / summary["schedule"]["makespan_s"]
+    window = throughput_window_s(series["bucket_s"], summary["schedule"]["makespan_s"])
+    texts = _svg_texts(plots["throughput"])
+    assert f"mean {mean:.1f} frames/s" in texts and f"frames/s, averaged over {window:.3g} s" in texts
+    assert 'id="legend_1"' in plots["throughput"]
+    stated = re.search(r'<p class="note" id="throughput-mean">Mean: ([\d.]+) frames/s \((\d+) frames', html)
+    assert float(stated[1]) == pytest.approx(mean, abs=0.05) and int(stated[2]) == round(frames)
+
+
+def test_the_averaged_throughput_of_a_comb_of_batches_is_flat_at_their_rate() -> None:
+    comb = [120.0, 0.0] * 20  # a batch every other 0.25 s bucket: 60 frames/s
+    window = throughput_window_s(0.25, len(comb) * 0.25)
+    assert window == 1.0
+    line = smoothed(comb, 0.25, window)
+    assert len(line) == len(comb)
+    assert line[2:-2] == [60.0] * (len(comb) - 4)  # four buckets a window: two whole batches each
+    assert all(40.0 <= v <= 80.0 for v in line)  # at the edges, the part of the window inside the run
+    assert sum(smoothed([5.0] * 10, 0.25, 1.0)) == pytest.approx(50.0)  # a steady rate stays itself, edges too
+    assert throughput_window_s(8.0, 3600.0) == 72.0  # a long run: 2% of it
