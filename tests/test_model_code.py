@@ -121,13 +121,33 @@ def gpu_path_on_cpu(model_module, model_path: Path):
     return model
 
 
-def test_the_gpu_path_binds_a_cpu_input_and_answers_each_request(model_module, model_path: Path) -> None:
+class CountingSession:
+    """The session, with its I/O-binding runs counted and plain runs refused."""
+
+    def __init__(self, session: ort.InferenceSession) -> None:
+        self.session, self.bound_runs = session, 0
+
+    def io_binding(self):
+        return self.session.io_binding()
+
+    def run_with_iobinding(self, binding) -> None:
+        self.bound_runs += 1
+        self.session.run_with_iobinding(binding)
+
+    def run(self, *args, **kwargs):
+        raise AssertionError("the gpu path runs through I/O binding, never session.run")
+
+
+def test_the_gpu_path_binds_each_request_s_input_and_answers_each_request(model_module, model_path: Path) -> None:
     model = gpu_path_on_cpu(model_module, model_path)
-    a, b = np.full((1, 64, 96, 3), 114, np.uint8), np.full((3, 96, 64, 3), 30, np.uint8)
-    responses = model.execute([{INPUT.name: Tensor(INPUT.name, a)}, {INPUT.name: Tensor(INPUT.name, b)}])
-    assert [r.error for r in responses] == [None, None]
-    assert [r.outputs[NUM_DETECTIONS.name].shape for r in responses] == [(1, 1), (3, 1)]
-    expected = model.session.run(None, {INPUT.name: b})
+    reference = model.session
+    model.session = counting = CountingSession(reference)
+    a, b, c = (np.full((n, 64, 96, 3), v, np.uint8) for n, v in ((1, 114), (3, 30), (2, 200)))
+    responses = model.execute([{INPUT.name: Tensor(INPUT.name, x)} for x in (a, b, c)])
+    assert [r.error for r in responses] == [None, None, None]
+    assert counting.bound_runs == 3, "one bound run per request: GPU inputs are never stacked (a copy)"
+    assert [r.outputs[NUM_DETECTIONS.name].shape for r in responses] == [(1, 1), (3, 1), (2, 1)]
+    expected = reference.run(None, {INPUT.name: b})
     assert np.array_equal(responses[1].outputs[DETECTIONS.name], expected[0])
 
 
