@@ -162,7 +162,11 @@ def stage_bare(args: argparse.Namespace) -> None:
             rows.add("every node on CUDA (cpu_nodes refuse)", 1, "-", "yes", "session.disable_cpu_ep_fallback=1 loads")
         except code.GpuUnavailableError as e:
             rows.add("every node on CUDA (cpu_nodes refuse)", 1, "-", "no", str(e)[:200])
-        session = code.gpu_session(model, 0, {})
+        try:
+            session = code.gpu_session(model, 0, {})
+        except code.GpuUnavailableError as e:  # the rest of the stage needs it: say why and stop
+            rows.add("CUDA provider starts (model.py's gpu_session)", 1, "-", "no", str(e)[:300])
+            return
         rows.add("CUDA provider starts (model.py's gpu_session)", 1, "-", "yes",
                  f"{session.get_providers()}; two sessions made in {time.perf_counter() - t0:.1f} s")
         session_for = lambda: code.gpu_session(model, 0, {})  # noqa: E731

@@ -38,11 +38,19 @@ use_ort() {  # onnxruntime-gpu first on the path, CUDA 13 and cuDNN 9 from the m
 case "${1:-}" in
 step1)
   stage "unpack onnxruntime-gpu"
+  python3 - <<'PY' || exit 1  # the pack that arrived is the one gpu_carry checked
+import hashlib, json
+m = json.load(open(".gpu/ort/onnxruntime-gpu.json"))
+got = hashlib.sha256(open(".gpu/ort/" + m["archive"], "rb").read()).hexdigest()
+print("carry:", m["wheel"], m["arch"], m["mib"], "MiB,", "sha256 ok" if got == m["sha256"] else "SHA256 MISMATCH")
+raise SystemExit(got != m["sha256"])
+PY
   rm -rf "$ORT" && mkdir -p "$ORT/site"
   tar -xJf .gpu/ort/onnxruntime-gpu.tar.xz -C "$ORT/site" || { echo "cannot unpack .gpu/ort"; exit 1; }
   libs=$(python3 - <<'PY'
 import glob, os, site
-wanted = ("libcudart.so.13", "libcublas.so.13", "libcublasLt.so.13", "libcurand.so.10", "libcufft.so.12", "libcudnn.so.9")
+wanted = ("libcudart.so.13", "libcublas.so.13", "libcublasLt.so.13", "libcurand.so.10", "libcufft.so.12",
+          "libnvrtc.so.13", "libcudnn.so.9")
 dirs = []
 for root in site.getsitepackages():
     for name in wanted:
