@@ -166,6 +166,8 @@ class LocalTriton:
         except OSError:
             return "(no log)"
         errors = [l for l in lines if l.startswith("E") or "error" in l.lower()]
+        # "failed to load all models" comes last; the model's own reason comes before it
+        errors = [l for l in errors if "failed to load '" in l] or errors
         return (errors or lines or ["(empty log)"])[-1][:300] + f" (log: {self.log_path})"
 
     def stop(self) -> None:

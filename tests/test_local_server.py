@@ -167,3 +167,31 @@ def test_instances_go_into_the_served_config_alone(tmp_path: Path, model_path: P
         return [g.count for g in text_format.Parse(text, model_config_pb2.ModelConfig()).instance_group]
 
     assert counts("gpu") == [3] and counts("cpu") == [2]
+
+
+def test_the_gpu_config_on_a_machine_without_a_gpu_is_refused_in_one_line_naming_why(
+        tmp_path: Path, model_path: Path) -> None:
+    """Served with --model-config-name gpu, the model never runs on the CPU: here Triton itself
+    refuses its KIND_GPU instances (model.py refuses a CPU fallback where a GPU is seen)."""
+    import shutil
+
+    import pytest
+
+    from server_config.local import MissingPrerequisiteError, prepared_environment
+    from server_config.model.paths import MODEL_NAME, MODEL_REPOSITORY
+
+    if shutil.which("nvidia-smi"):
+        pytest.skip("a GPU machine: the gpu config may load there")
+    try:
+        prepared_environment()
+    except MissingPrerequisiteError as e:
+        pytest.skip(f"cannot start a local Triton here: {e}")
+    repo = make_repository(tmp_path / "src", model_path)
+    shutil.rmtree(repo / "other")
+    shutil.copy(MODEL_REPOSITORY / MODEL_NAME / "configs" / "gpu.pbtxt", repo / MODEL_NAME / "configs" / "gpu.pbtxt")
+    grpc, http, metrics = free_ports(3)
+    result = local("--model-repository", str(repo), "--model-config-name", "gpu", "--grpc-port", str(grpc),
+                   "--http-port", str(http), "--metrics-port", str(metrics))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+    assert "failed to load 'yolo'" in line and "KIND_GPU" in line
