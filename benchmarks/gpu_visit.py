@@ -56,6 +56,9 @@ class Rows:
     """A markdown table at DIR/NAME.md, rewritten after every row."""
 
     def __init__(self, out: Path, name: str, title: str, headers: list[str], note: str) -> None:
+        if "--cpu" in sys.argv:
+            note = ("DRY RUN (--cpu): CPU stand-ins for the GPU parts at tiny sizes; it shows the stage runs, "
+                    "its figures measure nothing. " + note)
         self.path = out / f"{name}.md"
         self.title, self.headers, self.note, self.rows = title, headers, note, []
         out.mkdir(parents=True, exist_ok=True)
@@ -344,7 +347,7 @@ def stage_e2e(args: argparse.Namespace) -> None:
     rows = Rows(args.out, "e2e", "End to end: the real client into Triton",
                 ["in flight", "frames", "wall frames/s", "steady frames/s", "server avg batch", "compute ms/inference",
                  "client CPU ms/frame", "sm %", "dec %", "boxes F1 vs embedded CPU"],
-                f"{args.files} files x {args.e2e_frames // args.files} frames of 1080p H.264 High profile (x264 medium, "
+                f"{args.files} files x {args.e2e_frames // args.files} frames of {args.size[0]}x{args.size[1]} H.264 High profile (x264 medium, "
                 f"CABAC, deblocking, B-frames; {base.name} repeated by remux); client --device {device} --shm {shm} "
                 f"--batch {args.batch}; Triton: nvidia-pytriton's tritonserver, python backend, configs/{config}.pbtxt "
                 f"(the stand-in for the NGC image's onnxruntime backend), {args.instances} instances. Steady: frames/s "
@@ -394,7 +397,8 @@ def agreement_on_one_clip(clip: Path, model: Path, flags: list[str]) -> str:
 def stage_nvdec(args: argparse.Namespace) -> None:
     rows = Rows(args.out, "nvdec", "NVDEC sessions started together",
                 ["sessions", "frames", "aggregate frames/s", "per session", "dec %", "note"],
-                f"each session decodes its own copy of a {args.nvdec_frames}-frame 1080p H.264 High-profile clip "
+                f"each session decodes its own copy of a {args.nvdec_frames}-frame {args.size[0]}x{args.size[1]} H.264 "
+                "High-profile clip "
                 "(B-frames), frames on the device; timed from a barrier all sessions pass to the last one's end.")
     try:
         import PyNvVideoCodec as nvc
