@@ -104,6 +104,20 @@ def python312(explicit: str | None) -> str:
     return found
 
 
+NEEDS = ("numpy", "packaging", "google.protobuf", "flatbuffers")  # what `import onnxruntime` imports
+
+
+def check_python_ready(python: str) -> None:
+    """The check's Python must import what onnxruntime imports, or its failure would read as the pruning's."""
+    probe = subprocess.run([python, "-c", f"import sys, {', '.join(NEEDS)}; print(sys.version_info[:2])"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0 or probe.stdout.strip() != "(3, 12)":
+        said = (probe.stderr.strip().splitlines() or [f"Python {probe.stdout.strip()}"])[-1]
+        raise CarryError(f"the check's Python {python} cannot import onnxruntime's needs ({said}): make one with "
+                         "`python3.12 -m venv V && V/bin/pip install numpy packaging protobuf flatbuffers` "
+                         "and pass --check-python V/bin/python, or --no-check")
+
+
 def check(site: Path, python: str, stats: PruneStats, arch: int = ARCH) -> dict:
     """Load the pruned provider through onnxruntime against stand-ins; refuse what does not read back."""
     from benchmarks.gpu_loadcheck import LoadCheckError, check_onnxruntime
@@ -142,7 +156,11 @@ def build(out: Path, wheel: Path | None, check_python: str | None, arch: int = A
         print(f"pruned: {stats.containers} fat binaries, {stats.entries_kept} entries kept "
               f"({stats.bytes_kept / 1e6:.1f} MB), {stats.entries_dropped} dropped ({stats.bytes_dropped / 1e6:.1f} MB), "
               f"{stats.untouched} without sm_{arch} code left as they were", flush=True)
-        checked = check(site, python312(check_python), stats, arch) if check_python != "" else None
+        checked = None
+        if check_python != "":
+            python = python312(check_python)
+            check_python_ready(python)
+            checked = check(site, python, stats, arch)
         print(f"check: {checked['summary'] if checked else 'skipped (--no-check)'}", flush=True)
         archive = out / f"{NAME}.tar.xz"
         size = pack(site, archive, limit_mib)

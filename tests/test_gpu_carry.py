@@ -165,3 +165,13 @@ def test_a_pack_above_the_limit_is_refused_and_leaves_no_file(tmp_path: Path) ->
         pack(site, tmp_path / "out.tar.xz", limit_mib=0.1)
     assert not list(tmp_path.glob("out.tar.xz*"))
     assert pack(site, tmp_path / "out.tar.xz", limit_mib=1) > 200_000
+
+
+def test_a_check_python_that_cannot_import_onnxruntime_s_needs_is_named_before_any_check(tmp_path: Path) -> None:
+    import sys
+
+    from benchmarks.gpu_carry import check_python_ready
+
+    with pytest.raises(CarryError, match="cannot import onnxruntime's needs") as refused:
+        check_python_ready(sys.executable if sys.version_info[:2] != (3, 12) else "/bin/false")
+    assert "--check-python" in str(refused.value)
