@@ -77,6 +77,14 @@ class Rows:
         self.path.write_text("\n".join(lines) + "\n")
 
 
+def logs(args: argparse.Namespace) -> Path:
+    """DIR/logs: each run's log and dmon samples (the visit packs them into one file: a device
+    call brings back 8 files at most)."""
+    folder = args.out / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def device_name() -> str:
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
@@ -369,7 +377,7 @@ def stage_e2e(args: argparse.Namespace) -> None:
             agree = "-"
             for inflight in args.inflight:
                 run = run_client(src, WORK / "visit_out", model, [*common, "--inflight", str(inflight)],
-                                 args.out / f"e2e_inflight{inflight}.log")
+                                 logs(args) / f"e2e_inflight{inflight}.log")
                 if inflight == args.agree_at:
                     agree = agreement_on_one_clip(base, model, common + ["--inflight", str(inflight)])
                 m = run.summary.get("server") or {}
@@ -424,7 +432,7 @@ def stage_nvdec(args: argparse.Namespace) -> None:
                 counts[i] += len(decoder.Decode(packet))
             ends[i] = time.perf_counter()
 
-        with dmon(args.out / f"nvdec_{sessions}.dmon") as gpu:
+        with dmon(logs(args) / f"nvdec_{sessions}.dmon") as gpu:
             threads = [threading.Thread(target=work, args=(i,)) for i in range(sessions)]
             for t in threads:
                 t.start()
@@ -453,7 +461,7 @@ def stage_embedded(args: argparse.Namespace) -> None:
     for sessions in args.embedded_sessions:
         run = run_client(src, WORK / "visit_out_embedded", model,
                          ["--device", device, "--batch", str(args.batch), "--sessions", str(sessions)],
-                         args.out / f"embedded_{sessions}.log")
+                         logs(args) / f"embedded_{sessions}.log")
         made = [ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]) if args.cpu
                 else code.gpu_session(model, 0, {}) for _ in range(sessions)]
         bare = bare_rate(made, args.batch, "cpu" if args.cpu else "cuda", args.seconds)

@@ -25,6 +25,9 @@ export PYTHONUNBUFFERED=1
 ORT=/tmp/framestream-ort  # step 1's unpacked onnxruntime-gpu, found by step 2 on the same machine
 T0=$SECONDS
 stage() { echo "== $1 ($((SECONDS - T0)) s)" | tee -a "$OUT/visit.log"; }
+# A device call brings back 8 files at most: the tables, visit.log and one pack of the logs.
+pack_logs() { [ -d "$OUT/logs" ] && tar -czf "$OUT/logs-${1:-step}.tgz" -C "$OUT" logs && rm -rf "$OUT/logs"; true; }
+trap 'pack_logs "${1:-}"' EXIT
 visit() {  # visit LIMIT_S STAGE [flags]: one stage under its own time limit, its rows kept if it is cut
   local limit=$1; shift
   timeout "$limit" python3 -m benchmarks.gpu_visit "$@" --out "$OUT" 2>&1 | tee -a "$OUT/visit.log"
