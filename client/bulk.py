@@ -28,6 +28,7 @@ from .decode import Sampling
 from .devices import parse_devices
 from .errors import FramestreamError, UsageError
 from .filters import DetectionFilter, FilteredSink, make_filter
+from .gpu.engines import gpu_workers
 from .inputs import Inputs, not_regular, resolve_inputs
 from .limits import ascii_digits, check_int, check_port, check_real
 from .outfiles import display_rel
@@ -108,8 +109,8 @@ def parser(prog: str = "python -m client.bulk") -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None,
                    help="decoders running at once (each takes the next file or segment, longest first); "
                    f"default {defaults.CPU_WORKERS} on the CPU path (inference is the bottleneck there), "
-                   f"{defaults.GPU_WORKERS} on the GPU path (NVDEC sessions: 1 -> 4 gave 3.0-4.6x on an H200, "
-                   f"8 little more); 1 to {limits.MAX_WORKERS}")
+                   "on the GPU path one NVDEC session per decode engine of the GPU (as PyNvVideoCodec reports; "
+                   f"{defaults.GPU_WORKERS} where it does not); 1 to {limits.MAX_WORKERS}")
     p.add_argument("--no-split", action="store_true",
                    help="never cut long videos into segments at key frames (for comparison)")
     p.add_argument("--sessions", type=int, default=None,
@@ -374,7 +375,7 @@ def _run(args: argparse.Namespace, argv: list[str], interrupts: Interrupts, held
 
             log.info("device: gpu (%s); %d GPUs, one process each: %s", why, len(devices), ", ".join(map(str, devices)))
             return run_per_device(argv, devices, shard)
-        workers = args.workers or (defaults.GPU_WORKERS if gpu else defaults.CPU_WORKERS)
+        workers = args.workers or (gpu_workers(devices[0]) if gpu else defaults.CPU_WORKERS)
         budget = thread_budget(args, gpu, workers)
         backend = make_backend(args, model_path, gpu, sessions=budget.sessions or args.sessions, device=devices[0])
     if inputs.files or len(inputs.dirs) > 1:

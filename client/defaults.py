@@ -12,8 +12,10 @@ from __future__ import annotations
 # decoder delivers ~260 frames/s against ~18 inferred, and 2-8 workers gave speedups of
 # 0.79-1.37, within run-to-run noise (results/bulk_scalability.md).
 CPU_WORKERS = 1
-# NVDEC sessions at once on the GPU path: 1 -> 4 decoders gave 3.0-4.6x on an H200, 8 little
-# more (results/gpu_check.md: 245 -> 1122 -> 1154 frames/s).
+# NVDEC sessions at once on the GPU path where PyNvVideoCodec does not report the GPU's decode
+# engines (client/gpu/engines.py; otherwise one session per engine: 7 on an H200). 1 -> 4
+# decoders gave 3.0-4.6x on an H200, 8 little more (results/gpu_check.md: 245 -> 1122 -> 1154
+# frames/s, decoders not started together: benchmarks/gpu_visit.py nvdec redoes it).
 GPU_WORKERS = 4
 # A file is cut into segments when its work exceeds total work / (workers x SPLIT_FACTOR):
 # shares smaller than one per worker leave LPT some slack to balance. Not tuned by a benchmark.

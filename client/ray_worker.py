@@ -91,10 +91,11 @@ class NodeWorker:
         from . import defaults
         from .bulk import make_backend, thread_budget, use_gpu
         from .decode import Sampling
+        from .gpu.engines import gpu_workers
         from .jobs import gpu_letterbox
 
         self.gpu, _ = use_gpu(args)
-        workers = args.workers or (defaults.GPU_WORKERS if self.gpu else defaults.CPU_WORKERS)
+        workers = args.workers or (gpu_workers() if self.gpu else defaults.CPU_WORKERS)
         budget = thread_budget(args, self.gpu, workers)  # this node's CPUs (affinity, cgroup), not the driver's
         self.backend = make_backend(args, model_path, self.gpu, sessions=budget.sessions or args.sessions)
         sampling = Sampling(every=args.every, fps=args.fps, keyframes=args.keyframes)

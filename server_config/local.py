@@ -1,4 +1,4 @@
-"""python -m server_config.local: a real Triton on this machine's CPU, from the nvidia-pytriton wheel.
+"""python -m server_config.local: a real Triton here, from the nvidia-pytriton wheel (CPU, or GPU: --model-config-name gpu).
 
 The wheel bundles ``tritonserver`` and the python backend. It is installed in an environment
 of its own (:mod:`server_config.triton_env`, prepared on first use), never in the client's,
@@ -48,6 +48,11 @@ from .triton_env import REQUIREMENTS, TritonEnv, TritonEnvError, triton_env
 log = logging.getLogger("server_config.local")
 
 CPU_CONFIG_NAME = "cpu"
+GPU_CONFIG_NAME = "gpu"
+CONFIG_NAMES = (CPU_CONFIG_NAME, GPU_CONFIG_NAME)  # model_repository/yolo/configs/<name>.pbtxt
+# The CUDA pool through which the server hands GPU tensors to python-backend stubs: a batch of
+# 32 frames at 640x640 is 39 MB, and each instance may hold several requests (Triton's default: 64 MB).
+GPU_POOL_BYTES = 1 << 30
 SHM_DIR = Path("/dev/shm")
 PYTHON_SHM_PREFIX = "triton_python_backend_shm_region_"  # the python backend's own default
 
@@ -67,10 +72,23 @@ class LocalServerConfig:
     grpc_port: int = GRPC_PORT
     http_port: int = HTTP_PORT
     metrics_port: int = METRICS_PORT
-    instances: int | None = None  # CPU instances of each model; None keeps configs/cpu.pbtxt's count
+    instances: int | None = None  # instances of each model; None keeps the served config's count
+    config_name: str = CPU_CONFIG_NAME  # --model-config-name: configs/<name>.pbtxt (cpu or gpu)
+    cuda_pool_bytes: tuple[tuple[int, int], ...] | None = None  # (GPU id, bytes); None: GPU 0 at GPU_POOL_BYTES for gpu
+    gpu_metrics: bool | None = None  # None: on for the gpu config
     startup_timeout_s: float = 120.0
     stop_timeout_s: float = 20.0
     extra_args: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def pools(self) -> tuple[tuple[int, int], ...]:
+        if self.cuda_pool_bytes is not None:
+            return self.cuda_pool_bytes
+        return ((0, GPU_POOL_BYTES),) if self.config_name == GPU_CONFIG_NAME else ()
+
+    @property
+    def metrics_of_gpus(self) -> bool:
+        return self.gpu_metrics if self.gpu_metrics is not None else self.config_name == GPU_CONFIG_NAME
 
     @property
     def grpc_url(self) -> str:
@@ -102,19 +120,18 @@ class LocalTriton:
         self._workdir = Path(tempfile.mkdtemp(prefix="framestream-triton-"))
         backends = _backend_dir(server.triton_root, self._workdir)
         source = cfg.model_repository if cfg.model_repository is not None else _own_repository(self._workdir)
-        repository = _served_repository(source, cfg.instances, self._workdir)
+        repository = _served_repository(source, cfg.instances, self._workdir, cfg.config_name)
         binary = server.triton_root / "bin" / "tritonserver"
         env = _server_env(server, self._workdir)
         args = [
             str(binary),
             f"--model-repository={repository}",
             f"--backend-directory={backends}",
-            f"--model-config-name={CPU_CONFIG_NAME}",
+            *config_flags(cfg),
             "--model-control-mode=none",
             f"--grpc-address={cfg.host}", f"--grpc-port={cfg.grpc_port}",
             f"--http-address={cfg.host}", f"--http-port={cfg.http_port}",
             f"--metrics-address={cfg.host}", f"--metrics-port={cfg.metrics_port}",
-            "--allow-gpu-metrics=false",
             "--exit-on-error=true",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             *(["--allow-client-shm=true"] if _supports_flag(binary, env, "allow-client-shm") else []),
@@ -149,6 +166,8 @@ class LocalTriton:
         except OSError:
             return "(no log)"
         errors = [l for l in lines if l.startswith("E") or "error" in l.lower()]
+        # "failed to load all models" comes last; the model's own reason comes before it
+        errors = [l for l in errors if "failed to load '" in l] or errors
         return (errors or lines or ["(empty log)"])[-1][:300] + f" (log: {self.log_path})"
 
     def stop(self) -> None:
@@ -193,6 +212,13 @@ class LocalTriton:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def config_flags(cfg: LocalServerConfig) -> list[str]:
+    """tritonserver's flags for the served config: its name, GPU metrics, the CUDA pools."""
+    return [f"--model-config-name={cfg.config_name}",
+            f"--allow-gpu-metrics={'true' if cfg.metrics_of_gpus else 'false'}",
+            *(f"--cuda-memory-pool-byte-size={gpu}:{size}" for gpu, size in cfg.pools)]
 
 
 # -- preparation ----------------------------------------------------------------------------
@@ -276,10 +302,11 @@ def _own_repository(workdir: Path) -> Path:
     return source
 
 
-def _served_repository(repository: Path, instances: int | None, workdir: Path) -> Path:
-    """The copy of ``repository`` to serve: configs written out (``instances`` CPU instances when
-    given; framestream's parameters), each framestream model's model.onnx copied so that its
-    digest is of the bytes served, everything else linked."""
+def _served_repository(repository: Path, instances: int | None, workdir: Path,
+                       config_name: str = CPU_CONFIG_NAME) -> Path:
+    """The copy of ``repository`` to serve: configs written out (``instances`` instances in the
+    ``config_name`` config when given; framestream's parameters), each framestream model's
+    model.onnx copied so that its digest is of the bytes served, everything else linked."""
     copy = workdir / "model_repository"
     for model_dir in sorted(p for p in repository.resolve().iterdir() if p.is_dir()):
         configs = set(config_files(model_dir))
@@ -291,7 +318,7 @@ def _served_repository(repository: Path, instances: int | None, workdir: Path) -
             dest.parent.mkdir(parents=True, exist_ok=True)
             if path in configs:
                 text = path.read_text()
-                if instances is not None and path.name == f"{CPU_CONFIG_NAME}.pbtxt":
+                if instances is not None and path.name == f"{config_name}.pbtxt":
                     text = re.sub(r"count:\s*\d+", f"count: {instances}", text)
                 dest.write_text(text)
             elif path == model:
@@ -342,6 +369,18 @@ def _signal_group(pid: int, sig: int) -> None:
 
 
 # -- CLI ------------------------------------------------------------------------------------
+def _pool(text: str) -> tuple[int, int]:
+    """``BYTES`` (GPU 0) or ``GPU:BYTES``."""
+    gpu, _, size = text.rpartition(":")
+    try:
+        pair = (int(gpu or 0), int(size))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected BYTES or GPU:BYTES, e.g. 0:1073741824") from None
+    if pair[0] < 0 or pair[1] <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a GPU id >= 0 and a size > 0")
+    return pair
+
+
 def parser(prog: str = "python -m server_config.local") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -351,7 +390,15 @@ def parser(prog: str = "python -m server_config.local") -> argparse.ArgumentPars
     p.add_argument("--grpc-port", type=int, default=GRPC_PORT)
     p.add_argument("--http-port", type=int, default=HTTP_PORT)
     p.add_argument("--metrics-port", type=int, default=METRICS_PORT)
-    p.add_argument("--instances", type=int, default=None, help="CPU instances per model (default: the config's)")
+    p.add_argument("--instances", type=int, default=None, help="instances per model (default: the config's)")
+    p.add_argument("--model-config-name", choices=CONFIG_NAMES, default=CPU_CONFIG_NAME,
+                   help="cpu: onnxruntime on CPU instances; gpu: onnxruntime's CUDA provider on GPU instances "
+                        "(python backend; needs onnxruntime-gpu in the server's environment)")
+    p.add_argument("--cuda-memory-pool-byte-size", action="append", default=None, metavar="[GPU:]BYTES",
+                   type=_pool, help=f"the CUDA pool for GPU tensors between server and stubs "
+                                    f"(default with gpu: GPU 0, {GPU_POOL_BYTES})")
+    p.add_argument("--gpu-metrics", action=argparse.BooleanOptionalAction, default=None,
+                   help="Triton's GPU metrics (default: on with gpu)")
     env = p.add_argument_group("the server's own environment (nvidia-pytriton, numpy<2, onnxruntime; "
                                "prepared on first use in $FRAMESTREAM_HOME/triton-env, or in $FRAMESTREAM_TRITON_ENV)")
     env.add_argument("--prepare", action="store_true", help="prepare the environment and exit (nothing is served)")
@@ -378,7 +425,10 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m server_config.
             log.info("the local Triton's environment is ready: %s", server.path)
             return 0
     config = LocalServerConfig(model_repository=args.model_repository, host=args.host, grpc_port=args.grpc_port,
-                               http_port=args.http_port, metrics_port=args.metrics_port, instances=args.instances)
+                               http_port=args.http_port, metrics_port=args.metrics_port, instances=args.instances,
+                               config_name=args.model_config_name, gpu_metrics=args.gpu_metrics,
+                               cuda_pool_bytes=tuple(args.cuda_memory_pool_byte_size)
+                               if args.cuda_memory_pool_byte_size else None)
     stop = {"now": False}
 
     def on_signal(signum, frame):  # noqa: ARG001

@@ -159,7 +159,8 @@ FLOORS = {
     "numpy": ("1.24", "ran the suite"),
     "onnx": ("1.16", "ran the suite (models are written with IR version 8)"),
     "onnxruntime": ("1.19", "quantize feeds its calibration one frame a stride (CalibStridedMinMax; 1.18 has none)"),
-    "onnxruntime-gpu": ("1.19", "the first onnxruntime-gpu on PyPI built for CUDA 12 (cupy-cuda12x, the CUDA 12 image)"),
+    "onnxruntime-gpu": ("1.27", "the first onnxruntime-gpu on PyPI built for CUDA 13 (cupy-cuda13x, cuda-python 13.x, "
+                        "the CUDA 13 image); chosen by CUDA, not yet run on a GPU (issue 26)"),
     "opencv-python-headless": ("4.8", "ran the suite"),
     "pyarrow": ("14", "ran the suite"),
     "prometheus-client": ("0.20", "start_http_server returns (server, thread), which RunTelemetry shuts down"),

@@ -221,3 +221,26 @@ def test_the_build_stage_has_every_package_folder_before_its_editable_install(do
     build_stage = text[: text.index("pip install")]
     copied = set(re.findall(r"^COPY (\S+) \./\1\s*$", build_stage, re.M))
     assert folders <= copied, f"{dockerfile}: the build stage lacks {sorted(folders - copied)}"
+
+
+def test_the_gpu_image_and_the_gpu_extra_use_one_cuda_and_say_the_driver_it_needs() -> None:
+    """A CUDA 12 base under CUDA 13 wheels (or the reverse) builds and then cannot start the
+    CUDA provider: the base image's major version, CuPy's wheel, cuda-python's pin and
+    onnxruntime-gpu's floor must agree."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    _, base = dockerfile_base("Dockerfile")
+    major = int(re.search(r"nvidia/cuda:(\d+)\.", base).group(1))
+    assert "cudnn" in base, f"{base}: onnxruntime-gpu's CUDA provider loads cuDNN 9"
+    extra = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpu"]
+    gpu = {r.name.lower(): r for r in map(Requirement, extra)}
+    assert [n for n in gpu if n.startswith("cupy-cuda")] == [f"cupy-cuda{major}x"]
+    cuda_python = gpu["cuda-python"].specifier
+    assert cuda_python.contains(f"{major}.0.0") and cuda_python.contains(f"{major}.9.9")
+    assert not cuda_python.contains(f"{major - 1}.9.0") and not cuda_python.contains(f"{major + 1}.0.0")
+    floor = min(Version(s.version) for s in gpu["onnxruntime-gpu"].specifier if s.operator == ">=")
+    assert major != 13 or floor >= Version("1.27"), "onnxruntime-gpu below 1.27 is a CUDA 12 build"
+    assert re.search(r"driver >= 580", (DOCKER / "Dockerfile").read_text()), "say the minimum driver"

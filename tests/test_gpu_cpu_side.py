@@ -182,3 +182,80 @@ def test_the_cuda_ring_uses_tritonclient_s_public_api_only() -> None:
     source = (Path(__file__).resolve().parent.parent / "client" / "infer" / "shm.py").read_text()
     assert "as_shared_memory_tensor" in source and "from_dlpack" in source
     assert re.findall(r"handle\._\w+", source) == []  # was handle._base_addr, private to tritonclient
+
+
+# -- default NVDEC sessions: one per decode engine -------------------------------------------------
+
+@pytest.mark.parametrize(("caps", "expected"), [
+    (lambda gpu: {"num_decoder_engines": 7, "supported": 1}, 7),  # an H200
+    (lambda gpu: {"num_decoder_engines": 2}, 2),
+    (lambda gpu: {"num_decoder_engines": 0}, None),  # a GPU without NVDEC says 0: not a count to use
+    (lambda gpu: {"supported": 1}, None),  # a build whose caps lack the count
+    (lambda gpu: (_ for _ in ()).throw(RuntimeError("CUDA_ERROR_NO_DEVICE")), None),
+])
+def test_gpu_workers_are_the_decode_engines_the_library_reports_else_the_default(caps, expected) -> None:
+    from client import defaults
+    from client.gpu.engines import decoder_engines, gpu_workers
+
+    assert decoder_engines(0, caps) == expected
+    assert gpu_workers(0, caps) == (expected or defaults.GPU_WORKERS)
+
+
+def test_the_engine_count_is_asked_for_the_gpu_the_run_uses() -> None:
+    from client.gpu.engines import gpu_workers
+
+    asked = []
+    assert gpu_workers(3, lambda gpu: asked.append(gpu) or {"num_decoder_engines": 5}) == 5
+    assert asked == [3]
+
+
+# -- sampling before the device copy ---------------------------------------------------------------
+
+def _nvdec_keeping(path: Path, sampling):
+    """NvdecSource through the real decoding loop, PyNvVideoCodec's demuxer and decoder stood in
+    (packets from PyAV, one frame per packet), counting the frames the driver keeps: on a GPU,
+    each kept frame is a device copy of its surface."""
+    from types import SimpleNamespace
+
+    import av
+
+    from client.decode.frames import Cut
+    from client.decode.nvdec_source import NvdecSource, _NvdecDriver
+
+    with av.open(str(path)) as c:
+        packets = [SimpleNamespace(bsl=p.size, pts=p.pts) for p in c.demux(c.streams.video[0]) if p.size]
+
+    class Decoder:
+        def Decode(self, packet):  # noqa: N802 - the library's name
+            return [SimpleNamespace(getPTS=lambda pts=packet.pts: pts)]
+
+    class Driver(_NvdecDriver):
+        def keep(self, frame):
+            kept.append(frame.getPTS())
+            return frame
+
+        def picture(self, frame, plan):
+            return frame
+
+    kept: list[int] = []
+    source = NvdecSource(path, sampling=sampling, letterbox=None)
+    driver = Driver(packets, Decoder(), source, None)
+    plan_for = lambda hw: None  # noqa: E731
+    frames = [f.index for f in Cut(source.info, source._clock, sampling, None, None).frames(driver, plan_for)]
+    return frames, kept
+
+
+def test_frames_every_drops_are_never_kept_on_nvdec_and_fps_keeps_what_it_needs(tmp_path: Path) -> None:
+    from client.decode import Sampling
+    from client.decode.pyav_source import PyAVSource
+    from client.letterbox import plan_letterbox
+
+    path = write_video(tmp_path / "v.mp4", frames=24, fps=12)
+    for sampling in (Sampling(every=3), Sampling(every=5), Sampling(), Sampling(fps=2.0)):
+        frames, kept = _nvdec_keeping(path, sampling)
+        with PyAVSource(path, sampling=sampling) as src:
+            expected = [f.index for f in src.frames(lambda hw: plan_letterbox(hw, (64, 64), minimal=True))]
+        assert frames == expected, sampling
+        if sampling.fps is None:
+            assert len(kept) == len(expected), f"{sampling}: {len(kept)} device copies for {len(expected)} frames"
+    assert _nvdec_keeping(path, Sampling(every=3))[0] == list(range(0, 24, 3))

@@ -172,7 +172,8 @@ def test_the_local_servers_own_repository_is_assembled_from_the_installed_packag
     found = json.loads(result.stdout)
     assert Path(found["templates"]).is_relative_to(installed.site) and found["default"] is None
     files = found["files"]
-    assert sorted(files) == ["yolo/1/model.onnx", "yolo/1/model.py", "yolo/config.pbtxt", "yolo/configs/cpu.pbtxt"]
+    assert sorted(files) == ["yolo/1/model.onnx", "yolo/1/model.py", "yolo/config.pbtxt", "yolo/configs/cpu.pbtxt",
+                            "yolo/configs/gpu.pbtxt"]
     assert Path(files["yolo/1/model.py"]).is_relative_to(installed.site)
     assert model_digest(model_path) in found["cpu"], "the served config describes the model in FRAMESTREAM_HOME"
 

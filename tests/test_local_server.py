@@ -110,3 +110,88 @@ def test_a_folder_that_is_not_a_venv_is_never_replaced(tmp_path: Path) -> None:
     result = prepare(precious)
     assert result.returncode == 1 and "not a venv" in result.stderr
     assert (precious / "notes.txt").read_text() == "mine"
+
+
+# -- the served config: cpu or gpu ---------------------------------------------------------------
+
+def config_from(*argv: str):
+    from server_config.local import LocalServerConfig, parser
+
+    args = parser().parse_args(list(argv))
+    return LocalServerConfig(config_name=args.model_config_name, gpu_metrics=args.gpu_metrics,
+                             cuda_pool_bytes=tuple(args.cuda_memory_pool_byte_size)
+                             if args.cuda_memory_pool_byte_size else None)
+
+
+def test_the_cpu_config_is_the_default_without_gpu_metrics_or_pools() -> None:
+    from server_config.local import config_flags
+
+    assert config_flags(config_from()) == ["--model-config-name=cpu", "--allow-gpu-metrics=false"]
+
+
+def test_the_gpu_config_turns_on_gpu_metrics_and_a_cuda_pool_large_enough_for_gpu_batches() -> None:
+    from server_config.local import GPU_POOL_BYTES, config_flags
+
+    assert config_flags(config_from("--model-config-name", "gpu")) == [
+        "--model-config-name=gpu", "--allow-gpu-metrics=true", f"--cuda-memory-pool-byte-size=0:{GPU_POOL_BYTES}"]
+    assert GPU_POOL_BYTES >= 32 * 640 * 640 * 3 * 4, "four full batches of 640x640 frames"
+    flags = config_from("--model-config-name", "gpu", "--cuda-memory-pool-byte-size", "1:4096",
+                        "--cuda-memory-pool-byte-size", "8192", "--no-gpu-metrics")
+    assert config_flags(flags) == ["--model-config-name=gpu", "--allow-gpu-metrics=false",
+                                   "--cuda-memory-pool-byte-size=1:4096", "--cuda-memory-pool-byte-size=0:8192"]
+
+
+def test_a_bad_config_name_or_pool_size_is_one_usage_line() -> None:
+    for argv in (["--model-config-name", "tpu"], ["--cuda-memory-pool-byte-size", "0:lots"],
+                 ["--cuda-memory-pool-byte-size", "-1:10"]):
+        result = local(*argv)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert result.stderr.strip().splitlines()[-1].startswith("python -m server_config.local: error:")
+
+
+def test_instances_go_into_the_served_config_alone(tmp_path: Path, model_path: Path) -> None:
+    import shutil
+
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from server_config.local import _served_repository
+    from server_config.model.paths import MODEL_NAME, MODEL_REPOSITORY
+
+    repo = make_repository(tmp_path / "src", model_path)
+    shutil.copy(MODEL_REPOSITORY / MODEL_NAME / "configs" / "gpu.pbtxt", repo / MODEL_NAME / "configs" / "gpu.pbtxt")
+    served = _served_repository(repo, 3, tmp_path / "work", "gpu")
+
+    def counts(name: str) -> list[int]:
+        text = (served / MODEL_NAME / "configs" / f"{name}.pbtxt").read_text()
+        return [g.count for g in text_format.Parse(text, model_config_pb2.ModelConfig()).instance_group]
+
+    assert counts("gpu") == [3] and counts("cpu") == [2]
+
+
+def test_the_gpu_config_on_a_machine_without_a_gpu_is_refused_in_one_line_naming_why(
+        tmp_path: Path, model_path: Path) -> None:
+    """Served with --model-config-name gpu, the model never runs on the CPU: here Triton itself
+    refuses its KIND_GPU instances (model.py refuses a CPU fallback where a GPU is seen)."""
+    import shutil
+
+    import pytest
+
+    from server_config.local import MissingPrerequisiteError, prepared_environment
+    from server_config.model.paths import MODEL_NAME, MODEL_REPOSITORY
+
+    if shutil.which("nvidia-smi"):
+        pytest.skip("a GPU machine: the gpu config may load there")
+    try:
+        prepared_environment()
+    except MissingPrerequisiteError as e:
+        pytest.skip(f"cannot start a local Triton here: {e}")
+    repo = make_repository(tmp_path / "src", model_path)
+    shutil.rmtree(repo / "other")
+    shutil.copy(MODEL_REPOSITORY / MODEL_NAME / "configs" / "gpu.pbtxt", repo / MODEL_NAME / "configs" / "gpu.pbtxt")
+    grpc, http, metrics = free_ports(3)
+    result = local("--model-repository", str(repo), "--model-config-name", "gpu", "--grpc-port", str(grpc),
+                   "--http-port", str(http), "--metrics-port", str(metrics))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+    assert "failed to load 'yolo'" in line and "KIND_GPU" in line

@@ -19,7 +19,8 @@ from server_config.model.repository import BEGIN
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="needs tritonclient[grpc]")
 
-CONFIGS = [MODEL_REPOSITORY / MODEL_NAME / "config.pbtxt", MODEL_REPOSITORY / MODEL_NAME / "configs" / "cpu.pbtxt"]
+CONFIGS = [MODEL_REPOSITORY / MODEL_NAME / "config.pbtxt", MODEL_REPOSITORY / MODEL_NAME / "configs" / "cpu.pbtxt",
+           MODEL_REPOSITORY / MODEL_NAME / "configs" / "gpu.pbtxt"]
 
 
 def load(path: Path):
@@ -56,6 +57,21 @@ def test_cpu_config_runs_the_python_backend_on_cpu_instances() -> None:
     assert (MODEL_REPOSITORY / MODEL_NAME / "1" / "model.py").is_file()
 
 
+def test_gpu_python_config_runs_the_model_code_on_gpu_instances_with_gpu_inputs_and_warmup() -> None:
+    config = load(CONFIGS[2])
+    assert config.backend == "python" and (MODEL_REPOSITORY / MODEL_NAME / "1" / "model.py").is_file()
+    assert {g.kind for g in config.instance_group} == {model_config_pb2.ModelInstanceGroup.KIND_GPU}
+    params = _params(CONFIGS[2])
+    assert params["device"] == "gpu" and params["FORCE_CPU_ONLY_INPUT_TENSORS"] == "no"
+    warmups = [(w.batch_size, w.inputs[INPUT.name].data_type, tuple(w.inputs[INPUT.name].dims)) for w in config.model_warmup]
+    assert {b for b, _, _ in warmups} >= {8, 16} and all(b <= MAX_BATCH for b, _, _ in warmups)
+    assert all(t == model_config_pb2.TYPE_UINT8 and dims == (384, 640, 3) for _, t, dims in warmups)
+
+
+def test_the_cpu_config_selects_the_cpu_code_path() -> None:
+    assert _params(CONFIGS[1]).get("device", "cpu") == "cpu"
+
+
 def sent_shapes() -> set[tuple[int, int]]:
     """Every (H, W) the client can send a 640 model: minimal letterboxes and --square, 1:8 to 8:1 and beyond."""
     sizes = [(round(1000 * 8 ** (k / 200)), 1000) for k in range(-200, 201)]  # aspect w/h from 1:8 to 8:1
@@ -69,8 +85,7 @@ def sent_shapes() -> set[tuple[int, int]]:
 def test_every_letterbox_the_client_sends_fits_both_configs() -> None:
     shapes = sent_shapes()
     assert {(640, 160), (160, 640), (640, 32), (32, 640), (640, 288), (640, 640)} <= shapes  # 4:1, 20:1, 2.39:1
-    gpu, cpu = load(CONFIGS[0]), load(CONFIGS[1])
-    for config in (gpu, cpu):
+    for config in map(load, CONFIGS):
         dims = tuple(config.input[0].dims)
         misfits = [hw for hw in sorted(shapes) if any(d != -1 and d != n for d, n in zip(dims, (*hw, 3)))]
         assert not misfits, f"{config.backend}: dims {dims} reject {misfits}"
@@ -103,7 +118,7 @@ def test_build_into_a_repository_writes_the_served_models_parameters_into_every_
     model_dir = _repository_copy(tmp_path / "repo")
     out = model_dir / "1" / "model.onnx"
     assert cli("build", "--imgsz", "256", "--out", str(out)).returncode == 0
-    configs = [model_dir / "config.pbtxt", model_dir / "configs" / "cpu.pbtxt"]
+    configs = [model_dir / path.relative_to(MODEL_REPOSITORY / MODEL_NAME) for path in CONFIGS]
     for config in configs:
         info = ModelInfo.from_config_parameters(_params(config), max_batch=MAX_BATCH)
         assert info.imgsz == (256, 256) and info.names == dict(enumerate(COCO_NAMES))

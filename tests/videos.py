@@ -35,11 +35,13 @@ def write_video(
     pix_fmt: str = "yuv420p",
     faststart: bool = False,
     image=frame_image,
+    preset: str = "ultrafast",
 ) -> Path:
     """Write ``frames`` frames; ``pts`` (in ``time_base`` units) makes the frame rate variable;
     ``colour`` tags the stream with FFmpeg's (colorspace, color_range) values; ``faststart``
     puts an MP4's index first (so a truncated copy still opens and declares its length);
-    ``image(i, w, h)`` draws frame ``i`` (RGB uint8)."""
+    ``image(i, w, h)`` draws frame ``i`` (RGB uint8); ``preset``: x264's (ultrafast has no CABAC
+    and no deblocking; the others are High profile with both)."""
     w, h = size_wh
     with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {}) as out:
         stream = out.add_stream(codec, rate=fps)
@@ -48,7 +50,7 @@ def write_video(
         if colour is not None:
             stream.codec_context.colorspace, stream.codec_context.color_range = colour
         if codec == "libx264":
-            stream.options = {"g": str(gop), "bf": str(bframes), "preset": "ultrafast", "sc_threshold": "0"}
+            stream.options = {"g": str(gop), "bf": str(bframes), "preset": preset, "sc_threshold": "0"}
             if gop > 1:
                 stream.options["keyint_min"] = str(gop)
         else:

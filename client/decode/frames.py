@@ -161,10 +161,15 @@ class _Whole(_Numbered[T]):
 
     def number(self, raw):
         keys_only = self.cut.sampling.keyframes
+        # --every drops by index, so a frame it drops is never kept (on NVDEC: never copied on
+        # the device); --fps decides a frame only once the next one is seen, so it keeps them all.
+        every = self.cut.sampling.every if not keys_only and self.cut.sampling.fps is None else 1
         for pts, payload in raw:
             index = self.decoded
             self.decoded += 1
             t = self.timed(self.cut.clock.t(pts, index))
+            if index % every:
+                continue
             if not keys_only or self.driver.is_key(payload):
                 yield index, t, self.driver.keep(payload)
 
