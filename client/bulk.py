@@ -23,6 +23,7 @@ from pathlib import Path
 
 from . import defaults, limits
 from .bulk_run import Interrupts
+from .cli import DefaultsHelpFormatter
 from .contract import METRICS_PORT, MODEL_NAME
 from .decode import Sampling
 from .devices import parse_devices
@@ -39,6 +40,7 @@ from .summary import shard_summary_name, write_and_merge
 from .terminal import EscapingFormatter, TolerantStream
 from .sinks import FORMATS, PARQUET_COLUMNS
 from .tracking import TRACKERS, TrackOptions, TrackedSink
+from .wording import counted
 
 log = logging.getLogger("client.bulk")
 
@@ -71,7 +73,7 @@ def parser(prog: str = "python -m client.bulk") -> argparse.ArgumentParser:
         "2 some videos failed or were not processed; "
         "130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 129 hung up (SIGHUP: its terminal closed); "
         "partial outputs and summary.json are kept.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("paths", nargs="*", metavar="PATH",
                    help="a directory of videos (searched recursively), video files, or glob patterns "
@@ -188,6 +190,23 @@ def _check_args(args: argparse.Namespace) -> tuple[Inputs, Shard | None]:
     return inputs, None if args.ray is not None else resolve_shard(args.shard, os.environ)
 
 
+def _check_some_video(inputs: Inputs, args: argparse.Namespace) -> None:
+    """A run with no video to read is refused before anything is written (exit 1, as a glob
+    that matches nothing): it did nothing, and must not end as a success with an empty table."""
+    from .discovery import has_video
+
+    if has_video(inputs.root, dirs=inputs.dirs, files=inputs.files, follow_links=args.follow_links,
+                 exclude=args.out):
+        return
+    if inputs.files or len(inputs.dirs) != 1 or args.from_list is not None:
+        where = f"the {inputs.describe()}" + (f" (--from-list {args.from_list})" if args.from_list is not None else "")
+    else:
+        where = str(inputs.dirs[0])
+    looked = ("looked at every file below, recursively, by content whatever its name; hidden ones aside"
+              if inputs.dirs else "each read by content: FFmpeg finds no video in any")
+    raise UsageError(f"no videos found in {where} ({looked}); give the folder or files that hold the videos")
+
+
 def _is_untrained(model_path: Path | None, backend) -> bool:
     """Whether the run's model is framestream's built-in untrained one (by the mark ``build``
     writes in the file; a served model by the source ``build`` writes)."""
@@ -296,7 +315,22 @@ def use_gpu(args: argparse.Namespace) -> tuple[bool, str]:
             found = GpuProbe(False, "onnxruntime has no CUDA provider (pip install 'framestream[gpu]')")
     if args.device == "gpu" and not found.ok:
         raise UsageError(f"--device gpu: {found.reason}")
+    if not found.ok and not _nvidia_gpu_present():  # auto on a machine without one: nothing to install
+        return False, "no NVIDIA GPU here"
     return found.ok, found.reason
+
+
+# Where the NVIDIA driver lists the GPUs it drives (one folder each), and its first device node.
+_NVIDIA_GPUS, _NVIDIA_DEVICE = Path("/proc/driver/nvidia/gpus"), Path("/dev/nvidia0")
+
+
+def _nvidia_gpu_present() -> bool:
+    """Whether this machine has an NVIDIA GPU, asked of the driver's files, not of CuPy: what the
+    GPU path lacks (CuPy, PyNvVideoCodec) is worth saying only where there is a GPU to use."""
+    try:
+        return _NVIDIA_DEVICE.exists() or any(_NVIDIA_GPUS.iterdir())
+    except OSError:
+        return False
 
 
 def _gpu_devices(args: argparse.Namespace, gpu: bool) -> list[int]:
@@ -328,21 +362,22 @@ def make_backend(args: argparse.Namespace, model_path: Path | None, gpu: bool, *
         from .infer.embedded_gpu import EmbeddedGpuBackend
 
         backend = EmbeddedGpuBackend(model_path, sessions=args.sessions or defaults.GPU_SESSIONS, device_id=device)
-        log.info("embedded onnxruntime-gpu on GPU %d: %d session(s); model %s", device, backend.lanes, model_path)
+        log.info("embedded onnxruntime-gpu on GPU %d: %s; model %s", device, counted(backend.lanes, "session"), model_path)
         return backend
     if args.server is None:
         from .infer.embedded import EmbeddedBackend
 
         backend = EmbeddedBackend(model_path, sessions=sessions)
-        log.info("embedded onnxruntime: %d session(s); model %s (%s)", backend.lanes, model_path, backend.model.source)
+        log.info("embedded onnxruntime: %s; model %s (%s)", counted(backend.lanes, "session"), model_path,
+             backend.model.source)
         return backend
     from .infer.triton import TritonBackend, TritonOptions
 
     options = TritonOptions(url=args.server, model_name=args.model_name, inflight=args.inflight, shm=args.shm,
                             retry_seconds=args.retry_seconds)
     backend = TritonBackend(options, batch=args.batch, gpu_frames=gpu, device_id=device)
-    log.info("Triton %s model %r (%s, digest %s): %d request(s) in flight at most, inputs via %s", args.server,
-             args.model_name, backend.model.source, backend.model.digest[:12], backend.lanes,
+    log.info("Triton %s model %r (%s, digest %s): %s in flight at most, inputs via %s", args.server,
+             args.model_name, backend.model.source, backend.model.digest[:12], counted(backend.lanes, "request"),
              f"{backend.shm} shared memory" if backend.shm else "the gRPC payload")
     return backend
 
@@ -354,6 +389,7 @@ def _run(args: argparse.Namespace, argv: list[str], interrupts: Interrupts, held
     from .sinks import make_sink
 
     inputs, shard = _check_args(args)
+    _check_some_video(inputs, args)
     sampling = Sampling(every=args.every, fps=args.fps, keyframes=args.keyframes)
     model_path = _resolve_model(args.model, build=args.server is None)
     if args.format == "parquet":

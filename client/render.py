@@ -21,11 +21,13 @@ import sys
 from pathlib import Path
 
 from .annotate import SheetSpec, annotate
+from .cli import DefaultsHelpFormatter
 from .errors import FramestreamError, OutputStorageError, UsageError
 from .limits import ascii_digits
 from .outfiles import OutTree, display_rel, summary_rel, write_atomically
 from .results import RunOutputs, Video, load_run, read_frames
 from .resume import SOURCE_CHANGED, ResumeLedger
+from .wording import counted
 
 log = logging.getLogger("client.render")
 
@@ -45,7 +47,7 @@ def parser(prog: str = "python -m client.render") -> argparse.ArgumentParser:
                 "OUT/<video>.contact.png per video, or OUT/report.html with --report-only.",
                 epilog="Exit codes: 0 all drawn; 1 usage error (no run or no outputs in OUT, a PATH not in "
                 "the run); 2 some videos could not be drawn (source moved or changed, output damaged); "
-                "130 interrupted.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                "130 interrupted.", formatter_class=DefaultsHelpFormatter)
     p.add_argument("out", type=Path, metavar="OUT", help="the --out folder of a bulk run")
     p.add_argument("paths", nargs="*", metavar="PATH",
                    help="only these videos: as summary.json names them, or their source files (default: every "
@@ -123,7 +125,8 @@ def select(run: RunOutputs, paths: list[str]) -> list[Video]:
                              f"({len(run.videos)} listed in summary.json, none ok)")
         others = len(run.videos) - len(chosen)
         if others:
-            log.info("%d video(s) without a complete output (failed, skipped or not processed) are not drawn", others)
+            log.info("%s without a complete output (failed, skipped or not processed) %s not drawn",
+                     counted(others, "video"), "is" if others == 1 else "are")
         return chosen
     chosen = []
     for p in paths:
