@@ -27,7 +27,7 @@ from .cli import DefaultsHelpFormatter
 from .contract import METRICS_PORT, MODEL_NAME
 from .decode import Sampling
 from .devices import parse_devices
-from .errors import FramestreamError, UsageError
+from .errors import FramestreamError, Interrupted, UsageError
 from .filters import DetectionFilter, FilteredSink, make_filter
 from .inputs import Inputs, not_regular, resolve_inputs
 from .limits import ascii_digits, check_int, check_port, check_real
@@ -283,20 +283,32 @@ def _check_model_file(path: Path) -> None:
     raise UsageError(f"{path}: no such model; build one with 'python -m server_config.model build --out {path}'")
 
 
-def main(argv: list[str] | None = None, *, prog: str = "python -m client.bulk") -> int:
+def main(argv: list[str] | None = None, *, prog: str = "python -m client.bulk", signals: bool | None = None) -> int:
+    """The command line; returns its exit code.
+
+    ``signals``: whether the run takes SIGINT, SIGTERM and SIGHUP (stops cleanly, writes
+    summary.json, exits 128 + the signal's number). Default: only as the program, when ``argv``
+    is None (``python -m client.bulk``, the ``framestream`` command). Called with an ``argv`` by
+    another program (a test suite, a script), its handlers stay its own: Ctrl-C raises
+    KeyboardInterrupt out of this call once the run's threads are stopped, and stops that
+    program, not only this run.
+    """
+    listen = argv is None if signals is None else signals
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser(prog).parse_args(argv)
     _configure_logging(args.verbose)
     # SIGINT, SIGTERM and SIGHUP, from here until summary.json is written: during start-up
     # (nothing written yet) a signal raises Interrupted; once the run starts it is a flag the
     # run polls, so no signal lands inside a write, a rename or the summary.
-    with Interrupts(armed=False) as interrupts, ExitStack() as held:  # held: OUT's lock, taken by the run
+    with Interrupts(armed=False, listen=listen) as interrupts, ExitStack() as held:  # held: OUT's lock
         try:
             return _run(args, argv, interrupts, held)
         except FramestreamError as e:  # usage, model or server problems, found before any file was touched
             log.error("error: %s", e)
             return EXIT_USAGE
         except KeyboardInterrupt as e:  # start-up, before the run: nothing in flight
+            if not (listen or isinstance(e, Interrupted)):
+                raise  # the calling program's Ctrl-C: its own to handle
             log.error("interrupted; complete outputs are kept, rerun to resume")
             return getattr(e, "exit_code", EXIT_INTERRUPTED)
 

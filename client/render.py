@@ -62,7 +62,11 @@ def parser(prog: str = "python -m client.render") -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None, *, prog: str = "python -m client.render") -> int:
+def main(argv: list[str] | None = None, *, prog: str = "python -m client.render", signals: bool | None = None) -> int:
+    """The command line; ``signals``: whether Ctrl-C ends it with one line and exit 130 (default:
+    when ``argv`` is None, the process's own command line). Called with an ``argv`` by another
+    program, Ctrl-C stays that program's KeyboardInterrupt (a test suite stops, not one test)."""
+    program = argv is None if signals is None else signals
     args = parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     for noisy in ("libav", "av", "matplotlib", "PIL"):
@@ -79,6 +83,8 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m client.render"
         log.error("error: %s", e)
         return EXIT_USAGE
     except KeyboardInterrupt:
+        if not program:
+            raise
         log.error("interrupted; every annotated file written is whole, the one in progress was not kept")
         return EXIT_INTERRUPTED
 

@@ -215,7 +215,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-HIDE_RAY = "import sys; sys.modules['ray'] = None; from client.bulk import main; sys.exit(main(sys.argv[1:]))"
+HIDE_RAY = "import sys; sys.modules['ray'] = None; from client.bulk import main; sys.exit(main(sys.argv[1:], signals=True))"
 # Cases that reach past the check for Ray itself (an address tried, a join) need it installed; the
 # lowest-versions run has no ray extra, so there they skip (Ray missing is the first thing said).
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs the ray extra")

@@ -89,7 +89,7 @@ elif point == "units":
     ray_cluster.NodeWorker = HoldsLong
 elif point == "summary":
     bulk._write_summary = held(bulk._write_summary)
-sys.exit(bulk.main(rest))
+sys.exit(bulk.main(rest, signals=True))
 """
 
 
