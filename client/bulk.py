@@ -401,7 +401,9 @@ def _run(args: argparse.Namespace, argv: list[str], interrupts: Interrupts, held
     from .sinks import make_sink
 
     inputs, shard = _check_args(args)
-    _check_some_video(inputs, args)
+    if args.model is not None and args.server is None:
+        _check_model_file(args.model)  # a wrong option is said first, as before the inputs are searched
+    _check_some_video(inputs, args)  # before the default model is built: a refused run writes nothing
     sampling = Sampling(every=args.every, fps=args.fps, keyframes=args.keyframes)
     model_path = _resolve_model(args.model, build=args.server is None)
     if args.format == "parquet":

@@ -151,7 +151,7 @@ def print_table(files: list[FileReport], summary_totals: dict[str, object], stre
     print(
         f"{counted(t['files'], 'file')}: {t[OK]} ok ({t['resumed']} resumed), {t[ERROR]} error, {t[SKIPPED]} skipped"
         + (f", {t[NOT_PROCESSED]} not processed" if t[NOT_PROCESSED] else "") + "; "
-        f"the run: {t['frames']} frames in {t['wall_seconds']:.1f} s = {t['fps']:.1f} frames/s",
+        f"the run: {counted(t['frames'], 'frame')} in {t['wall_seconds']:.1f} s = {t['fps']:.1f} frames/s",
         file=stream,
     )
     shapes = Counter(f.letterbox for f in files if f.letterbox)

@@ -191,7 +191,7 @@ def _run(out: Path) -> int:
         path = write_summary(out, merged)
     t, missing = merged["totals"], merged["shards"]["missing"]
     print(f"{printable(str(path))}: {len(shards)} of {count} shards; {counted(t['files'], 'file')}: {t[OK]} ok, "
-          f"{t[ERROR]} error, {t[SKIPPED]} skipped, {t[NOT_PROCESSED]} not processed; {t['frames']} frames, "
+          f"{t[ERROR]} error, {t[SKIPPED]} skipped, {t[NOT_PROCESSED]} not processed; {counted(t['frames'], 'frame')}, "
           f"{t['detections']} detections, longest shard "
           f"{t['wall_seconds']:.1f} s" + (f"; missing shards: {', '.join(map(str, missing))}" if missing else ""))
     complete = not missing and t[ERROR] == 0 and t[NOT_PROCESSED] == 0
