@@ -111,10 +111,15 @@ def discover(root: Path, *, dirs: Sequence[Path] | None = None, files: Sequence[
 
 def has_video(root: Path, *, dirs: Sequence[Path] | None = None, files: Sequence[Path] = (),
               follow_links: bool = False, exclude: Path | None = None) -> bool:
-    """Whether :func:`discover` would find a video; stops at the first (one probe where there
-    are videos, so a command line can refuse a run with nothing to do before it starts one)."""
-    return any(verdict is None and probe(candidate.path)[0] is None
-               for candidate, verdict in _entries(root, dirs, files, follow_links, exclude, []))
+    """Whether :func:`discover` would find a video, a damaged one included (an error entry: the
+    run has that to report), or anything else in error; stops at the first (one probe where
+    there are videos), so a command line can refuse a run with nothing to do before it starts."""
+    for candidate, verdict in _entries(root, dirs, files, follow_links, exclude, []):
+        if verdict is None:
+            verdict = probe(candidate.path)[0]
+        if verdict is None or verdict.damaged:
+            return True
+    return False
 
 
 def _entries(root: Path, dirs: Sequence[Path] | None, files: Sequence[Path], follow_links: bool,

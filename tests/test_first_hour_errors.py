@@ -82,6 +82,11 @@ def test_a_damaged_video_is_an_error_whatever_its_name_and_an_empty_mp4_too(tmp_
         assert files[name]["status"] == "error" and "damaged mov file" in files[name]["error"], files[name]
     assert files["zero.mp4"]["status"] == "error" and files["zero.txt"]["status"] == "skipped"
     assert files["good.mp4"]["status"] == "ok"
+    alone = tmp_path / "alone"  # damaged videos alone are not "no videos found": the run reports them
+    alone.mkdir()
+    (alone / "cut.mp4").write_bytes(header)
+    done = run("client.bulk", str(alone), "--out", str(tmp_path / "out2"), "--model", str(model_path), "--no-progress")
+    assert done.returncode == 2 and entries(tmp_path / "out2")["cut.mp4"]["status"] == "error", done.stderr[-2000:]
 
 
 # -- no videos: one line, exit 1, nothing written -----------------------------------------------
