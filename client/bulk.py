@@ -2,10 +2,11 @@
 
 Inputs (:mod:`client.inputs`): a directory, video files, glob patterns, or ``--from-list FILE``.
 Exit codes: 0 every video ok; 1 usage error (a missing input, a glob matching nothing, a list
-naming missing files, missing model, bad option; nothing is written);
+naming missing files, no video among the inputs, missing model, bad option; nothing is written);
 2 some videos failed or were not processed (see summary.json); 128 + the signal's number when a
 signal stopped it: 130 Ctrl-C (SIGINT), 143 SIGTERM (``docker stop``), 129 SIGHUP (its terminal
-or ssh session closed); all three keep partial outputs and write summary.json.
+or ssh session closed); all three keep partial outputs and write summary.json. The signals are
+the program's (:func:`main` with no argv); a program calling ``main(argv)`` keeps its own.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from pathlib import Path
 
 from . import defaults, limits
 from .bulk_run import Interrupts
-from .cli import DefaultsHelpFormatter
 from .contract import METRICS_PORT, MODEL_NAME
 from .decode import Sampling
 from .devices import parse_devices
@@ -40,7 +40,7 @@ from .summary import shard_summary_name, write_and_merge
 from .terminal import EscapingFormatter, TolerantStream
 from .sinks import FORMATS, PARQUET_COLUMNS
 from .tracking import TRACKERS, TrackOptions, TrackedSink
-from .wording import counted
+from .wording import DefaultsHelpFormatter, counted
 
 log = logging.getLogger("client.bulk")
 
@@ -69,7 +69,8 @@ def parser(prog: str = "python -m client.bulk") -> argparse.ArgumentParser:
         "Outputs are named by each video's path relative to DIR (several inputs: to the deepest folder "
         "holding them all; one file: its own name).",
         epilog="Exit codes: 0 all videos ok; 1 usage error (a bad option, a missing input, a glob that matches "
-        "nothing, a --from-list naming missing files, an unknown --classes name: nothing is written); "
+        "nothing, a --from-list naming missing files, no video among the inputs, an unknown --classes name: "
+        "nothing is written); "
         "2 some videos failed or were not processed; "
         "130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 129 hung up (SIGHUP: its terminal closed); "
         "partial outputs and summary.json are kept.",
@@ -374,7 +375,8 @@ def make_backend(args: argparse.Namespace, model_path: Path | None, gpu: bool, *
         from .infer.embedded_gpu import EmbeddedGpuBackend
 
         backend = EmbeddedGpuBackend(model_path, sessions=args.sessions or defaults.GPU_SESSIONS, device_id=device)
-        log.info("embedded onnxruntime-gpu on GPU %d: %s; model %s", device, counted(backend.lanes, "session"), model_path)
+        log.info("embedded onnxruntime-gpu on GPU %d: %s; model %s", device, counted(backend.lanes, "session"),
+                 model_path)
         return backend
     if args.server is None:
         from .infer.embedded import EmbeddedBackend

@@ -7,12 +7,11 @@ returning its exit code; this module only chooses the module (imported on use, s
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 from dataclasses import dataclass
 
-__all__ = ["COMMANDS", "DefaultsHelpFormatter", "main"]
+__all__ = ["COMMANDS", "main"]
 
 EXIT_USAGE = 1
 
@@ -35,19 +34,6 @@ COMMANDS: dict[str, Command] = {
     "summary": Command("client.summary", "merge the summaries of --shard runs into OUT/summary.json "
                        "(python -m client.summary)"),
 }
-
-
-class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Every CLI's ``--help``: an option's default appended where it tells something. Not where
-    there is none to tell (None: the help says what happens; False: a flag that is off) nor where
-    the help already names it ("default ..."), which argparse's own formatter repeats as
-    "(default: None)" or "(default: False)" after it."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        help_text = action.help or ""
-        if action.default is None or action.default is False or action.default == [] or "default" in help_text:
-            return help_text
-        return super()._get_help_string(action)
 
 
 def usage() -> str:

@@ -21,13 +21,12 @@ import sys
 from pathlib import Path
 
 from .annotate import SheetSpec, annotate
-from .cli import DefaultsHelpFormatter
 from .errors import FramestreamError, OutputStorageError, UsageError
 from .limits import ascii_digits
 from .outfiles import OutTree, display_rel, summary_rel, write_atomically
 from .results import RunOutputs, Video, load_run, read_frames
 from .resume import SOURCE_CHANGED, ResumeLedger
-from .wording import counted
+from .wording import DefaultsHelpFormatter, counted
 
 log = logging.getLogger("client.render")
 

@@ -59,7 +59,8 @@ def triage(inputs: Inputs | Path, out: Path, sink: Sink, ledger: ResumeLedger, *
                                         outputs=[summary_rel(p, out) for p in outputs],
                                         **_sidecar(sidecars, c.rel, out, verdict.frames))
     if found.videos and len(todo) < len(found.videos):
-        log.info("resuming: %d of %s already complete", len(found.videos) - len(todo), counted(len(found.videos), "video"))
+        log.info("resuming: %d of %s already complete", len(found.videos) - len(todo),
+                 counted(len(found.videos), "video"))
     if overwrite:
         log.info("--overwrite: redoing %s", "the one video" if len(todo) == 1 else f"all {len(todo)} videos")
     else:

@@ -38,10 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import client
-from client.cli import DefaultsHelpFormatter
 from client.contract import GRPC_PORT, HTTP_PORT, METRICS_PORT
 from client.errors import FramestreamError, UsageError
 from client.limits import check_int, check_port
+from client.wording import DefaultsHelpFormatter
 
 from .model.paths import MODEL_NAME, MODEL_REPOSITORY, default_model_path
 from .model.repository import config_files, latest_model, stamp_model_dir
