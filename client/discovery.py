@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 # video (an error) only when FFmpeg recognises a video container in its first bytes, read
 # without its name (:func:`recognised_container`); anything else, a text file named clip.mp4
 # included, is not a video (skipped). The extension is used only where there is no content to
-# judge: an empty or unreadable file named like a video is an error (a recording or copy that
-# never got its bytes, a permission to fix), under any other name it is skipped.
+# judge: an empty file, one of zero bytes only (space allocated, nothing written) or an
+# unreadable one named like a video is an error (a recording or copy that never got its bytes,
+# a permission to fix), under any other name it is skipped.
 VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mov .mkv .webm .avi .ts .m2ts .mts .mpg .mpeg .flv .wmv .3gp .ogv .h264 .h265 .hevc .ivf".split()
 )
@@ -223,29 +224,31 @@ def probe(path: Path) -> tuple[Verdict | None, int, float]:
     except NotAllowedFormat as e:  # FFmpeg recognised another kind of file (a playlist, an image, text)
         return Verdict(str(e)), 0, 0.0
     except av.FFmpegError as e:
-        container = recognised_container(path)
-        if container is None:
-            return Verdict(NOT_A_VIDEO), 0, 0.0
-        return Verdict(f"not a readable video: a damaged {container} file "
-                       f"({getattr(e, 'strerror', None) or e})", damaged=True), 0, 0.0
+        try:
+            with open(path, "rb") as f:
+                head = f.read(PROBE_BYTES)
+        except OSError as read_error:
+            return Verdict(f"cannot read: {read_error.strerror or read_error}", damaged=named_like_video), 0, 0.0
+        container = recognised_container(head)
+        if container is not None:
+            return Verdict(f"not a readable video: a damaged {container} file "
+                           f"({getattr(e, 'strerror', None) or e})", damaged=True), 0, 0.0
+        if not head.strip(b"\0"):
+            return Verdict("zero bytes only: nothing was written into it", damaged=named_like_video), 0, 0.0
+        return Verdict(NOT_A_VIDEO), 0, 0.0
     except OSError as e:
         return Verdict(f"cannot read: {e.strerror or e}", damaged=named_like_video), 0, 0.0
 
 
-def recognised_container(path: Path) -> str | None:
-    """The video container FFmpeg recognises in the file's first bytes, judged by content alone
-    (given without the file's name, whose extension FFmpeg would otherwise count), or None.
+def recognised_container(head: bytes) -> str | None:
+    """The video container FFmpeg recognises in a file's first bytes (``head``), judged by content
+    alone (given without the file's name, whose extension FFmpeg would otherwise count), or None.
 
     FFmpeg names the format its probe chose, and the probe's score, only in a debug log line;
     it is read from there (logging raised to debug for this one open, captured on this thread).
     A score at or below :data:`MIN_PROBE_SCORE` is no recognition, nor a format outside
     :data:`~client.decode.container.ALLOWED_FORMATS`.
     """
-    try:
-        with open(path, "rb") as f:
-            head = f.read(PROBE_BYTES)
-    except OSError:
-        return None
     level = av.logging.get_level()
     av.logging.set_level(av.logging.DEBUG)
     try:
@@ -253,7 +256,7 @@ def recognised_container(path: Path) -> str | None:
             try:
                 av.open(io.BytesIO(head), options={"protocol_whitelist": "file",
                                                   "format_whitelist": ",".join(ALLOWED_FORMATS)}).close()
-            except (av.FFmpegError, OSError):
+            except (av.FFmpegError, OSError, ValueError):
                 pass  # it failed to open as a file: recognising the format is all that is asked here
     finally:
         av.logging.set_level(level)

@@ -65,8 +65,9 @@ def test_a_file_named_like_a_video_that_holds_none_is_skipped_and_the_run_succee
 
 def test_a_damaged_video_is_an_error_whatever_its_name_and_an_empty_mp4_too(tmp_path: Path, model_path: Path) -> None:
     """The line: FFmpeg recognises a video container in the content (an MP4's header whose index
-    never came) -> a damaged video, an error; nothing recognised -> skipped. An empty file has no
-    content to judge: named like a video it is an error (a recording that never got its bytes)."""
+    never came) -> a damaged video, an error; nothing recognised -> skipped. An empty file, or one
+    of zero bytes only, has no content to judge: named like a video it is an error (a recording or
+    copy that never got its bytes)."""
     src = tmp_path / "v"
     src.mkdir()
     write_video(src / "good.mp4", frames=4)
@@ -75,12 +76,16 @@ def test_a_damaged_video_is_an_error_whatever_its_name_and_an_empty_mp4_too(tmp_
     (src / "cut.bin").write_bytes(header)  # the same bytes under a name that says nothing
     (src / "zero.mp4").write_bytes(b"")
     (src / "zero.txt").write_bytes(b"")
+    (src / "allocated.mp4").write_bytes(bytes(4096))  # space allocated, nothing written
+    (src / "allocated.bin").write_bytes(bytes(4096))
     done = run("client.bulk", str(src), "--out", str(tmp_path / "out"), "--model", str(model_path), "--no-progress")
     assert done.returncode == 2, done.stderr[-2000:]
     files = entries(tmp_path / "out")
     for name in ("cut.mp4", "cut.bin"):
         assert files[name]["status"] == "error" and "damaged mov file" in files[name]["error"], files[name]
     assert files["zero.mp4"]["status"] == "error" and files["zero.txt"]["status"] == "skipped"
+    assert files["allocated.mp4"]["status"] == "error" and "zero bytes only" in files["allocated.mp4"]["error"]
+    assert files["allocated.bin"]["status"] == "skipped"
     assert files["good.mp4"]["status"] == "ok"
     alone = tmp_path / "alone"  # damaged videos alone are not "no videos found": the run reports them
     alone.mkdir()
