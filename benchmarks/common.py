@@ -103,7 +103,7 @@ def run_python(code: str, *args: str) -> str:
 
 
 _BULK = (
-    "import json,resource,sys;from client import bulk;rc=bulk.main(sys.argv[1:]);"
+    "import json,resource,sys;from client import bulk;rc=bulk.main(sys.argv[1:],signals=True);"
     "print(json.dumps({'rc':rc,'rss_mib':resource.getrusage(resource.RUSAGE_SELF).ru_maxrss//1024}))"
 )
 

@@ -2,10 +2,11 @@
 
 Inputs (:mod:`client.inputs`): a directory, video files, glob patterns, or ``--from-list FILE``.
 Exit codes: 0 every video ok; 1 usage error (a missing input, a glob matching nothing, a list
-naming missing files, missing model, bad option; nothing is written);
+naming missing files, no video among the inputs, missing model, bad option; nothing is written);
 2 some videos failed or were not processed (see summary.json); 128 + the signal's number when a
 signal stopped it: 130 Ctrl-C (SIGINT), 143 SIGTERM (``docker stop``), 129 SIGHUP (its terminal
-or ssh session closed); all three keep partial outputs and write summary.json.
+or ssh session closed); all three keep partial outputs and write summary.json. The signals are
+the program's (:func:`main` with no argv); a program calling ``main(argv)`` keeps its own.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .bulk_run import Interrupts
 from .contract import METRICS_PORT, MODEL_NAME
 from .decode import Sampling
 from .devices import parse_devices
-from .errors import FramestreamError, UsageError
+from .errors import FramestreamError, Interrupted, UsageError
 from .filters import DetectionFilter, FilteredSink, make_filter
 from .gpu.engines import gpu_workers
 from .inputs import Inputs, not_regular, resolve_inputs
@@ -40,6 +41,7 @@ from .summary import shard_summary_name, write_and_merge
 from .terminal import EscapingFormatter, StatusLineHandler, TolerantStream
 from .sinks import FORMATS, PARQUET_COLUMNS
 from .tracking import TRACKERS, TrackOptions, TrackedSink
+from .wording import DefaultsHelpFormatter, counted
 
 log = logging.getLogger("client.bulk")
 
@@ -68,11 +70,12 @@ def parser(prog: str = "python -m client.bulk") -> argparse.ArgumentParser:
         "Outputs are named by each video's path relative to DIR (several inputs: to the deepest folder "
         "holding them all; one file: its own name).",
         epilog="Exit codes: 0 all videos ok; 1 usage error (a bad option, a missing input, a glob that matches "
-        "nothing, a --from-list naming missing files, an unknown --classes name: nothing is written); "
+        "nothing, a --from-list naming missing files, no video among the inputs, an unknown --classes name: "
+        "nothing is written); "
         "2 some videos failed or were not processed; "
         "130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 129 hung up (SIGHUP: its terminal closed); "
         "partial outputs and summary.json are kept.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("paths", nargs="*", metavar="PATH",
                    help="a directory of videos (searched recursively), video files, or glob patterns "
@@ -190,6 +193,23 @@ def _check_args(args: argparse.Namespace) -> tuple[Inputs, Shard | None]:
     return inputs, None if args.ray is not None else resolve_shard(args.shard, os.environ)
 
 
+def _check_some_video(inputs: Inputs, args: argparse.Namespace) -> None:
+    """A run with no video to read is refused before anything is written (exit 1, as a glob
+    that matches nothing): it did nothing, and must not end as a success with an empty table."""
+    from .discovery import has_video
+
+    if has_video(inputs.root, dirs=inputs.dirs, files=inputs.files, follow_links=args.follow_links,
+                 exclude=args.out):
+        return
+    if inputs.files or len(inputs.dirs) != 1 or args.from_list is not None:
+        where = f"the {inputs.describe()}" + (f" (--from-list {args.from_list})" if args.from_list is not None else "")
+    else:
+        where = str(inputs.dirs[0])
+    looked = ("looked at every file below, recursively, by content whatever its name; hidden ones aside"
+              if inputs.dirs else "each read by content: FFmpeg finds no video in any")
+    raise UsageError(f"no videos found in {where} ({looked}); give the folder or files that hold the videos")
+
+
 def _is_untrained(model_path: Path | None, backend) -> bool:
     """Whether the run's model is framestream's built-in untrained one (by the mark ``build``
     writes in the file; a served model by the source ``build`` writes)."""
@@ -266,20 +286,32 @@ def _check_model_file(path: Path) -> None:
     raise UsageError(f"{path}: no such model; build one with 'python -m server_config.model build --out {path}'")
 
 
-def main(argv: list[str] | None = None, *, prog: str = "python -m client.bulk") -> int:
+def main(argv: list[str] | None = None, *, prog: str = "python -m client.bulk", signals: bool | None = None) -> int:
+    """The command line; returns its exit code.
+
+    ``signals``: whether the run takes SIGINT, SIGTERM and SIGHUP (stops cleanly, writes
+    summary.json, exits 128 + the signal's number). Default: only as the program, when ``argv``
+    is None (``python -m client.bulk``, the ``framestream`` command). Called with an ``argv`` by
+    another program (a test suite, a script), its handlers stay its own: Ctrl-C raises
+    KeyboardInterrupt out of this call once the run's threads are stopped, and stops that
+    program, not only this run.
+    """
+    listen = argv is None if signals is None else signals
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser(prog).parse_args(argv)
     _configure_logging(args.verbose)
     # SIGINT, SIGTERM and SIGHUP, from here until summary.json is written: during start-up
     # (nothing written yet) a signal raises Interrupted; once the run starts it is a flag the
     # run polls, so no signal lands inside a write, a rename or the summary.
-    with Interrupts(armed=False) as interrupts, ExitStack() as held:  # held: OUT's lock, taken by the run
+    with Interrupts(armed=False, listen=listen) as interrupts, ExitStack() as held:  # held: OUT's lock
         try:
             return _run(args, argv, interrupts, held)
         except FramestreamError as e:  # usage, model or server problems, found before any file was touched
             log.error("error: %s", e)
             return EXIT_USAGE
         except KeyboardInterrupt as e:  # start-up, before the run: nothing in flight
+            if not (listen or isinstance(e, Interrupted)):
+                raise  # the calling program's Ctrl-C: its own to handle
             log.error("interrupted; complete outputs are kept, rerun to resume")
             return getattr(e, "exit_code", EXIT_INTERRUPTED)
 
@@ -298,7 +330,22 @@ def use_gpu(args: argparse.Namespace) -> tuple[bool, str]:
             found = GpuProbe(False, "onnxruntime has no CUDA provider (pip install 'framestream[gpu]')")
     if args.device == "gpu" and not found.ok:
         raise UsageError(f"--device gpu: {found.reason}")
+    if not found.ok and not _nvidia_gpu_present():  # auto on a machine without one: nothing to install
+        return False, "no NVIDIA GPU here"
     return found.ok, found.reason
+
+
+# Where the NVIDIA driver lists the GPUs it drives (one folder each), and its first device node.
+_NVIDIA_GPUS, _NVIDIA_DEVICE = Path("/proc/driver/nvidia/gpus"), Path("/dev/nvidia0")
+
+
+def _nvidia_gpu_present() -> bool:
+    """Whether this machine has an NVIDIA GPU, asked of the driver's files, not of CuPy: what the
+    GPU path lacks (CuPy, PyNvVideoCodec) is worth saying only where there is a GPU to use."""
+    try:
+        return _NVIDIA_DEVICE.exists() or any(_NVIDIA_GPUS.iterdir())
+    except OSError:
+        return False
 
 
 def _gpu_devices(args: argparse.Namespace, gpu: bool) -> list[int]:
@@ -330,21 +377,23 @@ def make_backend(args: argparse.Namespace, model_path: Path | None, gpu: bool, *
         from .infer.embedded_gpu import EmbeddedGpuBackend
 
         backend = EmbeddedGpuBackend(model_path, sessions=args.sessions or defaults.GPU_SESSIONS, device_id=device)
-        log.info("embedded onnxruntime-gpu on GPU %d: %d session(s); model %s", device, backend.lanes, model_path)
+        log.info("embedded onnxruntime-gpu on GPU %d: %s; model %s", device, counted(backend.lanes, "session"),
+                 model_path)
         return backend
     if args.server is None:
         from .infer.embedded import EmbeddedBackend
 
         backend = EmbeddedBackend(model_path, sessions=sessions)
-        log.info("embedded onnxruntime: %d session(s); model %s (%s)", backend.lanes, model_path, backend.model.source)
+        log.info("embedded onnxruntime: %s; model %s (%s)", counted(backend.lanes, "session"), model_path,
+             backend.model.source)
         return backend
     from .infer.triton import TritonBackend, TritonOptions
 
     options = TritonOptions(url=args.server, model_name=args.model_name, inflight=args.inflight, shm=args.shm,
                             retry_seconds=args.retry_seconds)
     backend = TritonBackend(options, batch=args.batch, gpu_frames=gpu, device_id=device)
-    log.info("Triton %s model %r (%s, digest %s): %d request(s) in flight at most, inputs via %s", args.server,
-             args.model_name, backend.model.source, backend.model.digest[:12], backend.lanes,
+    log.info("Triton %s model %r (%s, digest %s): %s in flight at most, inputs via %s", args.server,
+             args.model_name, backend.model.source, backend.model.digest[:12], counted(backend.lanes, "request"),
              f"{backend.shm} shared memory" if backend.shm else "the gRPC payload")
     return backend
 
@@ -356,6 +405,9 @@ def _run(args: argparse.Namespace, argv: list[str], interrupts: Interrupts, held
     from .sinks import make_sink
 
     inputs, shard = _check_args(args)
+    if args.model is not None and args.server is None:
+        _check_model_file(args.model)  # a wrong option is said first, as before the inputs are searched
+    _check_some_video(inputs, args)  # before the default model is built: a refused run writes nothing
     sampling = Sampling(every=args.every, fps=args.fps, keyframes=args.keyframes)
     model_path = _resolve_model(args.model, build=args.server is None)
     if args.format == "parquet":

@@ -70,7 +70,10 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
     joined, files in flight kept as partial outputs, files not started reported as not
     processed, and a result returned so the caller can still write ``summary.json``.
     ``interrupts``: the caller's, entered for longer than the run (the CLI keeps its handlers
-    until the summary is written); by default the run installs its own for its duration.
+    until the summary is written). By default (None) the run takes no signal: a library caller
+    keeps its own handlers, and Python's KeyboardInterrupt on Ctrl-C stops the run's threads and
+    leaves this call (files in flight kept as partial outputs). To stop cleanly on signals as
+    the CLI does, pass ``with Interrupts() as interrupts``.
     """
     config = options.pipeline
     sidecars = Sidecars(options.out, backend.model, config.sampling.describe(), ledger.options)
@@ -138,13 +141,18 @@ class Interrupts:
     Not yet armed (start-up, when nothing is being written), a signal raises
     :class:`~client.errors.Interrupted` so start-up ends at once. Signals a parent set to be
     ignored (``nohup``) stay ignored; off the main thread signals are left alone.
+
+    ``listen=False``: no handler is installed (the process keeps its own, and Ctrl-C raises
+    KeyboardInterrupt as usual): for a command line run inside another program, a test suite
+    say, which must stay the one that a Ctrl-C stops.
     """
 
     SIGNALS = STOP_SIGNALS
 
-    def __init__(self, stop: Callable[[], None] | None = None, *, armed: bool = True) -> None:
+    def __init__(self, stop: Callable[[], None] | None = None, *, armed: bool = True, listen: bool = True) -> None:
         self.signal_name: str | None = None
         self.armed = armed
+        self.listen = listen
         self._abandoned = threading.Event()
         self._stop, self._abandon = stop, None
         self._previous: dict[int, object] = {}
@@ -182,14 +190,20 @@ class Interrupts:
     def for_run(cls, given: "Interrupts | None", stop: Callable[[], None], abandon: Callable[[], None], *,
                 then: Sequence[Callable[[], None]] = (), in_flight: str) -> Iterator["Interrupts"]:
         """A run's signals for the block: the caller's (``given``, entered for longer than the run)
-        or, if None, the run's own, installed for the block. ``stop`` and ``abandon`` act on the run
-        until the block ends (a signal that came before acts at once); then ``then`` is called in
-        order, handlers still in place, so a signal there is recorded, never raised. A second
-        signal is logged as having left ``in_flight`` unwaited for."""
-        with cls() if given is None else contextlib.nullcontext(given) as interrupts:
+        or, if None, none (the caller's handlers stay; see :func:`run_bulk`). ``stop`` and
+        ``abandon`` act on the run until the block ends (a signal that came before acts at once);
+        then ``then`` is called in order, handlers still in place, so a signal there is recorded,
+        never raised. An exception leaving the block (the caller's KeyboardInterrupt) abandons the
+        run first, so its threads end and are joined before it propagates. A second signal is
+        logged as having left ``in_flight`` unwaited for."""
+        with cls(listen=False) if given is None else contextlib.nullcontext(given) as interrupts:
             interrupts.attach(stop, abandon)
             try:
                 yield interrupts
+            except BaseException:
+                stop()
+                abandon()
+                raise
             finally:
                 interrupts.detach()
                 for step in then:
@@ -211,7 +225,7 @@ class Interrupts:
             self._abandon()
 
     def __enter__(self) -> "Interrupts":
-        if threading.current_thread() is threading.main_thread():
+        if self.listen and threading.current_thread() is threading.main_thread():
             self._previous = install(self._handle)
         return self
 

@@ -20,15 +20,17 @@ EXIT_USAGE = 1
 class Command:
     module: str  # has main(argv: list[str] | None, *, prog: str) -> int
     summary: str
+    signals: bool = False  # its main also takes signals=: whether it handles Ctrl-C and SIGTERM itself
 
 
 COMMANDS: dict[str, Command] = {
-    "bulk": Command("client.bulk", "run the detector over every video under DIR (python -m client.bulk)"),
+    "bulk": Command("client.bulk", "run the detector over every video under DIR (python -m client.bulk)",
+                    signals=True),
     "serve": Command("server_config.local", "a local Triton on this machine's CPU (python -m server_config.local)"),
     "model": Command("server_config.model.__main__",
                      "build, wrap, fetch, quantize or stamp a model in the serving contract (python -m server_config.model)"),
     "render": Command("client.render", "draw a run's detections: annotated MP4s, contact sheets, report.html "
-                      "(python -m client.render)"),
+                      "(python -m client.render)", signals=True),
     "summary": Command("client.summary", "merge the summaries of --shard runs into OUT/summary.json "
                        "(python -m client.summary)"),
 }
@@ -50,6 +52,9 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``argv`` None: the program (the ``framestream`` command), whose commands handle signals
+    themselves; given, a call from another program, whose signal handlers stay its own."""
+    program = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage(), file=sys.stdout if argv else sys.stderr)
@@ -60,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown command {name!r}; choose from {', '.join(COMMANDS)} (see framestream --help)",
               file=sys.stderr)
         return EXIT_USAGE
-    return importlib.import_module(command.module).main(rest, prog=f"framestream {name}")
+    signals = {"signals": program} if command.signals else {}
+    return importlib.import_module(command.module).main(rest, prog=f"framestream {name}", **signals)
 
 
 if __name__ == "__main__":

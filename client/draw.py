@@ -2,7 +2,9 @@
 
 A colour is a function of the class id, or of the track id when a tracker gave one, so the
 same class (or the same object) has the same colour in every frame, video and run. Labels
-read "name score" or "name #track score", on a filled band in the box's colour.
+read "name score" or "name #track score", on a filled band in the box's colour; a detection no
+track holds (:data:`~client.tracking.NO_TRACK`, before ByteTrack confirms one) is drawn as
+untracked, never "#-1".
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from functools import lru_cache
 from PIL import Image, ImageDraw, ImageFont
 
 from .results import Row
+from .tracking import NO_TRACK
 
 __all__ = ["colour", "line_width", "draw_rows", "label"]
 
@@ -37,9 +40,16 @@ def _font(size: int) -> ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
+def _track(row: Row) -> int | None:
+    """The row's track id, or None where no track holds it (no tracker, or not yet confirmed)."""
+    track = row[6]
+    return None if track is None or track == NO_TRACK else track
+
+
 def label(row: Row, names: Mapping[int, str]) -> str:
-    x1, y1, x2, y2, score, class_id, track = row
+    x1, y1, x2, y2, score, class_id, _ = row
     name = names.get(class_id, str(class_id))
+    track = _track(row)
     return f"{name} #{track} {score:.2f}" if track is not None else f"{name} {score:.2f}"
 
 
@@ -50,7 +60,8 @@ def draw_rows(image: Image.Image, rows: Iterable[Row], names: Mapping[int, str])
     width = line_width(*image.size)
     font = _font(max(10, 5 * width))
     for row in sorted(rows, key=lambda r: r[4]):
-        x1, y1, x2, y2, _, class_id, track = row
+        x1, y1, x2, y2, _, class_id, _ = row
+        track = _track(row)
         fill = colour(track if track is not None else class_id)
         draw.rectangle((x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)), outline=fill, width=width)
         text = label(row, names)

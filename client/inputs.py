@@ -143,7 +143,7 @@ def read_list(source: str) -> list[str]:
     lines = [(n, os.fsdecode(line.rstrip(b"\r"))) for n, line in enumerate(data.split(b"\n"), 1)]
     paths = [(n, p) for n, p in lines if p.strip()]
     if not paths:
-        raise UsageError(f"--from-list {source}: lists no paths (one path a line)")
+        raise UsageError(f"--from-list {source}: lists no paths, so no videos found (one path a line)")
     missing = [(n, p) for n, p in paths if not os.path.exists(p)]
     if missing:
         named = ", ".join(f"line {n}: {p!r}" for n, p in missing[:_LISTED_MISSING])

@@ -26,6 +26,7 @@ from .limits import ascii_digits
 from .outfiles import OutTree, display_rel, summary_rel, write_atomically
 from .results import RunOutputs, Video, load_run, read_frames
 from .resume import SOURCE_CHANGED, ResumeLedger
+from .wording import DefaultsHelpFormatter, counted
 
 log = logging.getLogger("client.render")
 
@@ -45,7 +46,7 @@ def parser(prog: str = "python -m client.render") -> argparse.ArgumentParser:
                 "OUT/<video>.contact.png per video, or OUT/report.html with --report-only.",
                 epilog="Exit codes: 0 all drawn; 1 usage error (no run or no outputs in OUT, a PATH not in "
                 "the run); 2 some videos could not be drawn (source moved or changed, output damaged); "
-                "130 interrupted.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                "130 interrupted.", formatter_class=DefaultsHelpFormatter)
     p.add_argument("out", type=Path, metavar="OUT", help="the --out folder of a bulk run")
     p.add_argument("paths", nargs="*", metavar="PATH",
                    help="only these videos: as summary.json names them, or their source files (default: every "
@@ -60,7 +61,11 @@ def parser(prog: str = "python -m client.render") -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None, *, prog: str = "python -m client.render") -> int:
+def main(argv: list[str] | None = None, *, prog: str = "python -m client.render", signals: bool | None = None) -> int:
+    """The command line; ``signals``: whether Ctrl-C ends it with one line and exit 130 (default:
+    when ``argv`` is None, the process's own command line). Called with an ``argv`` by another
+    program, Ctrl-C stays that program's KeyboardInterrupt (a test suite stops, not one test)."""
+    program = argv is None if signals is None else signals
     args = parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     for noisy in ("libav", "av", "matplotlib", "PIL"):
@@ -77,6 +82,8 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m client.render"
         log.error("error: %s", e)
         return EXIT_USAGE
     except KeyboardInterrupt:
+        if not program:
+            raise
         log.error("interrupted; every annotated file written is whole, the one in progress was not kept")
         return EXIT_INTERRUPTED
 
@@ -123,7 +130,8 @@ def select(run: RunOutputs, paths: list[str]) -> list[Video]:
                              f"({len(run.videos)} listed in summary.json, none ok)")
         others = len(run.videos) - len(chosen)
         if others:
-            log.info("%d video(s) without a complete output (failed, skipped or not processed) are not drawn", others)
+            log.info("%s without a complete output (failed, skipped or not processed) %s not drawn",
+                     counted(others, "video"), "is" if others == 1 else "are")
         return chosen
     chosen = []
     for p in paths:

@@ -10,6 +10,7 @@ from typing import Mapping, TextIO
 
 from .outfiles import OutTree, display_rel, write_atomically
 from .terminal import printable
+from .wording import counted
 
 OK, ERROR, SKIPPED = "ok", "error", "skipped"
 NOT_PROCESSED = "not_processed"  # the run stopped (interrupt, backend gone, disk full) before it started
@@ -141,9 +142,9 @@ def print_table(files: list[FileReport], summary_totals: dict[str, object], stre
         print(f"{name:<{width}}  {f.status:<7} {f.frames:>7} {share_text:>6}  {f.letterbox or '-':<9}  {note}",
               file=stream)
     print(
-        f"{t['files']} files: {t[OK]} ok ({t['resumed']} resumed), {t[ERROR]} error, {t[SKIPPED]} skipped"
+        f"{counted(t['files'], 'file')}: {t[OK]} ok ({t['resumed']} resumed), {t[ERROR]} error, {t[SKIPPED]} skipped"
         + (f", {t[NOT_PROCESSED]} not processed" if t[NOT_PROCESSED] else "") + "; "
-        f"the run: {t['frames']} frames in {t['wall_seconds']:.1f} s = {t['fps']:.1f} frames/s",
+        f"the run: {counted(t['frames'], 'frame')} in {t['wall_seconds']:.1f} s = {t['fps']:.1f} frames/s",
         file=stream,
     )
     shapes = Counter(f.letterbox for f in files if f.letterbox)

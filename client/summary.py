@@ -30,6 +30,7 @@ from .report import ERROR, NOT_PROCESSED, OK, SKIPPED, class_counts, write_summa
 from .resume import STATE_DIR
 from .shards import Shard
 from .terminal import printable
+from .wording import counted
 
 log = logging.getLogger("client.summary")
 
@@ -189,8 +190,8 @@ def _run(out: Path) -> int:
         merged = merge(shards, count)
         path = write_summary(out, merged)
     t, missing = merged["totals"], merged["shards"]["missing"]
-    print(f"{printable(str(path))}: {len(shards)} of {count} shards; {t['files']} files: {t[OK]} ok, "
-          f"{t[ERROR]} error, {t[SKIPPED]} skipped, {t[NOT_PROCESSED]} not processed; {t['frames']} frames, "
+    print(f"{printable(str(path))}: {len(shards)} of {count} shards; {counted(t['files'], 'file')}: {t[OK]} ok, "
+          f"{t[ERROR]} error, {t[SKIPPED]} skipped, {t[NOT_PROCESSED]} not processed; {counted(t['frames'], 'frame')}, "
           f"{t['detections']} detections, longest shard "
           f"{t['wall_seconds']:.1f} s" + (f"; missing shards: {', '.join(map(str, missing))}" if missing else ""))
     complete = not missing and t[ERROR] == 0 and t[NOT_PROCESSED] == 0

@@ -15,6 +15,7 @@ from .schedule import estimated_work
 from .shards import Shard, take
 from .sidecar import Sidecars
 from .sinks import Sink
+from .wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +59,10 @@ def triage(inputs: Inputs | Path, out: Path, sink: Sink, ledger: ResumeLedger, *
                                         outputs=[summary_rel(p, out) for p in outputs],
                                         **_sidecar(sidecars, c.rel, out, verdict.frames))
     if found.videos and len(todo) < len(found.videos):
-        log.info("resuming: %d of %d videos already complete", len(found.videos) - len(todo), len(found.videos))
+        log.info("resuming: %d of %s already complete", len(found.videos) - len(todo),
+                 counted(len(found.videos), "video"))
     if overwrite:
-        log.info("--overwrite: redoing all %d videos", len(todo))
+        log.info("--overwrite: redoing %s", "the one video" if len(todo) == 1 else f"all {len(todo)} videos")
     else:
         for line in redo_lines(v for v in verdicts if v.reason != NO_RECORD):
             log.info("%s", line)  # say why earlier outputs are replaced

@@ -40,6 +40,8 @@ from pathlib import Path
 import client
 from client.contract import GRPC_PORT, HTTP_PORT, METRICS_PORT
 from client.errors import FramestreamError, UsageError
+from client.limits import check_int, check_port
+from client.wording import DefaultsHelpFormatter
 
 from .model.paths import MODEL_NAME, MODEL_REPOSITORY, default_model_path
 from .model.repository import config_files, latest_model, stamp_model_dir
@@ -383,7 +385,7 @@ def _pool(text: str) -> tuple[int, int]:
 
 def parser(prog: str = "python -m server_config.local") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("--model-repository", type=Path, default=None,
                    help="the repository to serve; None: framestream's configs with the default model")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 inside a container)")
@@ -424,6 +426,13 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m server_config.
         if args.prepare:
             log.info("the local Triton's environment is ready: %s", server.path)
             return 0
+    try:  # a port out of range is one line, exit 1 (not bind()'s OverflowError)
+        for option in ("--grpc-port", "--http-port", "--metrics-port"):
+            check_port(option, getattr(args, option[2:].replace("-", "_")))
+        check_int("--instances", args.instances, 1)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     config = LocalServerConfig(model_repository=args.model_repository, host=args.host, grpc_port=args.grpc_port,
                                http_port=args.http_port, metrics_port=args.metrics_port, instances=args.instances,
                                config_name=args.model_config_name, gpu_metrics=args.gpu_metrics,

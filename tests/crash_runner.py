@@ -34,7 +34,7 @@ def main(argv: list[str]) -> int:
         commit(staged)
 
     outfiles.Staged.commit = commit_or_die
-    return bulk.main(rest)
+    return bulk.main(rest, signals=True)  # stands in for the program: takes the signals as it does
 
 
 def freeze(path: Path) -> None:

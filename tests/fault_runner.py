@@ -64,7 +64,7 @@ def main(argv: list[str]) -> int:
     out = Path(rest[rest.index("--out") + 1])
     make_backend = bulk.make_backend
     bulk.make_backend = lambda *a, **k: SlowAfterFirstComplete(make_backend(*a, **k), out, ready, delay_s)
-    return bulk.main(rest)
+    return bulk.main(rest, signals=True)  # stands in for the program: takes the signals as it does
 
 
 if __name__ == "__main__":

@@ -161,6 +161,12 @@ def _hold_segment_0(at: int, gate: Callable[[], None]) -> None:
 
 def main(argv: list[str]) -> int:
     mode, ready, arg, rest = argv[0], Path(argv[1]), argv[2], argv[4:]
+    arm(mode, ready, arg)
+    return bulk.main(rest, signals=True)  # stands in for the program: takes the signals as it does
+
+
+def arm(mode: str, ready: Path, arg: str) -> None:
+    """Make the next bulk run in this process hold at ``mode``'s point (see the module docstring)."""
     if mode == "summary":
         go, write = Path(arg), bulk._write_summary
 
@@ -198,7 +204,6 @@ def main(argv: list[str]) -> int:
         _hold_segment_0(int(first) - MISSING, gate)
     else:
         raise SystemExit(f"unknown mode {mode!r}")
-    return bulk.main(rest)
 
 
 if __name__ == "__main__":

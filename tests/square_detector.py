@@ -61,7 +61,7 @@ class SquareDetector(Delegating):
 def main(argv: list[str]) -> int:
     make_backend = bulk.make_backend
     bulk.make_backend = lambda *a, **k: SquareDetector(make_backend(*a, **k))
-    return bulk.main(argv[argv.index("--") + 1:])
+    return bulk.main(argv[argv.index("--") + 1:], signals=True)  # the program, with a stand-in detector
 
 
 if __name__ == "__main__":

@@ -231,7 +231,7 @@ def test_without_any_onnxruntime_the_embedded_run_says_which_extra_to_install(tm
     src.mkdir()
     write_video(src / "a.mp4", frames=2)
     blocked = ("import sys; sys.modules['onnxruntime'] = None  # as after 'pip install -e .': no onnxruntime\n"
-               "from client import bulk; sys.exit(bulk.main(sys.argv[1:]))")
+               "from client import bulk; sys.exit(bulk.main(sys.argv[1:], signals=True))")
     done = subprocess.run([sys.executable, "-c", blocked, str(src), "--out", str(tmp_path / "out"), "--model",
                            str(model_path), "--no-progress", "--device", "cpu"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -215,7 +215,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-HIDE_RAY = "import sys; sys.modules['ray'] = None; from client.bulk import main; sys.exit(main(sys.argv[1:]))"
+HIDE_RAY = "import sys; sys.modules['ray'] = None; from client.bulk import main; sys.exit(main(sys.argv[1:], signals=True))"
 # Cases that reach past the check for Ray itself (an address tried, a join) need it installed; the
 # lowest-versions run has no ray extra, so there they skip (Ray missing is the first thing said).
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs the ray extra")
@@ -231,6 +231,7 @@ needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="
 def test_an_unreachable_address_a_malformed_one_or_no_ray_is_one_line_and_exit_1(
         tmp_path: Path, model_path: Path, args: list[str], without_ray: bool, says: str) -> None:
     (tmp_path / "videos").mkdir()
+    write_video(tmp_path / "videos" / "a.mp4", frames=2)  # a folder without videos is its own error
     prefix = [sys.executable, "-c", HIDE_RAY] if without_ray else [sys.executable, "-m", "client.bulk"]
     done = subprocess.run([*prefix, str(tmp_path / "videos"), "--out", str(tmp_path / "out"), "--model",
                            str(model_path), *args], cwd=ROOT, capture_output=True, text=True, timeout=120)

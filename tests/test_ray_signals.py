@@ -89,7 +89,7 @@ elif point == "units":
     ray_cluster.NodeWorker = HoldsLong
 elif point == "summary":
     bulk._write_summary = held(bulk._write_summary)
-sys.exit(bulk.main(rest))
+sys.exit(bulk.main(rest, signals=True))
 """
 
 
@@ -197,6 +197,7 @@ def no_ray_env(tmp_path: Path, recorded: str | None) -> dict[str, str]:
 def test_a_ray_with_nothing_to_join_is_one_line_and_exit_1_instead_of_minutes_of_retries(
         tmp_path: Path, model_path: Path, processes: Processes, case: str) -> None:
     (tmp_path / "videos").mkdir()
+    write_video(tmp_path / "videos" / "a.mp4", frames=2)  # a folder without videos is its own error
     with listener(greet=False) as (silent, _):
         address, recorded, says = {
             "auto, the recorded head stopped": ("auto", f"127.0.0.1:{free_port()}", "Connection refused"),
@@ -237,6 +238,7 @@ def test_ray_auto_joins_the_cluster_that_ray_start_recorded_on_this_machine(
 def test_a_signal_while_joining_a_head_that_never_lets_the_driver_in_ends_start_up_at_once(
         tmp_path: Path, model_path: Path, processes: Processes, sig: signal.Signals) -> None:
     (tmp_path / "videos").mkdir()
+    write_video(tmp_path / "videos" / "a.mp4", frames=2)  # a folder without videos is its own error
     with listener(greet=True) as (address, joining):
         proc = start(processes, command(tmp_path / "videos", tmp_path / "out", model_path, "--ray", address))
         if not joining.wait(ENDS_S):

@@ -5,6 +5,7 @@ Each asks the fault table's three questions: exit code, what summary.json says, 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -207,3 +208,54 @@ def test_a_sigterm_while_a_split_video_is_in_flight_leaves_a_gap_free_prefix_and
     rc, again = bulk_main(src, out, model_path, "--workers", "2")
     assert rc == 0 and entries(again)["long.mp4"]["frames"] == SPLIT_FRAMES
     assert [r["frame"] for r in read_jsonl(out / "long.mp4.jsonl")] == list(range(SPLIT_FRAMES))
+
+
+# -- Ctrl-C during README's test command --------------------------------------------------------
+
+
+def session_processes(sid: int, mark: str) -> list[str]:
+    """Processes of session ``sid``, or whose command line names ``mark`` (a run started in a
+    session of its own): "pid command" each, from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # it ended meanwhile
+            continue
+        session = int(stat.rsplit(")", 1)[1].split()[4])
+        if session == sid or mark in cmdline:
+            found.append(f"{entry} {cmdline.strip()}")
+    return found
+
+
+def test_ctrl_c_stops_pytest_at_once_while_it_runs_the_cli_in_process_and_leaves_no_process(
+        tmp_path: Path, model_path: Path, processes: Processes) -> None:
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("no /proc here to list the processes left behind")
+    from .interrupted_suite import CHILD_READY, NEXT_RAN, WRITE_READY
+
+    env = {**os.environ, "SUITE_DIR": str(tmp_path), "SUITE_MODEL": str(model_path)}
+    suite = processes.start([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+                             f"--basetemp={tmp_path / 'base'}", "tests/interrupted_suite.py"],
+                            cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    for ready in (WRITE_READY, CHILD_READY):  # the in-process run at its write, the child run at its summary
+        deadline = time.monotonic() + 120
+        while not (tmp_path / ready).exists():
+            if suite.poll() is not None or time.monotonic() > deadline:
+                suite.kill()
+                pytest.fail(f"no {ready}: {suite.communicate()[0][-3000:]}")
+            time.sleep(0.02)
+    os.killpg(suite.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the foreground process group
+    try:
+        output, _ = suite.communicate(timeout=60)  # a bound on a hang, not a measure of speed
+    except subprocess.TimeoutExpired:
+        suite.kill()
+        pytest.fail(f"pytest still running 60 s after Ctrl-C: {suite.communicate()[0][-3000:]}")
+    assert suite.returncode == pytest.ExitCode.INTERRUPTED, output[-3000:]
+    assert "KeyboardInterrupt" in output
+    assert not (tmp_path / NEXT_RAN).exists(), "the suite went on after Ctrl-C"
+    assert session_processes(suite.pid, str(tmp_path)) == []
