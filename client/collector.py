@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import OutputError, OutputStorageError, PostProcessingError
+from .partials import PARTIAL_DISAGREES, Partials
 from .outfiles import summary_rel
 from .pipeline import BatchFailed, FileEnded, FileStarted, FrameResult
 from .progress import Progress
@@ -21,7 +22,7 @@ from .resume import ResumeLedger, SourceIdentity
 from .letterbox import LetterboxPlan
 from .schedule import FilePlan
 from .sidecar import Sidecars, letterbox_text
-from .sinks import FileWriter, Sink, Stage
+from .sinks import FileWriter, PartialMismatch, Sink, Stage
 from .telemetry import RunTelemetry
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ class _FileState:
     sealed: bool = False  # a post-processing step failed: nothing more is written, what was is the partial
     source: SourceIdentity | None = None  # the source as it was when its decoding started
     partial: Path | None = None  # its partial output, once its writer failed
+    kept: int = 0  # frames carried over from the partial output it continues
+    abandoned: bool = False  # its partial disagreed: redone from frame 0 as another file id, this one dropped
 
     @property
     def segments_total(self) -> int:
@@ -86,8 +89,14 @@ class Collector:
 
     def __init__(self, plans: list[FilePlan], sink: Sink, ledger: ResumeLedger, progress: Progress,
                  telemetry: RunTelemetry | None, *, out: Path, stop: Callable[[], None],
-                 sidecars: Sidecars | None = None) -> None:
+                 sidecars: Sidecars | None = None, partials: Partials | None = None,
+                 requeue: Callable[[FilePlan], None] | None = None, settled: Callable[[], None] | None = None) -> None:
+        """``partials``: records the partial outputs of failed videos (None: none is recorded).
+        Plans that continue a partial need ``requeue`` (a job for a plan, to redo a video from 0
+        whose partial disagrees) and ``settled`` (called once no such video can need it any more)."""
         self.plans, self.sink, self.ledger, self.out, self.sidecars = plans, sink, ledger, out, sidecars
+        self.partials, self._requeue, self._settled = partials, requeue, settled
+        self._unverified = {p.file_id for p in plans if p.kept is not None}  # may yet be redone from 0
         self.progress, self.telemetry, self._stop_pipeline = progress, telemetry, stop
         self.states: dict[int, _FileState] = {}
         self.reports: dict[str, FileReport] = {}
@@ -133,8 +142,23 @@ class Collector:
             raise TypeError(f"unknown pipeline event {event!r}")
         for file_id in touched:
             if file_id in self.states and self.states[file_id].done:
-                self._report(self._finish(self.states.pop(file_id)))
+                state = self.states.pop(file_id)
+                if not state.abandoned:
+                    self._report(self._finish(state))
+            self._settle(file_id)
 
+    def _settle(self, file_id: int) -> None:
+        """A continued video past its old prefix (or ended) can no longer be redone from 0; once
+        none can, the pipeline is told no job will be added."""
+        if file_id not in self._unverified:
+            return
+        state = self.states.get(file_id)
+        if state is not None and not state.abandoned and state.writer is not None and not state.error:
+            if state.written < len(state.plan.kept.lines):
+                return
+        self._unverified.discard(file_id)
+        if not self._unverified and self._settled is not None:
+            self._settled()
     def _start(self, p: FilePlan) -> None:
         state = _FileState(p, None, time.monotonic())
         self.states[p.file_id] = state
@@ -149,12 +173,23 @@ class Collector:
             self.stop_run(f"cannot write outputs: {e}")
         except OutputError as e:
             state.error = f"output: {e}"
+        if p.kept is not None:  # its first frames come from its partial output, not from a job
+            state.expected = p.keep
+            if state.writer is not None:
+                kept = p.kept
+                self._output(state, lambda: state.writer.carry(kept.lines, kept.frames, p.keep, kept.class_counts(p.keep)))
+            if state.writer is not None:
+                state.written = state.kept = p.keep
+            else:
+                state.lost += p.keep
 
     def _output(self, state: _FileState, action: Callable[[], object]) -> object:
         """Run one output step of a file (post-processing and writing, publishing, the resume
         record); its failure fails that file, or for storage the run."""
         try:
             return action()
+        except PartialMismatch as e:
+            self._disagrees(state, e)
         except PostProcessingError as e:  # its writer is sound: what it wrote so far becomes the partial
             state.error = state.error or str(e)
             state.sealed = True
@@ -166,6 +201,28 @@ class Collector:
             if isinstance(e, OutputStorageError):
                 self.stop_run(f"cannot write outputs: {e}")
         return None
+
+    def _disagrees(self, state: _FileState, e: PartialMismatch) -> None:
+        """A frame inferred again disagrees with the partial output being continued: the partial
+        is not trusted (its record goes), and the video is redone from frame 0 as a new job (or,
+        where no job can be added now, fails, to be redone by the next run)."""
+        rel = state.plan.candidate.rel
+        writer, state.writer = state.writer, None
+        state.lost += len(state.pending)
+        state.pending.clear()
+        if writer is not None:
+            writer.discard()
+        if self.partials is not None:
+            self.partials.forget(rel)
+        if state.error is None and self._requeue is not None and state.plan.file_id in self._unverified:
+            log.info("redoing 1 video from frame 0: %s (%s: %s)", PARTIAL_DISAGREES, rel, e)
+            state.abandoned = True
+            p = state.plan
+            fresh = FilePlan(len(self.plans), p.candidate, p.work + p.keep)
+            self.plans.append(fresh)
+            self._requeue(fresh)
+        else:
+            state.error = state.error or f"output: {PARTIAL_DISAGREES} ({e}); rerun to redo it from frame 0"
 
     def _abandon(self, state: _FileState) -> None:
         """After a write failed: drop the file's writer, keeping what it wrote if that can be kept."""
@@ -199,6 +256,8 @@ class Collector:
         # Files left in flight by a run that ended unstopped would be a bug: still reported.
         reason = self.stopped or "internal error: not every result of the file arrived"
         for state in list(self.states.values()):
+            if state.abandoned:
+                continue
             state.error = state.error or f"not finished: {reason}"
             self._output(state, lambda: state.drain(prefix=True))
             state.lost += len(state.pending)  # after the first missing frame (a later segment's): dropped
@@ -218,22 +277,31 @@ class Collector:
         letterbox = letterbox_text(state.letterbox)
         if not state.error:
             self._output(state, state.drain)
+        if state.abandoned:  # redone as another file id: that one reports
+            return FileReport(c.rel, ERROR, error=state.error)
         if not state.error:
             state.error = self._source_change(state)
         if not state.error:
             detections = self._detections(state)  # every frame is written: what its output holds
             outputs = self._output(state, lambda: state.writer.complete(self._stages(state, detections)))
             if not state.error:
+                if self.partials is not None:
+                    self.partials.forget(c.rel)  # its partial output went with the publishing
                 meta = self.sidecars.path(c.rel) if self.sidecars is not None else None
                 return FileReport(c.rel, OK, frames=state.written, seconds=seconds, segments=segments,
                                   outputs=[summary_rel(o.path, self.out) for o in outputs], letterbox=letterbox,
                                   meta=summary_rel(meta, self.out) if meta is not None else None,
-                                  detections=detections)
+                                  detections=detections, frames_kept=state.kept)
         if state.writer is not None:
             self._output(state, lambda: state.drain(force=True))
         detections = self._detections(state)  # its partial output's (None: its writer was dropped)
         if state.writer is not None:  # still there: the drain did not fail
             state.partial = self._output(state, state.writer.fail)
+        if state.partial is not None and self.partials is not None:
+            try:  # what the next run needs to continue it
+                self.partials.record(c.rel, state.partial, state.source)
+            except OutputError as e:
+                log.warning("%s: its partial output cannot be continued by a rerun (%s)", c.rel, e)
         kept = [o for o in self.sink.outputs(c.rel) if o.is_file()]
         log.warning("%s: %s%s", c.rel, state.error,
                     f"; its earlier output {kept[0]} is left as it was" if kept else "")
