@@ -164,8 +164,11 @@ class Partials:
         lines = tuple(line + b"\n" for line in data.split(b"\n")[:-1])
         if not lines or not data.endswith(b"\n") or len(lines) != record["frames"]:
             return Verdict(reason=PARTIAL_DAMAGED)
-        frames = tuple(json.loads(line)["frame"] for line in lines)
-        if not all(isinstance(i, int) for i in frames):
+        try:
+            frames = tuple(json.loads(line)["frame"] for line in lines)
+        except (ValueError, KeyError, TypeError):
+            return Verdict(reason=PARTIAL_DAMAGED)  # as recorded, yet not lines of ours
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in frames):
             return Verdict(reason=PARTIAL_DAMAGED)
         return Verdict(Kept(lines, frames))
 
