@@ -6,6 +6,7 @@ buffered until they can be written in frame order.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,13 @@ log = logging.getLogger(__name__)
 __all__ = ["Collector"]
 
 
+@dataclass(frozen=True)
+class _Carried:
+    """A frame's line kept from an earlier run (a complete segment past its partial's prefix)."""
+
+    line: bytes
+
+
 @dataclass
 class _FileState:
     plan: FilePlan
@@ -40,7 +48,7 @@ class _FileState:
     written: int = 0
     lost: int = 0  # frames of failed batches, or dropped after its output failed
     error: str | None = None
-    pending: dict[int, FrameResult] = field(default_factory=dict)  # reorder buffer by seq
+    pending: dict[int, FrameResult | _Carried] = field(default_factory=dict)  # reorder buffer by seq
     segment_times: list[dict[str, object]] = field(default_factory=list)
     letterbox: LetterboxPlan | None = None  # the model input its frames got
     sealed: bool = False  # a post-processing step failed: nothing more is written, what was is the partial
@@ -48,6 +56,8 @@ class _FileState:
     partial: Path | None = None  # its partial output, once its writer failed
     kept: int = 0  # frames carried over from the partial output it continues
     abandoned: bool = False  # its partial disagreed: redone from frame 0 as another file id, this one dropped
+    ended_ok: set[int] = field(default_factory=set)  # segments whose decoding ended without an error
+    beyond: list[tuple[int, int, list[bytes]]] = field(default_factory=list)  # complete segments past a stop's prefix
 
     @property
     def segments_total(self) -> int:
@@ -73,7 +83,10 @@ class _FileState:
                 nxt = min(self.pending)  # a failed batch left a gap: frames after it keep their order
             r = self.pending.pop(nxt)
             try:
-                self.writer.write(r.index, r.t_s, r.detections)
+                if isinstance(r, _Carried):
+                    self.writer.write_line(r.line)
+                else:
+                    self.writer.write(r.index, r.t_s, r.detections)
             except BaseException:  # counted, so the file still ends (as an error) and is reported
                 self.lost += 1
                 raise
@@ -122,6 +135,8 @@ class Collector:
             state.segments_ended += 1
             state.expected += event.frames
             state.error = state.error or event.error
+            if event.error is None:
+                state.ended_ok.add(event.segment)
             state.segment_times.append({"segment": event.segment, "frames": event.frames,
                                         "seconds": round(event.wall_s, 3), "decode_seconds": round(event.decode_s, 3),
                                         "decoder": event.decoder, "start_seconds": round(event.start_s, 3)})
@@ -175,13 +190,18 @@ class Collector:
             state.error = f"output: {e}"
         if p.kept is not None:  # its first frames come from its partial output, not from a job
             state.expected = p.keep
+            for seg in p.kept.segments:  # complete segments kept: written in their turn, not inferred
+                for index, line in zip(seg.frames, seg.lines):
+                    state.pending[bisect.bisect_left(p.selected, index)] = _Carried(line)
+                state.expected += len(seg.lines)
             if state.writer is not None:
                 kept = p.kept
                 self._output(state, lambda: state.writer.carry(kept.lines, kept.frames, p.keep, kept.class_counts(p.keep)))
             if state.writer is not None:
-                state.written = state.kept = p.keep
+                state.written = p.keep
             else:
                 state.lost += p.keep
+            state.kept = p.kept_frames  # the prefix's frames before its last key frame, and the segments kept
 
     def _output(self, state: _FileState, action: Callable[[], object]) -> object:
         """Run one output step of a file (post-processing and writing, publishing, the resume
@@ -260,6 +280,8 @@ class Collector:
                 continue
             state.error = state.error or f"not finished: {reason}"
             self._output(state, lambda: state.drain(prefix=True))
+            if self.partials is not None and self.partials.continuable:
+                state.beyond = self._output(state, lambda: self._whole_segments(state)) or []
             state.lost += len(state.pending)  # after the first missing frame (a later segment's): dropped
             state.pending.clear()
             self._report(self._finish(state))
@@ -299,7 +321,7 @@ class Collector:
             state.partial = self._output(state, state.writer.fail)
         if state.partial is not None and self.partials is not None:
             try:  # what the next run needs to continue it
-                self.partials.record(c.rel, state.partial, state.source)
+                self.partials.record(c.rel, state.partial, state.source, state.beyond)
             except OutputError as e:
                 log.warning("%s: its partial output cannot be continued by a rerun (%s)", c.rel, e)
         kept = [o for o in self.sink.outputs(c.rel) if o.is_file()]
@@ -308,6 +330,24 @@ class Collector:
         return FileReport(c.rel, ERROR, frames=state.written, seconds=seconds, error=state.error,
                           partial_output=summary_rel(state.partial, self.out) if state.partial else None,
                           segments=segments, letterbox=letterbox, detections=detections)
+
+    @staticmethod
+    def _whole_segments(state: _FileState) -> list[tuple[int, int, list[bytes]]]:
+        """A stopped split video's segments past its gap-free prefix whose frames are all here
+        (start, end, their lines), so the next run need not infer them again."""
+        p = state.plan
+        if state.writer is None or not p.split:
+            return []
+        ranges = [(s.start, s.end) for s in p.segments if s.seg_id in state.ended_ok]
+        ranges += [(k.start, k.end) for k in (p.kept.segments if p.kept is not None else ())]
+        whole = []
+        for start, end in sorted(ranges):
+            lo, hi = bisect.bisect_left(p.selected, start), bisect.bisect_left(p.selected, end)
+            if lo >= state.written and hi > lo and all(seq in state.pending for seq in range(lo, hi)):
+                items = [state.pending[seq] for seq in range(lo, hi)]
+                whole.append((start, end, [r.line if isinstance(r, _Carried) else state.writer.render(r.index, r.t_s, r.detections)
+                                           for r in items]))
+        return whole
 
     def _detections(self, state: _FileState) -> dict[str, int] | None:
         """The detections its writer wrote, per class name: counted where they are written, so

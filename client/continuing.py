@@ -32,7 +32,8 @@ def plan_run(todo: list[Candidate], partials: Partials, sampling: Sampling, *, w
         log.info("%s", line)
     continued = [p for p in plans if p.kept is not None]
     if continued:
-        log.info("continuing %d video%s from their partial outputs: %s frames kept, each from its last key frame "
-                 "before the stop", len(continued), "s" if len(continued) != 1 else "",
-                 f"{sum(p.keep for p in continued):,}")
+        n = len(continued)
+        log.info("continuing %d video%s from %s partial output%s: %s frames kept (each re-decoded from its last key "
+                 "frame before the stop)", n, "s" if n != 1 else "", "their" if n != 1 else "its", "s" if n != 1 else "",
+                 f"{sum(p.kept_frames for p in continued):,}")
     return plans

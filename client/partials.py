@@ -31,7 +31,7 @@ from .outfiles import DIGEST, OutTree
 from .resume import MODEL_CHANGED, OPTIONS_CHANGED, SOURCE_CHANGED, STATE_DIR, SourceIdentity, _canonical
 from .sinks import JsonlSink
 
-__all__ = ["Kept", "Verdict", "Partials", "continuations", "discard_lines", "PARTIAL_DAMAGED", "PARTIAL_DISAGREES"]
+__all__ = ["Kept", "KeptSegment", "Verdict", "Partials", "continuations", "discard_lines", "PARTIAL_DAMAGED", "PARTIAL_DISAGREES"]
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +44,24 @@ PARTIAL_DISAGREES = "its partial disagrees with the frames inferred again"
 
 
 @dataclass(frozen=True)
+class KeptSegment:
+    """A split video's segment that was complete when the run stopped, past the gap-free prefix:
+    its frames [start, end) (``start`` a key frame), its lines and their frame numbers."""
+
+    start: int
+    end: int
+    lines: tuple[bytes, ...]
+    frames: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class Kept:
-    """A partial that may be continued: its lines (each ending in a newline) and their frame numbers."""
+    """A partial that may be continued: its lines (each ending in a newline) and their frame
+    numbers, and a split video's complete segments after it."""
 
     lines: tuple[bytes, ...]
     frames: tuple[int, ...]
+    segments: tuple[KeptSegment, ...] = ()
 
     def class_counts(self, keep: int) -> Counter[int]:
         """The detections of the first ``keep`` lines, per class id (what the output will hold of them)."""
@@ -64,6 +77,20 @@ class Verdict:
 
     kept: Kept | None = None
     reason: str | None = None
+
+
+def _digest_of(segments: list[dict]) -> str:
+    """The kept segments' digest, so a record's segments are checked as its partial's bytes are."""
+    return hashlib.new(DIGEST, json.dumps(segments, sort_keys=True).encode()).hexdigest()
+
+
+def _segment(doc: dict) -> KeptSegment:
+    lines = tuple(line + b"\n" for line in doc["lines"].encode().split(b"\n")[:-1])
+    frames = tuple(json.loads(line)["frame"] for line in lines)
+    start, end = doc["start"], doc["end"]
+    if not all(type(v) is int for v in (start, end, *frames)) or not lines:
+        raise ValueError("not a segment")
+    return KeptSegment(start, end, lines, frames)
 
 
 def discard_lines(reasons: Iterable[str]) -> list[str]:
@@ -90,9 +117,11 @@ class Partials:
         stem = self.tree.stem(rel)
         return (STATE_DIR, "partial", *stem[:-1], f"{stem[-1]}.record")  # JSON; not a ledger record's .json
 
-    def record(self, rel: str, partial: Path, source: SourceIdentity | None) -> None:
-        """Describe the partial output now at ``partial`` (whole lines only are counted);
-        without the source's identity nothing is recorded (and an earlier record goes)."""
+    def record(self, rel: str, partial: Path, source: SourceIdentity | None,
+               segments: Iterable[tuple[int, int, list[bytes]]] = ()) -> None:
+        """Describe the partial output now at ``partial`` (whole lines only are counted), with a
+        split video's complete ``segments`` after it (start, end, lines), held in the record
+        itself; without the source's identity nothing is recorded (and an earlier record goes)."""
         if source is None or not self.continuable:
             self.forget(rel)
             return
@@ -102,9 +131,17 @@ class Partials:
             return
         with f:
             data = f.read()
+        lines = data.split(b"\n")[:-1]
+        try:
+            last = json.loads(lines[-1])["frame"] if lines else -1
+        except (ValueError, KeyError):
+            last = None
+        kept = [{"start": a, "end": b, "lines": b"".join(seg).decode()} for a, b, seg in segments
+                if last is not None and a > last and seg]
         doc = {"version": _VERSION, "model": self.model_digest, "options": self.options,
-               "source": source.to_json(), "name": self._name(partial), "frames": data.count(b"\n"),
-               "size": len(data), DIGEST: hashlib.new(DIGEST, data).hexdigest()}
+               "source": source.to_json(), "name": self._name(partial), "frames": len(lines),
+               "size": len(data), DIGEST: hashlib.new(DIGEST, data).hexdigest(),
+               "segments": kept, "segments_" + DIGEST: _digest_of(kept)}
         self.tree.write_file(self._parts(rel), json.dumps(doc).encode())
 
     def forget(self, rel: str) -> None:
@@ -170,7 +207,14 @@ class Partials:
             return Verdict(reason=PARTIAL_DAMAGED)  # as recorded, yet not lines of ours
         if not all(isinstance(i, int) and not isinstance(i, bool) for i in frames):
             return Verdict(reason=PARTIAL_DAMAGED)
-        return Verdict(Kept(lines, frames))
+        segments = record["segments"]
+        if _digest_of(segments) != record["segments_" + DIGEST]:
+            return Verdict(reason=PARTIAL_DAMAGED)
+        try:
+            kept = tuple(_segment(seg) for seg in segments)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return Verdict(reason=PARTIAL_DAMAGED)
+        return Verdict(Kept(lines, frames, kept))
 
     def partial(self, rel: str) -> Path:
         """Where ``rel``'s partial output is kept (the JSON-lines sink's place)."""

@@ -56,6 +56,11 @@ class FilePlan:
     def split(self) -> bool:
         return bool(self.segments)
 
+    @property
+    def kept_frames(self) -> int:
+        """Frames its output takes from the partial it continues (the prefix's, the kept segments')."""
+        return self.keep + sum(len(s.frames) for s in self.kept.segments) if self.kept is not None else 0
+
 
 def estimated_work(candidate: Candidate, sampling: Sampling) -> int:
     """Frames to infer, from container metadata only. A grid finer than the frames (``--fps``
@@ -109,8 +114,9 @@ def plan_continuing(candidates: list[Candidate], sampling: Sampling, *, workers:
 
 
 def _continue(file_id: int, c: Candidate, sampling: Sampling, share: float, kept: Kept) -> FilePlan | str | None:
-    """A plan that continues ``kept`` from the last key frame at or before its last frame, in
-    segments as a split file's; else why not (None: nothing before that key frame to keep)."""
+    """A plan that continues ``kept``: from the last key frame at or before its prefix's last
+    frame, in segments as a split file's, around the complete segments it keeps; else why not
+    (None: nothing to keep)."""
     try:
         layout = read_layout(c.path)
     except (av.FFmpegError, OSError, IndexError, NotAllowedFormat):
@@ -120,30 +126,45 @@ def _continue(file_id: int, c: Candidate, sampling: Sampling, share: float, kept
     selected = selected_indices(layout, sampling)
     if tuple(selected[: len(kept.frames)]) != kept.frames:
         return PARTIAL_OTHER_FRAMES
+    ends = {*layout.key_indices, len(layout.pts)}
     last = kept.frames[-1]
+    held: list[tuple[int, int]] = []
+    for seg in kept.segments:  # complete segments after the prefix, each from a key frame to one
+        lo, hi = bisect.bisect_left(selected, seg.start), bisect.bisect_left(selected, seg.end)
+        if (seg.start <= max([last, *(b - 1 for _, b in held)]) or seg.start not in layout.key_indices
+                or seg.end not in ends or tuple(selected[lo:hi]) != seg.frames):
+            return PARTIAL_OTHER_FRAMES
+        held.append((seg.start, seg.end))
     keys = [k for k in layout.key_indices if k <= last]
-    if not keys or keys[-1] == 0:
-        return None  # the first key frame: no frame to keep
-    start = keys[-1]
+    start = keys[-1] if keys and keys[-1] != layout.key_indices[0] else 0  # frames before the first key: from 0
     keep = bisect.bisect_left(selected, start)
-    if keep == 0:
+    if keep == 0 and not held:
         return None
-    segments = _segments(file_id, layout, selected, share, start, keep)
-    return FilePlan(file_id, c, len(selected) - keep, tuple(segments), tuple(selected), layout, kept, keep)
-
-
-def _segments(file_id: int, layout: Layout, selected: list[int], share: float, start: int, picked: int) -> list[Segment]:
-    """Segments from the key frame ``start`` to the end, each at least ``share`` frames to infer
-    (the last takes what is left); ``picked``: the selected frames before ``start``."""
     segments: list[Segment] = []
-    bounds = [k for k in layout.key_indices if k > start] + [len(layout.pts)]
-    pos = picked
+    for a, b in zip([start, *(end for _, end in held)], [*(begin for begin, _ in held), len(layout.pts)]):
+        if a < b:
+            segments += _segments(file_id, layout, selected, share, a, b, len(segments))
+    work = len(selected) - keep - sum(len(k.frames) for k in kept.segments)
+    return FilePlan(file_id, c, work, tuple(segments), tuple(selected), layout, kept, keep)
+
+
+def _segments(file_id: int, layout: Layout, selected: list[int], share: float, start: int, stop: int,
+              first_id: int = 0) -> list[Segment]:
+    """Segments of the frames [start, stop) (``start`` 0 or a key frame, ``stop`` a key frame or
+    the end), each at least ``share`` frames to infer but the last; ids from ``first_id``. Frames
+    before the first key frame go with it (decoded from it)."""
+    segments: list[Segment] = []
+    first_key = layout.key_indices[0]
+    seek = layout.pts[max(start, first_key)]
+    bounds = [k for k in layout.key_indices if max(start, first_key) < k < stop] + [stop]
+    picked = pos = bisect.bisect_left(selected, start)
     for nxt in bounds:  # the end of each GOP
         while pos < len(selected) and selected[pos] < nxt:
             pos += 1
-        if pos - picked >= share or nxt == len(layout.pts):
-            segments.append(Segment(file_id, len(segments), start, nxt, layout.pts[start], pos - picked))
+        if pos - picked >= share or nxt == stop:
+            segments.append(Segment(file_id, first_id + len(segments), start, nxt, seek, pos - picked))
             start, picked = nxt, pos
+            seek = layout.pts[start] if start < len(layout.pts) else seek
     return segments
 
 
@@ -157,10 +178,7 @@ def _split(file_id: int, c: Candidate, work: int, sampling: Sampling, share: flo
         # segment's frames by, so the file is decoded whole.
         return FilePlan(file_id, c, work)
     selected = selected_indices(layout, sampling)
-    segments = _segments(file_id, layout, selected, share, layout.key_indices[0], 0)
-    if segments and segments[0].start > 0:  # frames before the first key frame cannot be decoded alone
-        first = segments[0]
-        segments[0] = Segment(file_id, 0, 0, first.end, first.seek_pts, first.work)
+    segments = _segments(file_id, layout, selected, share, 0, len(layout.pts))
     if len(segments) < 2:
         return FilePlan(file_id, c, work)
     return FilePlan(file_id, c, len(selected), tuple(segments), tuple(selected), layout)

@@ -116,6 +116,16 @@ class PostProcessingWriter:
     def carry(self, lines: Sequence[bytes], frames: Sequence[int], keep: int, counts: Mapping[int, int]) -> None:
         self._writer.carry(lines, frames, keep, counts)
 
+    def write_line(self, line: bytes) -> None:
+        self._writer.write_line(line)  # kept from an earlier run: the step was applied then
+
+    def render(self, index: int, t_s: float, detections: Detections) -> bytes:
+        try:
+            changed = self._step(t_s, detections)
+        except Exception as e:
+            raise PostProcessingError(f"post-processing failed: {type(e).__name__}: {e}") from e
+        return self._writer.render(index, t_s, changed)
+
     def discard(self) -> None:
         self._writer.discard()
 
@@ -193,6 +203,14 @@ class _Writer:
         each later frame written must give the very line it holds (else :class:`PartialMismatch`),
         and until this output holds as many frames as it does, a failure keeps that partial
         instead of this shorter one."""
+        raise PartialMismatch(f"a {self.kind} partial output is not continued")
+
+    def write_line(self, line: bytes) -> None:
+        """Record a frame's line as an earlier run wrote it (a kept segment of a split video)."""
+        raise PartialMismatch(f"a {self.kind} partial output is not continued")
+
+    def render(self, index: int, t_s: float, detections: Detections) -> bytes:
+        """The line :meth:`write` would write for this frame, written nowhere (kept for a rerun)."""
         raise PartialMismatch(f"a {self.kind} partial output is not continued")
 
     def discard(self) -> None:
@@ -376,6 +394,20 @@ class _JsonlWriter(_Writer):
         self.class_counts.update(counts)
         self._floor = len(lines)
         self._expect = dict(zip(frames[keep:], lines[keep:]))
+
+    def write_line(self, line: bytes) -> None:
+        if self._state != "writing":
+            raise RuntimeError(f"{self.final_path}: written after complete() or fail()")
+        try:
+            self._file.write(line)
+        except OSError as e:
+            self._broken = True
+            raise translate(e, str(self.final_path), self.tree.out) from e
+        self.count += 1
+        self.class_counts.update(int(d[5]) for d in json.loads(line)["detections"])
+
+    def render(self, index: int, t_s: float, detections: Detections) -> bytes:
+        return frame_line(index, t_s, detections)
 
     def _write(self, index: int, t_s: float, detections: Detections) -> None:
         line = frame_line(index, t_s, detections)

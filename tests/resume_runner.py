@@ -1,10 +1,12 @@
-"""``python -m tests.resume_runner COUNT [READY AT GO] -- BULK ARGS``: the real bulk CLI in its own
-process, its backend counting the frames it infers (written to COUNT when the run closes it).
+"""``python -m tests.resume_runner COUNT [READY AT GO [SEG0_AT]] -- BULK ARGS``: the real bulk CLI in
+its own process, its backend counting the frames it infers (written to COUNT when the run closes it).
 
 With ``READY AT GO``: once AT frames have been inferred, the next batch waits before its
 inference: READY is created and the lane holds until GO exists (the test sends its signal in
 between); the backend creates ``READY.stopped`` when the run tells it to stop (the first signal
 has been handled). The stop point is a count of frames, not a time, so it holds on any machine.
+With ``SEG0_AT`` too, segment 0 of a split video holds before decoding that frame until GO exists,
+so its later segments get ahead of it (a stop then leaves them complete past a gap).
 
 The count and the hold are the only changes: decoding, inference, outputs and signal handling
 are the real ones.
@@ -21,7 +23,7 @@ import numpy as np
 from client import bulk
 
 from .fault_runner import Delegating
-from .signal_runner import hold
+from .signal_runner import _hold_segment_0, hold
 
 
 class Counting(Delegating):
@@ -59,7 +61,9 @@ def main(argv: list[str]) -> int:
     split = argv.index("--")
     mine, rest = argv[:split], argv[split + 1:]
     count = Path(mine[0])
-    ready, at, go = (Path(mine[1]), int(mine[2]), Path(mine[3])) if len(mine) == 4 else (None, 0, None)
+    ready, at, go = (Path(mine[1]), int(mine[2]), Path(mine[3])) if len(mine) >= 4 else (None, 0, None)
+    if len(mine) == 5:
+        _hold_segment_0(int(mine[4]), lambda: hold(None, go))
     make_backend = bulk.make_backend
     bulk.make_backend = lambda *a, **k: Counting(make_backend(*a, **k), count, ready, at, go)
     return bulk.main(rest)

@@ -44,12 +44,12 @@ def src(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(src: Path, out: Path, model: Path, count: Path, *extra: str, stop_at: int | None = None,
-        processes: Processes) -> tuple[int, str, int]:
+        segment_0_at: int | None = None, processes: Processes) -> tuple[int, str, int]:
     """A run (stopped by SIGTERM once ``stop_at`` frames are inferred): exit code, stderr, frames inferred."""
     hold = []
     if stop_at is not None:
         ready, go = count.with_name(count.name + ".ready"), count.with_name(count.name + ".go")
-        hold = [str(ready), str(stop_at), str(go)]
+        hold = [str(ready), str(stop_at), str(go)] + ([str(segment_0_at)] if segment_0_at is not None else [])
     cmd = [sys.executable, "-m", "tests.resume_runner", str(count), *hold, "--", str(src), "--out", str(out),
            "--model", str(model), "--no-progress", *extra]
     proc = processes.start(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
@@ -222,21 +222,24 @@ def long_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return src
 
 
-def test_a_stopped_split_video_keeps_its_finished_segments(
+def test_a_stopped_split_video_keeps_its_finished_segments_past_the_gap(
         long_src: Path, tmp_path: Path, model_path: Path, processes: Processes) -> None:
     full = tmp_path / "full"
     rc, stderr, inferred = run(long_src, full, model_path, tmp_path / "count-full", "--workers", "2",
                                processes=processes)
     assert rc == 0 and inferred == 400, stderr[-2000:]
-    assert "split 1 long video(s) into 4 segments" in stderr
+    assert "split 1 long video(s) into 4 segments" in stderr  # frames 0-99, 100-199, 200-299, 300-399
     out = tmp_path / "out"
+    # Segment 0 holds at frame 60 while the other decoder does segments 1 and 2: at 200 frames
+    # inferred, segment 1 is complete past the gap, segment 2 half done.
     rc, stderr, _ = run(long_src, out, model_path, tmp_path / "count-stop", "--workers", "2", stop_at=200,
-                        processes=processes)
+                        segment_0_at=60, processes=processes)
     assert rc == 143, stderr[-2000:]
-    # Two decoders: segment 0 (frames 0-99) and segment 1 (100-199) were inferred side by side.
-    rerun = tmp_path / "count-rerun"
-    rc, stderr, inferred = run(long_src, out, model_path, rerun, "--workers", "2", processes=processes)
+    assert partial_frames(out, "long.mp4") == list(range(60))
+    rc, stderr, inferred = run(long_src, out, model_path, tmp_path / "count-rerun", "--workers", "2",
+                               processes=processes)
     assert rc == 0, stderr[-2000:]
     assert (out / "long.mp4.jsonl").read_bytes() == (full / "long.mp4.jsonl").read_bytes()
     kept = {f["path"]: f for f in summary(out)["files"]}["long.mp4"]["frames_kept"]
-    assert kept >= 150 and inferred <= 400 - kept + GOP
+    assert kept == 50 + 100  # frames 0-49 (before the key frame at 50) and segment 1
+    assert inferred == 400 - kept
