@@ -157,9 +157,7 @@ class Collector:
             raise TypeError(f"unknown pipeline event {event!r}")
         for file_id in touched:
             if file_id in self.states and self.states[file_id].done:
-                state = self.states.pop(file_id)
-                if not state.abandoned:
-                    self._report(self._finish(state))
+                self._close(self.states.pop(file_id))
             self._settle(file_id)
 
     def _settle(self, file_id: int) -> None:
@@ -174,6 +172,7 @@ class Collector:
         self._unverified.discard(file_id)
         if not self._unverified and self._settled is not None:
             self._settled()
+
     def _start(self, p: FilePlan) -> None:
         state = _FileState(p, None, time.monotonic())
         self.states[p.file_id] = state
@@ -284,12 +283,19 @@ class Collector:
                 state.beyond = self._output(state, lambda: self._whole_segments(state)) or []
             state.lost += len(state.pending)  # after the first missing frame (a later segment's): dropped
             state.pending.clear()
-            self._report(self._finish(state))
+            self._close(state)
         self.states.clear()
         return {p.candidate.rel: FileReport(p.candidate.rel, NOT_PROCESSED, error=f"not started: {reason}")
                 for p in self.plans if p.candidate.rel not in self.reports}
 
-    def _finish(self, state: _FileState) -> FileReport:
+    def _close(self, state: _FileState) -> None:
+        """Report a file that ended, unless it was handed over to a redo from frame 0."""
+        if not state.abandoned:
+            report = self._finish(state)
+            if report is not None:
+                self._report(report)
+
+    def _finish(self, state: _FileState) -> FileReport | None:
         """Publish a finished file's output with its sidecar and record, or keep its frames as the
         partial output; either way an earlier run's complete output is replaced only by a new one
         that is complete and recorded (:meth:`client.sinks.FileWriter.complete`)."""
@@ -299,8 +305,8 @@ class Collector:
         letterbox = letterbox_text(state.letterbox)
         if not state.error:
             self._output(state, state.drain)
-        if state.abandoned:  # redone as another file id: that one reports
-            return FileReport(c.rel, ERROR, error=state.error)
+        if state.abandoned:  # its partial disagreed: redone as another file id, which reports
+            return None
         if not state.error:
             state.error = self._source_change(state)
         if not state.error:
@@ -340,13 +346,14 @@ class Collector:
             return []
         ranges = [(s.start, s.end) for s in p.segments if s.seg_id in state.ended_ok]
         ranges += [(k.start, k.end) for k in (p.kept.segments if p.kept is not None else ())]
+        render = state.writer.render
         whole = []
         for start, end in sorted(ranges):
             lo, hi = bisect.bisect_left(p.selected, start), bisect.bisect_left(p.selected, end)
             if lo >= state.written and hi > lo and all(seq in state.pending for seq in range(lo, hi)):
                 items = [state.pending[seq] for seq in range(lo, hi)]
-                whole.append((start, end, [r.line if isinstance(r, _Carried) else state.writer.render(r.index, r.t_s, r.detections)
-                                           for r in items]))
+                lines = [r.line if isinstance(r, _Carried) else render(r.index, r.t_s, r.detections) for r in items]
+                whole.append((start, end, lines))
         return whole
 
     def _detections(self, state: _FileState) -> dict[str, int] | None:
