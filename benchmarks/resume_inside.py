@@ -1,7 +1,7 @@
 """A stop at half the frames: what the rerun infers when it continues the partial outputs, and
 what it would infer redoing every unfinished video from frame 0 (as before partials were continued).
 
-    python -m benchmarks.resume_inside [--videos 3] [--frames 600] [--gop 48] [--workers 3]
+    python -m benchmarks.resume_inside [--videos 3] [--frames 480] [--gop 48] [--workers 3]
 
 Generates VIDEOS H.264 clips (320x192, B-frames, a key frame every GOP frames), runs
 ``client.bulk`` over them uninterrupted (the reference outputs), then again stopped by a real
@@ -67,7 +67,7 @@ def _same(out: Path, reference: Path, names: list[str]) -> bool:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--videos", type=int, default=3)
-    p.add_argument("--frames", type=int, default=600)
+    p.add_argument("--frames", type=int, default=480)
     p.add_argument("--gop", type=int, default=48)
     p.add_argument("--workers", type=int, default=3)
     args = p.parse_args()

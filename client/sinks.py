@@ -36,8 +36,8 @@ from .errors import FramestreamError, OutputError, OutputStorageError, PostProce
 from .jsonl import frame_line
 from .outfiles import HashingFile, Output, OutTree, Staged, boundary, display_rel, translate
 
-__all__ = ["Sink", "FileWriter", "Stage", "PostStep", "PostProcessingWriter", "Output", "JsonlSink", "ParquetSink", "make_sink", "display_rel", "FORMATS", "PartialMismatch",
-           "PARQUET_COLUMNS", "NAMES_KEY"]
+__all__ = ["Sink", "FileWriter", "Stage", "PostStep", "PostProcessingWriter", "Output", "JsonlSink", "ParquetSink", "make_sink", "display_rel", "FORMATS",
+           "PARQUET_COLUMNS", "NAMES_KEY", "PartialMismatch"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,22 @@ class FileWriter(Protocol):
 
     def fail(self) -> Path | None:
         """Keep what was written as a partial output (or nothing); return its path."""
+        ...
+
+    def carry(self, lines: Sequence[bytes], frames: Sequence[int], keep: int, counts: Mapping[int, int]) -> None:
+        """Continue an earlier partial output before any frame is written (JSON lines only)."""
+        ...
+
+    def write_line(self, line: bytes) -> None:
+        """Record a frame's line as an earlier run wrote it (JSON lines only)."""
+        ...
+
+    def render(self, index: int, t_s: float, detections: Detections) -> bytes:
+        """The line ``write`` would write, written nowhere (JSON lines only)."""
+        ...
+
+    def discard(self) -> None:
+        """Drop what was written; every earlier file of the video stays as it was."""
         ...
 
     @property
