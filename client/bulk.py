@@ -526,6 +526,9 @@ def _run(args: argparse.Namespace, argv: list[str], interrupts: Interrupts, held
                  "request, %d failed requests", server["inferences"], server["executions"], server["avg_batch_size"],
                  server["queue_ms_per_request"], server["compute_ms_per_request"], server["request_failures"])
     last = detections_line(summary_totals)  # the run's last line: what its outputs hold
+    if summary_totals.get("continued"):
+        n = summary_totals["continued"]
+        last += f"; resumed {n} video{'s' if n != 1 else ''} from partials, {summary_totals['frames_kept']:,} frames kept"
     if untrained:
         from server_config.model.untrained import untrained_notice
 

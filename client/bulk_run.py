@@ -19,15 +19,16 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from .collector import Collector
+from .continuing import plan_run
 from .errors import Interrupted
 from .infer import Backend
 from .inputs import Inputs
 from .jobs import build_jobs
 from .pipeline import FrameResult, Pipeline, PipelineConfig
+from .partials import Partials
 from .progress import Progress
 from .report import FileReport
 from .resume import ResumeLedger
-from .schedule import plan
 from .shards import Shard
 from .sidecar import Sidecars
 from .sinks import Sink
@@ -80,8 +81,11 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
     reports, todo = triage(options.inputs, options.out, sink, ledger, overwrite=options.overwrite,
                            follow_links=options.follow_links, shard=options.shard,
                            sampling=options.pipeline.sampling, sidecars=sidecars)
-    plans = plan(todo, config.sampling, workers=config.workers, split=options.split)
-    split_plans = [p for p in plans if p.split]
+    partials = Partials(options.out, ledger.model_digest, ledger.options)
+    plans = plan_run(todo, partials, config.sampling, workers=config.workers, split=options.split,
+                     overwrite=options.overwrite)
+    continuing = any(p.kept is not None for p in plans)  # a video whose partial disagrees is added again
+    split_plans = [p for p in plans if p.split and p.kept is None]
     if split_plans:
         log.info("split %d long video(s) into %d segments at key frames", len(split_plans),
                  sum(len(p.segments) for p in split_plans))
@@ -93,13 +97,14 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
         in_flight = getattr(backend, "in_flight", None)
         telemetry.watch(queue_depths=pipeline.queue_depths, inflight=lambda: in_flight.now if in_flight else 0)
     collector = Collector(plans, sink, ledger, progress, telemetry, out=options.out, stop=pipeline.stop,
-                          sidecars=sidecars)
+                          sidecars=sidecars, partials=partials,
+                          requeue=lambda p: pipeline.add_job(build_jobs([p], config)[0]), settled=pipeline.end_jobs)
     busy_before = backend.busy_seconds()
     start = time.monotonic()
     throughput = Throughput(start)
     with Interrupts.for_run(interrupts, pipeline.stop, pipeline.abandon, then=(pipeline.close, progress.close),
                             in_flight="the batches in flight") as interrupts:
-        pipeline.start(jobs)
+        pipeline.start(jobs, more=continuing)
         _collect(pipeline, collector, throughput)
     signal_name = interrupts.signal_name  # one that comes later (the summary's writing) stops nothing
     if signal_name is not None:  # the cause, even if a lane gave up waiting first

@@ -30,12 +30,13 @@ class FileReport:
     letterbox: str | None = None  # the model input the video got, "WxH"
     meta: str | None = None  # its sidecar OUT/<rel>.meta.json, relative to OUT
     detections: dict[str, int] | None = None  # per class name, in its output (after --classes/--conf); None: unknown
+    frames_kept: int = 0  # of ``frames``, those carried over from its partial output (continued), not inferred now
 
     def share(self, run_frames: int) -> float | None:
         """This file's part of the frames inferred in this run (None: it inferred none now)."""
         if self.resumed or run_frames <= 0 or self.status in (SKIPPED, NOT_PROCESSED):
             return None
-        return self.frames / run_frames
+        return (self.frames - self.frames_kept) / run_frames
 
     def to_json(self, run_frames: int = 0) -> dict[str, object]:
         d = asdict(self)
@@ -92,7 +93,8 @@ def detections_line(t: dict[str, object], limit: int = 8) -> str:
 
 
 def totals(files: list[FileReport], wall_s: float) -> dict[str, object]:
-    frames = sum(f.frames for f in files if not f.resumed)
+    frames = sum(f.frames - f.frames_kept for f in files if not f.resumed)  # inferred by this run
+    continued = [f for f in files if f.frames_kept]
     return {
         "files": len(files),
         OK: sum(f.status == OK for f in files),
@@ -100,6 +102,8 @@ def totals(files: list[FileReport], wall_s: float) -> dict[str, object]:
         SKIPPED: sum(f.status == SKIPPED for f in files),
         NOT_PROCESSED: sum(f.status == NOT_PROCESSED for f in files),
         "resumed": sum(f.resumed for f in files),
+        "continued": len(continued),  # from their partial outputs
+        "frames_kept": sum(f.frames_kept for f in continued),
         "frames": frames,
         "wall_seconds": round(wall_s, 3),
         "fps": round(frames / wall_s, 2) if wall_s > 0 else 0.0,

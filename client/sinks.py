@@ -32,12 +32,12 @@ import numpy as np
 from .contract import DETECTION_COLUMNS
 from .defaults import PARQUET_ROWS_PER_GROUP
 from .detections import Detections
-from .errors import OutputError, OutputStorageError, PostProcessingError, UsageError
+from .errors import FramestreamError, OutputError, OutputStorageError, PostProcessingError, UsageError
 from .jsonl import frame_line
 from .outfiles import HashingFile, Output, OutTree, Staged, boundary, display_rel, translate
 
 __all__ = ["Sink", "FileWriter", "Stage", "PostStep", "PostProcessingWriter", "Output", "JsonlSink", "ParquetSink", "make_sink", "display_rel", "FORMATS",
-           "PARQUET_COLUMNS", "NAMES_KEY"]
+           "PARQUET_COLUMNS", "NAMES_KEY", "PartialMismatch"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,10 @@ def _layout(kind: str, tree: OutTree, rel: str) -> tuple[Parts, Parts]:
         return (*dirs, f"{name}.jsonl"), (*dirs, f"{name}.jsonl.partial")  # a final name always ends .jsonl
     *dirs, name = tree.stem(rel, dataset=True)
     return ("detections", *dirs, f"{name}.parquet"), ("partial", *dirs, f"{name}.parquet")
+
+
+class PartialMismatch(FramestreamError):
+    """A frame inferred again does not write the line the partial output it continues holds."""
 
 
 Stage = Callable[[list[Output]], Staged]  # stages a file that goes with a video's outputs (its sidecar, its record)
@@ -69,6 +73,22 @@ class FileWriter(Protocol):
 
     def fail(self) -> Path | None:
         """Keep what was written as a partial output (or nothing); return its path."""
+        ...
+
+    def carry(self, lines: Sequence[bytes], frames: Sequence[int], keep: int, counts: Mapping[int, int]) -> None:
+        """Continue an earlier partial output before any frame is written (JSON lines only)."""
+        ...
+
+    def write_line(self, line: bytes) -> None:
+        """Record a frame's line as an earlier run wrote it (JSON lines only)."""
+        ...
+
+    def render(self, index: int, t_s: float, detections: Detections) -> bytes:
+        """The line ``write`` would write, written nowhere (JSON lines only)."""
+        ...
+
+    def discard(self) -> None:
+        """Drop what was written; every earlier file of the video stays as it was."""
         ...
 
     @property
@@ -109,6 +129,22 @@ class PostProcessingWriter:
     def fail(self) -> Path | None:
         return self._writer.fail()
 
+    def carry(self, lines: Sequence[bytes], frames: Sequence[int], keep: int, counts: Mapping[int, int]) -> None:
+        self._writer.carry(lines, frames, keep, counts)
+
+    def write_line(self, line: bytes) -> None:
+        self._writer.write_line(line)  # kept from an earlier run: the step was applied then
+
+    def render(self, index: int, t_s: float, detections: Detections) -> bytes:
+        try:
+            changed = self._step(t_s, detections)
+        except Exception as e:
+            raise PostProcessingError(f"post-processing failed: {type(e).__name__}: {e}") from e
+        return self._writer.render(index, t_s, changed)
+
+    def discard(self) -> None:
+        self._writer.discard()
+
     @property
     def class_counts(self) -> Mapping[int, int]:
         return self._writer.class_counts  # counted where written: after the step's changes
@@ -129,6 +165,8 @@ class _Writer:
         self.count = 0  # frames written
         self.class_counts: Counter[int] = Counter()  # detections written, per class id (after any filter)
         self._broken = False  # a write failed: what the temporary holds cannot be trusted
+        self._floor = 0  # frames of the earlier partial this one continues: kept unless passed
+        self._expect: dict[int, bytes] = {}  # frame index -> the line the earlier partial holds
         self._state = "writing"  # then "sealed" (temporary closed), "published", "partial" or "done"
         with boundary(str(self.final_path), tree.out):
             self._dir = tree.open_dir(self.final[:-1], create=True)
@@ -174,6 +212,31 @@ class _Writer:
 
     def _write(self, index: int, t_s: float, detections: Detections) -> None:
         raise NotImplementedError
+
+    def carry(self, lines: Sequence[bytes], frames: Sequence[int], keep: int, counts: Mapping[int, int]) -> None:
+        """Continue an earlier partial output (its ``lines`` of ``frames``, :mod:`client.partials`):
+        its first ``keep`` lines are copied as they are (``counts``: their detections per class);
+        each later frame written must give the very line it holds (else :class:`PartialMismatch`),
+        and until this output holds as many frames as it does, a failure keeps that partial
+        instead of this shorter one."""
+        raise PartialMismatch(f"a {self.kind} partial output is not continued")
+
+    def write_line(self, line: bytes) -> None:
+        """Record a frame's line as an earlier run wrote it (a kept segment of a split video)."""
+        raise PartialMismatch(f"a {self.kind} partial output is not continued")
+
+    def render(self, index: int, t_s: float, detections: Detections) -> bytes:
+        """The line :meth:`write` would write for this frame, written nowhere (kept for a rerun)."""
+        raise PartialMismatch(f"a {self.kind} partial output is not continued")
+
+    def discard(self) -> None:
+        """Drop what this writer wrote (never raises); every earlier file of the video stays."""
+        if self._state in ("writing", "sealed"):
+            self._file.close_quietly()
+            with suppress(OSError, OutputError):
+                self.tree.remove((*self.final[:-1], self._tmp))
+        self._state = "done"
+        self._close_dir()
 
     def _end(self) -> None:
         """Finish the format's bytes (a Parquet footer); nothing for JSON lines."""
@@ -288,6 +351,9 @@ class _Writer:
         try:
             with boundary(str(self.partial_path), self.tree.out):
                 kept = self._close_after_failure() if self._state == "writing" else self._state == "sealed"
+                if kept and 0 < self.count < self._floor:  # the earlier partial holds more: it stays
+                    self.tree.remove((*self.final[:-1], self._tmp))
+                    return self.partial_path
                 if not kept or self.count == 0:
                     self.tree.remove((*self.final[:-1], self._tmp))
                     return None
@@ -331,8 +397,40 @@ class _Writer:
 class _JsonlWriter(_Writer):
     kind = "jsonl"
 
+    def carry(self, lines: Sequence[bytes], frames: Sequence[int], keep: int, counts: Mapping[int, int]) -> None:
+        if self._state != "writing" or self.count:
+            raise RuntimeError(f"{self.final_path}: a partial output is carried before any frame")
+        try:
+            for line in lines[:keep]:
+                self._file.write(line)
+        except OSError as e:
+            self._broken = True
+            raise translate(e, str(self.final_path), self.tree.out) from e
+        self.count = keep
+        self.class_counts.update(counts)
+        self._floor = len(lines)
+        self._expect = dict(zip(frames[keep:], lines[keep:]))
+
+    def write_line(self, line: bytes) -> None:
+        if self._state != "writing":
+            raise RuntimeError(f"{self.final_path}: written after complete() or fail()")
+        try:
+            self._file.write(line)
+        except OSError as e:
+            self._broken = True
+            raise translate(e, str(self.final_path), self.tree.out) from e
+        self.count += 1
+        self.class_counts.update(int(d[5]) for d in json.loads(line)["detections"])
+
+    def render(self, index: int, t_s: float, detections: Detections) -> bytes:
+        return frame_line(index, t_s, detections)
+
     def _write(self, index: int, t_s: float, detections: Detections) -> None:
-        self._file.write(frame_line(index, t_s, detections))
+        line = frame_line(index, t_s, detections)
+        expected = self._expect.pop(index, None)
+        if expected is not None and line != expected:
+            raise PartialMismatch(f"frame {index}: {line[:200]!r} where its partial holds {expected[:200]!r}")
+        self._file.write(line)
 
 
 class _FileSink:
@@ -344,6 +442,10 @@ class _FileSink:
 
     def outputs(self, rel: str) -> list[Path]:
         return [self.tree.path(_layout(self.kind, self.tree, rel)[0])]
+
+    def partial(self, rel: str) -> Path:
+        """Where a video's partial output is kept."""
+        return self.tree.path(_layout(self.kind, self.tree, rel)[1])
 
 
 class JsonlSink(_FileSink):
