@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -170,13 +171,16 @@ class _Search:
         ranking = rank(self.q, self.float_model, pool, sensitivity_frames, conf_thres=conf_thres,
                        on_candidate=step.advance)
         self._stop_if_hopeless(ranking)
+        start = time.monotonic()
         for k in range(1, len(ranking)):
             kept = tuple(r.candidate.conv for r in ranking[:k])
             model = self._build(ranking[:k], len(pool))
             session = self._session(model)
             early = self.checks.on_early(session)
-            log.info("quantize: keeping %d of %d convolutions float (+ %s): F1 %.3f on %d early check frames",
-                     k, len(pool), kept[-1], early.f1, early.frames)
+            each_s = (time.monotonic() - start) / k
+            log.info("quantize: keeping %d of %d convolutions float (+ %s): F1 %.3f on %d early check frames "
+                     "(%d steps at most to go, ETA %.0f s at most)", k, len(pool), kept[-1], early.f1, early.frames,
+                     len(ranking) - 1 - k, each_s * (len(ranking) - 1 - k))
             if early.f1 < self.min_f1:
                 continue
             full = self.checks.on_all(session, early, f"{k} convolutions float, other frames")
