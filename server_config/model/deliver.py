@@ -179,7 +179,7 @@ class _Search:
             early = self.checks.on_early(session)
             each_s = (time.monotonic() - start) / k
             log.info("quantize: keeping %d of %d convolutions float (+ %s): F1 %.3f on %d early check frames "
-                     "(%d steps at most to go, ETA %.0f s at most)", k, len(pool), kept[-1], early.f1, early.frames,
+                     "(%d steps at most to go, about %.0f s)", k, len(pool), kept[-1], early.f1, early.frames,
                      len(ranking) - 1 - k, each_s * (len(ranking) - 1 - k))
             if early.f1 < self.min_f1:
                 continue
