@@ -20,6 +20,9 @@ onnxruntime then runs those convolutions as integer kernels. What stays float, a
   to 0.950 on the trained YOLOv8s for about a tenth of INT8's speed (20.3 -> 18.0 frames/s;
   benchmarks/results/versus.md, against its version at commit 6551ae2).
 
+Where that model still misses the agreement gate, ``deliver.py`` keeps more convolutions float,
+chosen by their measured sensitivity (``sensitivity.py``), from the same calibration.
+
 Activation ranges are the 99.999th percentile of each tensor's histogram, not its extremes:
 a few outlier activations no longer stretch the 256 levels over a range the rest never uses
 (min-max ranges had given F1 0.88 on the trained YOLOv8s of benchmarks/results/versus.md).
