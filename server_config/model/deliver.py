@@ -70,10 +70,10 @@ class _Checks:
     def __init__(self, frames: Sequence[np.ndarray], reference) -> None:
         n = len(frames)
         share = min(n, max(EARLY_MIN_FRAMES, n // EARLY_SHARE))
-        picked = sorted(set(np.linspace(0, n - 1, share).round().astype(int).tolist()))
+        picked = set(np.linspace(0, n - 1, share).round().astype(int).tolist())
         self.total = n
-        self.early = [frames[i] for i in picked]
-        self.rest = [f for i, f in enumerate(frames) if i not in set(picked)]
+        self.early = [f for i, f in enumerate(frames) if i in picked]
+        self.rest = [f for i, f in enumerate(frames) if i not in picked]
         self._reference = reference
         self.expected_early = self._detect(reference, self.early, "float model, early check frames")
         self._expected_rest: list[np.ndarray] | None = None
