@@ -7,7 +7,8 @@ except that ``wrap`` and ``fetch`` replace the untrained model ``build`` put at 
 place (``server_config/model/untrained.py``). Written into a model repository other than the project's own,
 they also write the model's parameters into its configs (``server_config/model/repository.py``);
 ``stamp`` does only that, for a model folder filled by hand. ``quantize`` writes an INT8 copy
-of a contract model only when it agrees with the float model (``server_config/model/quantize.py``).
+of a contract model that agrees with the float model, keeping its most sensitive convolutions
+float where all-INT8 would not (``server_config/model/deliver.py``).
 """
 
 from __future__ import annotations
@@ -47,12 +48,13 @@ def _parser(prog: str = "python -m server_config.model") -> argparse.ArgumentPar
                    "with --sha256 and no NAME, your own export")
     f.add_argument("--sha256", default=None, metavar="HEX", help="the file's SHA-256 (needed with --url and no NAME)")
     q = sub.add_parser("quantize", help="an INT8 copy of a contract model, calibrated on your videos, "
-                                        "written only if it agrees with the float model")
+                                        "its most sensitive layers kept float until it agrees with the float model")
     q.add_argument("model", type=Path, help="the contract model (built or wrapped) to quantise")
     q.add_argument("--calibrate", type=Path, required=True, metavar="DIR",
                    help="videos to sample frames from (calibration, and others held out for the agreement)")
     q.add_argument("--min-f1", type=float, default=DEFAULT_MIN_F1,
-                   help=f"refuse to write a model whose boxes agree less with the float model's (default: {DEFAULT_MIN_F1})")
+                   help="the agreement (F1 of boxes) with the float model to hold on the check frames, keeping layers "
+                   f"float as needed (default: {DEFAULT_MIN_F1})")
     q.add_argument("--frames", type=int, default=DEFAULT_FRAMES,
                    help=f"calibration frames (default: {DEFAULT_FRAMES})")
     q.add_argument("--check-frames", type=int, default=DEFAULT_CHECK_FRAMES,
@@ -112,11 +114,14 @@ def _write(args: argparse.Namespace) -> None:
 
         model = build_model(size=args.size, imgsz=args.imgsz, seed=args.seed, nms=nms)
     elif args.command == "quantize":
-        from .quantize import quantize_file
+        from .deliver import quantize_file
 
-        model, agreement = quantize_file(args.model, args.calibrate, min_f1=args.min_f1, frames=args.frames,
-                                         check_frames=args.check_frames)
-        log.info("%s", agreement.describe())
+        delivered = quantize_file(args.model, args.calibrate, min_f1=args.min_f1, frames=args.frames,
+                                  check_frames=args.check_frames)
+        model = delivered.model
+        log.info("%s", delivered.agreement.describe())
+        log.info("%s", delivered.describe_mix())
+        log.info("%s", delivered.speed.describe())
     elif args.command == "fetch":
         from .fetch import fetch_model
 

@@ -20,6 +20,9 @@ onnxruntime then runs those convolutions as integer kernels. What stays float, a
   to 0.950 on the trained YOLOv8s for about a tenth of INT8's speed (20.3 -> 18.0 frames/s;
   benchmarks/results/versus.md, against its version at commit 6551ae2).
 
+Where that model still misses the agreement gate, ``deliver.py`` keeps more convolutions float,
+chosen by their measured sensitivity (``sensitivity.py``), from the same calibration.
+
 Activation ranges are the 99.999th percentile of each tensor's histogram, not its extremes:
 a few outlier activations no longer stretch the 256 levels over a range the rest never uses
 (min-max ranges had given F1 0.88 on the trained YOLOv8s of benchmarks/results/versus.md).
@@ -30,22 +33,23 @@ come and memory stays that of one frame's activations.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import onnx
 
 from client.contract import DETECTIONS, INPUT, META, NUM_DETECTIONS, ModelInfo
-from client.errors import ModelError, UsageError
+from client.errors import ModelError
 
-from .agreement import Agreement, agreement
 
-__all__ = ["QUANTIZED_OPS", "QuantizeSettings", "FrameReader", "float_nodes", "quantize_model", "quantize_file",
-           "is_qdq", "detect_frames", "DEFAULT_MIN_F1", "DEFAULT_FRAMES", "DEFAULT_CHECK_FRAMES", "CALIBRATION_PERCENTILE"]
+__all__ = ["QUANTIZED_OPS", "QuantizeSettings", "FrameReader", "Quantizer", "float_nodes", "quantize_model",
+           "is_qdq", "detect_frames", "ort_session", "load_session", "model_info", "quiet_onnxruntime",
+           "DEFAULT_MIN_F1", "DEFAULT_FRAMES", "DEFAULT_CHECK_FRAMES", "CALIBRATION_PERCENTILE"]
 
 log = logging.getLogger("server_config.model")
 
@@ -76,13 +80,17 @@ class FrameReader:
     """onnxruntime's CalibrationDataReader protocol over letterboxed frames, one frame a batch;
     ``__len__`` and ``set_range`` let the quantiser take them in strides (CalibStridedMinMax)."""
 
-    def __init__(self, frames: Sequence[np.ndarray]) -> None:
+    def __init__(self, frames: Sequence[np.ndarray], on_frame: Callable[[], None] = lambda: None) -> None:
         self._frames = frames
+        self._on_frame = on_frame  # progress: called as each frame is handed to the calibrator
         self._it: Iterator[np.ndarray] = iter(frames)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         frame = next(self._it, None)
-        return None if frame is None else {INPUT.name: frame[None]}
+        if frame is None:
+            return None
+        self._on_frame()
+        return {INPUT.name: frame[None]}
 
     def rewind(self) -> None:
         self._it = iter(self._frames)
@@ -200,54 +208,163 @@ def _branch(node: onnx.NodeProto, producer: dict[str, onnx.NodeProto],
     return [n for n in branch.values() if n is not node]
 
 
+class Quantizer:
+    """Calibrates a contract model once, then builds QDQ copies of it from the same activation
+    ranges, each with any extra nodes kept float: the search for the layers to keep float
+    (``mixed.py``) builds dozens of them, and calibration is the slow part.
+
+    onnxruntime's ``quantize_static`` calibrates on every call; this wraps the calibrator it
+    creates, so that the first call records the ranges and later ones replay them (the same
+    public entry point on every onnxruntime from 1.19, which has no cache of ranges)."""
+
+    def __init__(self, model: onnx.ModelProto, *, settings: QuantizeSettings = QuantizeSettings(),
+                 source: str) -> None:
+        self._named = _named(model)
+        self._settings = settings
+        self._meta = {p.key: p.value for p in model.metadata_props}
+        self._meta[META.SOURCE] = source
+        self.base_float = tuple(float_nodes(self._named, head_branches=settings.float_head_branches,
+                                            deepest_stage=settings.float_deepest_stage))
+        self._tmp = tempfile.TemporaryDirectory(prefix="framestream-quantize-")
+        # A path, not the ModelProto: onnxruntime 1.18 and 1.19 reload an in-memory model from a
+        # temporary folder they have already removed (the suite at the lowest versions found it).
+        self._source_path = Path(self._tmp.name) / "model.onnx"
+        onnx.save(self._named, str(self._source_path))
+        self._ranges: dict[str, object] = {}
+
+    @property
+    def graph(self) -> onnx.GraphProto:
+        """The float graph, every node named as the QDQ copies name them."""
+        return self._named.graph
+
+    def calibrate(self, frames: Sequence[np.ndarray], on_frame: Callable[[], None] = lambda: None) -> None:
+        """Activation ranges from ``frames`` (letterboxed), kept for every :meth:`build`."""
+        self._quantize(FrameReader(frames, on_frame), ())
+
+    def build(self, keep_float: Iterable[str] = (), *, note: str = "",
+              extra_meta: dict[str, str] | None = None) -> onnx.ModelProto:
+        """The QDQ model with ``keep_float`` left float besides the usual float nodes; ``note``
+        is added to its source. Needs :meth:`calibrate` first."""
+        if "ranges" not in self._ranges:
+            raise RuntimeError("Quantizer.build before calibrate")
+        quantized = self._quantize(FrameReader([]), tuple(keep_float))
+        meta = dict(self._meta)
+        if note:
+            meta[META.SOURCE] = f"{meta[META.SOURCE]}; {note}"
+        meta.update(extra_meta or {})
+        del quantized.metadata_props[:]
+        onnx.helper.set_model_props(quantized, meta)
+        quantized.producer_name = "framestream"
+        return quantized
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+    def __enter__(self) -> "Quantizer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _quantize(self, reader: "FrameReader", keep_float: tuple[str, ...]) -> onnx.ModelProto:
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+        out = Path(self._tmp.name) / "model.int8.onnx"
+        with quiet_onnxruntime(), _ranges_kept(self._ranges):
+            quantize_static(
+                str(self._source_path),
+                str(out),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=list(QUANTIZED_OPS),
+                nodes_to_exclude=sorted({*self.base_float, *keep_float}),
+                per_channel=self._settings.per_channel,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.Percentile,
+                # one frame a stride: each stride's activations are stacked, so shapes never mix
+                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, "CalibStridedMinMax": 1,
+                               "CalibPercentile": CALIBRATION_PERCENTILE},
+            )
+        return onnx.load(str(out))
+
+
 def quantize_model(model: onnx.ModelProto, calibration: Sequence[np.ndarray], *,
                    settings: QuantizeSettings = QuantizeSettings(), source: str) -> onnx.ModelProto:
     """The QDQ model, calibrated on ``calibration`` (letterboxed frames), with ``model``'s
     framestream metadata and ``source`` as its source."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    with Quantizer(model, settings=settings, source=source) as quantizer:
+        quantizer.calibrate(calibration)
+        return quantizer.build()
 
-    named = _named(model)
-    with tempfile.TemporaryDirectory(prefix="framestream-quantize-") as tmp, _quiet_root_logger():
-        out, source_path = Path(tmp) / "model.int8.onnx", Path(tmp) / "model.onnx"
-        # A path, not the ModelProto: onnxruntime 1.18 and 1.19 reload an in-memory model from a
-        # temporary folder they have already removed (the suite at the lowest versions found it).
-        onnx.save(named, str(source_path))
-        quantize_static(
-            str(source_path),
-            str(out),
-            FrameReader(calibration),
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=list(QUANTIZED_OPS),
-            nodes_to_exclude=float_nodes(named, head_branches=settings.float_head_branches,
-                                         deepest_stage=settings.float_deepest_stage),
-            per_channel=settings.per_channel,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.Percentile,
-            # one frame a stride: each stride's activations are stacked, so shapes never mix
-            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, "CalibStridedMinMax": 1,
-                           "CalibPercentile": CALIBRATION_PERCENTILE},
-        )
-        quantized = onnx.load(str(out))
-    meta = {p.key: p.value for p in model.metadata_props}
-    meta[META.SOURCE] = source
-    del quantized.metadata_props[:]
-    onnx.helper.set_model_props(quantized, meta)
-    quantized.producer_name = "framestream"
-    return quantized
+
+class _Recording:
+    """A calibrator that keeps what it computes in ``store``."""
+
+    def __init__(self, calibrator: object, store: dict[str, object]) -> None:
+        self._calibrator, self._store = calibrator, store
+
+    def collect_data(self, reader: object) -> None:
+        self._calibrator.collect_data(reader)  # type: ignore[attr-defined]
+
+    def compute_data(self) -> object:
+        self._store["ranges"] = self._calibrator.compute_data()  # type: ignore[attr-defined]
+        return self._store["ranges"]
+
+
+class _Replay:
+    """A calibrator that reads no frame and returns the recorded ranges."""
+
+    def __init__(self, ranges: object) -> None:
+        self._ranges = ranges
+
+    def collect_data(self, reader: object) -> None:
+        pass
+
+    def compute_data(self) -> object:
+        return self._ranges
 
 
 @contextlib.contextmanager
-def _quiet_root_logger() -> Iterator[None]:
-    """onnxruntime's quantiser warns on the root logger (advice to pre-process, which the
-    contract's dynamic shapes do not need); keep a user's terminal to framestream's lines."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
+def _ranges_kept(store: dict[str, object]) -> Iterator[None]:
+    import importlib
+
+    # the module (``onnxruntime.quantization.quantize`` is also the name of a function there)
+    ort_quantize = importlib.import_module("onnxruntime.quantization.quantize")
+    real = ort_quantize.create_calibrator
+
+    def create(*args: object, **kwargs: object) -> object:
+        if "ranges" in store:
+            return _Replay(store["ranges"])
+        return _Recording(real(*args, **kwargs), store)
+
+    ort_quantize.create_calibrator = create
     try:
         yield
     finally:
+        ort_quantize.create_calibrator = real
+
+
+@contextlib.contextmanager
+def quiet_onnxruntime() -> Iterator[None]:
+    """onnxruntime's quantiser warns on the root logger (advice to pre-process, which the
+    contract's dynamic shapes do not need), prints a line on stdout for every calibration
+    stride ("Collecting tensor data and making histogram ...": 64 identical lines for 64
+    frames), and its sessions log graph warnings; keep a user's terminal to framestream's lines."""
+    import onnxruntime as ort
+
+    root, ours = logging.getLogger(), log
+    level, our_level = root.level, ours.level
+    ours.setLevel(ours.getEffectiveLevel())  # framestream's own lines (progress) still pass
+    root.setLevel(logging.ERROR)
+    ort.set_default_logger_severity(3)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
         root.setLevel(level)
+        ours.setLevel(our_level)
+        ort.set_default_logger_severity(2)  # onnxruntime's default: warnings
 
 
 def is_qdq(model: onnx.ModelProto) -> bool:
@@ -255,51 +372,24 @@ def is_qdq(model: onnx.ModelProto) -> bool:
     return {"QuantizeLinear", "DequantizeLinear"} <= ops
 
 
-def quantize_file(path: Path, videos: Path, *, min_f1: float = DEFAULT_MIN_F1, frames: int = DEFAULT_FRAMES,
-                  check_frames: int = DEFAULT_CHECK_FRAMES,
-                  settings: QuantizeSettings = QuantizeSettings()) -> tuple[onnx.ModelProto, Agreement]:
-    """Quantise the contract model at ``path`` on ``frames`` frames of ``videos``; the model and
-    its agreement on ``check_frames`` others. Raises ModelError when the agreement's F1 is below
-    ``min_f1``."""
-    from .calibration import sample_frames
-    from .files import load_onnx
-
-    if not 0.0 <= min_f1 <= 1.0:
-        raise UsageError(f"--min-f1 must be between 0 and 1, got {min_f1:g}")
-    for option, value in (("--frames", frames), ("--check-frames", check_frames)):
-        if value < 1:
-            raise UsageError(f"{option} must be at least 1, got {value}")
-    model = load_onnx(path)
-    if is_qdq(model):
-        raise ModelError(f"{path}: already quantised (it has QuantizeLinear/DequantizeLinear nodes); "
-                         "quantise the float model")
-    reference = _session(model.SerializeToString(), path)
-    info = _model_info(reference, path)
-    sets = sample_frames(videos, info, calibration=frames, held_out=check_frames)
-    expected = detect_frames(reference, sets.held_out)
-    if not any(len(d) for d in expected):
-        raise ModelError(f"the float model finds nothing on the {len(sets.held_out)} held-out frames from "
-                         f"{videos}: agreement cannot be measured; calibrate on videos of what it detects")
-    source = (f"{info.source}; INT8 (static QDQ, calibrated on {len(sets.calibration)} frames "
-              f"of {sets.videos} video{'s' if sets.videos != 1 else ''})")
-    quantized = quantize_model(model, sets.calibration, settings=settings, source=source)
-    result = agreement(expected, detect_frames(_session(quantized.SerializeToString(), path), sets.held_out))
-    if result.f1 < min_f1:
-        raise ModelError(f"not written: F1 {result.f1:.3f} is below --min-f1 {min_f1:g} "
-                         f"({result.describe()})")
-    return quantized, result
-
-
-def _session(model: bytes, path: Path):
+def ort_session(model: bytes):
+    """A CPU session whose graph warnings stay out of the user's terminal."""
     import onnxruntime as ort
 
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def load_session(model: bytes, path: Path):
+    """:func:`ort_session`, failing as one ModelError line that names ``path``."""
     try:
-        return ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+        return ort_session(model)
     except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
         raise ModelError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0][:160]})") from e
 
 
-def _model_info(session, path: Path) -> ModelInfo:
+def model_info(session, path: Path) -> ModelInfo:
     from client.infer.embedded import read_model_info
 
     if META.CONTRACT not in session.get_modelmeta().custom_metadata_map:
@@ -308,10 +398,12 @@ def _model_info(session, path: Path) -> ModelInfo:
     return read_model_info(session, path)
 
 
-def detect_frames(session, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+def detect_frames(session, frames: Sequence[np.ndarray],
+                  on_frame: Callable[[], None] = lambda: None) -> list[np.ndarray]:
     """Each frame's valid detection rows (x1, y1, x2, y2, score, class)."""
     out = []
     for frame in frames:
         det, num = session.run([DETECTIONS.name, NUM_DETECTIONS.name], {INPUT.name: frame[None]})
         out.append(det[0, : int(num[0, 0])])
+        on_frame()
     return out
