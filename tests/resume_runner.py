@@ -66,7 +66,7 @@ def main(argv: list[str]) -> int:
         _hold_segment_0(int(mine[4]), lambda: hold(None, go))
     make_backend = bulk.make_backend
     bulk.make_backend = lambda *a, **k: Counting(make_backend(*a, **k), count, ready, at, go)
-    return bulk.main(rest)
+    return bulk.main(rest, signals=True)
 
 
 if __name__ == "__main__":
