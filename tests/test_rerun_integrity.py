@@ -108,6 +108,18 @@ def start_slowed(src: Path, out: Path, model: Path, ready: Path, *extra: str, de
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
 
 
+def wait_for_writing(out: Path, name: str, proc: subprocess.Popen, timeout_s: float = 60.0) -> None:
+    """Until this run has opened ``name``'s output (its writer opens at the video's first frame): the
+    first batch of a rerun may be a short video's alone, and a stop before any of the long one's
+    frames has arrived leaves it no partial."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(out.rglob(f".{name}*.tmp")):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"no output of {name} opened within {timeout_s:g} s (exit {proc.poll()})")
+
+
 def bulk_cli(src: Path, out: Path, model: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "client.bulk", str(src), "--out", str(out), "--model", str(model),
                            "--no-progress", "--workers", "2", "--no-split", *extra],
@@ -142,11 +154,13 @@ def test_a_rerun_with_other_options_stopped_by_sigterm_leaves_every_earlier_outp
     before = triples(out)
     proc = processes.own(start_slowed(src, out, model_path, ready, *RERUN_OPTIONS[option]))
     wait_for(ready, proc)
+    wait_for_writing(out, "long.mp4", proc)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 143, stderr[-2000:]
     long = entries(json.loads((out / "summary.json").read_text()))["long.mp4"]
-    assert long["status"] == "error" and long["partial_output"]  # this run's frames: a partial output
+    # this run's frames of it, if any had been written when the stop came: a partial output
+    assert long["status"] == "error" and bool(long["partial_output"]) == (long["frames"] > 0), long
     assert_kept_or_replaced(out, before)
     finish_rerun(src, out, model_path, *RERUN_OPTIONS[option])
 
