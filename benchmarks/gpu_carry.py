@@ -183,7 +183,7 @@ def main() -> None:
         manifest = build(args.out, args.wheel, "" if args.no_check else args.check_python, ARCH, args.limit_mib)
     except (CarryError, FatbinError, subprocess.CalledProcessError) as e:
         print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(1)
+        raise SystemExit(1) from None
     print(f"{args.out / manifest['archive']}: {manifest['mib']} MiB (limit {args.limit_mib:g})")
 
 

@@ -270,7 +270,7 @@ def main() -> None:
         report = check_loads(args.library, args.arch, tuple(args.preload))
     except (LoadCheckError, subprocess.CalledProcessError) as e:
         print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(1)
+        raise SystemExit(1) from None
     print(report.summary(args.arch))
 
 

@@ -424,7 +424,7 @@ def stage_nvdec(args: argparse.Namespace) -> None:
         counts = [0] * sessions
         ends = [0.0] * sessions
 
-        def work(i: int) -> None:
+        def work(i: int, barrier=barrier, counts=counts, ends=ends) -> None:
             demuxer = nvc.CreateDemuxer(filename=str(clip))
             decoder = nvc.CreateDecoder(gpuid=0, codec=demuxer.GetNvCodecId(), usedevicememory=True)
             barrier.wait()

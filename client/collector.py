@@ -279,9 +279,9 @@ class Collector:
             if state.abandoned:
                 continue
             state.error = state.error or f"not finished: {reason}"
-            self._output(state, lambda: state.drain(prefix=True))
+            self._output(state, lambda s=state: s.drain(prefix=True))
             if self.partials is not None and self.partials.continuable:
-                state.beyond = self._output(state, lambda: self._whole_segments(state)) or []
+                state.beyond = self._output(state, lambda s=state: self._whole_segments(s)) or []
             state.lost += len(state.pending)  # after the first missing frame (a later segment's): dropped
             state.pending.clear()
             self._close(state)

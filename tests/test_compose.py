@@ -196,7 +196,9 @@ def _scenario(s: Stack, root: Path) -> None:
     r = s.record
     # 1. up, then SIGTERM once a file is complete and Prometheus has seen the client.
     s.up()
-    finished_early = lambda: None if s.bulk_running() else "the run finished before it could be stopped"
+    def finished_early() -> str | None:
+        return None if s.bulk_running() else "the run finished before it could be stopped"
+
     r["regions_during_run"] = _wait_for("Triton to list the client's regions", s.registered_regions,
                                         give_up=finished_early)
     _wait_for("a first complete output", lambda: _finished_outputs(s.out), give_up=finished_early)

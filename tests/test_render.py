@@ -113,7 +113,7 @@ def test_boxes_are_drawn_where_the_detections_say_in_their_class_colour_and_held
     for rel, box in boxes.items():
         replace_detections(out, src, rel, summary, fmt, {0: [box], 3: [], 6: [box], 9: []})
     assert render.main([str(out), "--source", str(src)]) == 0
-    for rel, (x1, y1, x2, y2, _, cls) in boxes.items():
+    for rel, (x1, y1, _x2, y2, _, cls) in boxes.items():
         frames = [display(f) for f in decoded(out / f"{rel}.annotated.mp4")[1]]
         plain = [display(f) for f in decoded(src / rel)[1]]
         want = np.array(colour(cls))
