@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .errors import UsageError
 from .report import OK
+from .run_summary import FileEntry, RunSummary
 
 __all__ = ["Row", "FrameRows", "Video", "RunOutputs", "load_run", "read_frames"]
 
@@ -45,17 +46,16 @@ class Video:
 @dataclass(frozen=True)
 class RunOutputs:
     out: Path
-    summary: dict
+    summary: RunSummary
     videos: tuple[Video, ...]
 
     @property
     def names(self) -> dict[int, str]:
-        names = (self.summary.get("model") or {}).get("names") or {}
-        return {int(k): str(v) for k, v in names.items()}
+        return self.summary.class_names
 
     @property
     def digest(self) -> str:
-        return str((self.summary.get("model") or {}).get("digest") or "unknown")
+        return self.summary.model_digest or "unknown"
 
 
 def load_run(out: Path, source: Path | None = None) -> RunOutputs:
@@ -66,29 +66,28 @@ def load_run(out: Path, source: Path | None = None) -> RunOutputs:
     if not out.is_dir():
         raise UsageError(f"{out}: not a directory; give the --out folder of a framestream run")
     try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError as e:
         raise UsageError(f"{out}: no summary.json, so no framestream run's outputs here; "
                          "run python -m client.bulk with --out there first") from e
     except (OSError, ValueError) as e:
         raise UsageError(f"{path}: unreadable ({e}); rerun the bulk command to rewrite it") from e
-    if not isinstance(summary, dict) or not isinstance(summary.get("files"), list):
-        raise UsageError(f"{path}: not a framestream summary (no 'files' list)")
-    root = source if source is not None else _recorded_root(summary)
-    videos = tuple(_video(out, root, f) for f in summary["files"] if isinstance(f, dict) and "path" in f)
-    return RunOutputs(out, summary, videos)
+    try:
+        raw = json.loads(text)
+    except ValueError as e:
+        raise UsageError(f"{path}: unreadable ({e}); rerun the bulk command to rewrite it") from e
+    try:
+        summary = RunSummary.from_json(raw)
+    except ValueError as e:
+        raise UsageError(f"{path}: {e}") from e
+    root = source if source is not None else summary.input_root
+    return RunOutputs(out, summary, tuple(_video(out, root, f) for f in summary.files))
 
 
-def _recorded_root(summary: dict) -> Path | None:
-    root = (summary.get("inputs") or {}).get("root")
-    return Path(root) if root else None
-
-
-def _video(out: Path, root: Path | None, entry: dict) -> Video:
-    outputs = entry.get("outputs") or []
-    return Video(rel=str(entry["path"]), status=str(entry.get("status")), frames=int(entry.get("frames") or 0),
-                 output=out / outputs[0] if entry.get("status") == OK and outputs else None,
-                 source=root / entry["path"] if root is not None else None)
+def _video(out: Path, root: Path | None, entry: FileEntry) -> Video:
+    return Video(rel=entry.path, status=entry.status, frames=entry.frames,
+                 output=out / entry.outputs[0] if entry.status == OK and entry.outputs else None,
+                 source=root / entry.path if root is not None else None)
 
 
 def read_frames(output: Path) -> list[FrameRows]:
