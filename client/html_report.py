@@ -270,7 +270,7 @@ def _detections(run: RunOutputs) -> str:
 def _class_plot(frames: list, names: dict[int, str], name: str) -> str:
     if not frames:
         return "<p class=\"note\">no frame inferred</p>"
-    totals = Counter(r[5] for f in frames for r in f.rows)
+    totals = Counter(c for f in frames for c in f.detections.class_id.tolist())
     if not totals:
         return f"<p class=\"note\">no detections in {len(frames)} frames</p>"
     top = [c for c, _ in totals.most_common(_TOP_CLASSES)]
@@ -280,7 +280,7 @@ def _class_plot(frames: list, names: dict[int, str], name: str) -> str:
     for start in range(0, len(frames), step):
         chunk = frames[start:start + step]
         times.append(chunk[0].t_s)
-        per = Counter(r[5] if r[5] in top else "other" for f in chunk for r in f.rows)
+        per = Counter(c if c in top else "other" for f in chunk for c in f.detections.class_id.tolist())
         for k in keys:
             counts[k].append(per[k] / len(chunk))
     fig = _figure(9, 2.6)
