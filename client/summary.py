@@ -82,26 +82,22 @@ def merge_summaries(shards: Mapping[int, RunSummary], count: int) -> RunSummary:
     order = sorted(shards)
     files: dict[str, FileEntry] = {}
     overlap: list[str] = []
-    per_shard = []
     for index in order:
-        s = shards[index]
-        for f in s.files:
+        for f in shards[index].files:
             if f.path in files:
                 overlap.append(f.path)
             files.setdefault(f.path, f)
-        t = s.totals
-        per_shard.append({"index": index, "host": s.shard.host if s.shard else None, "wall_seconds": t.wall_seconds,
-                          "fps": t.fps, "stopped": s.stopped, "started_utc": s.started_utc,
-                          **{k: t.count(k) for k in _COUNTS}})
-    counts = {k: sum(int(p[k]) for p in per_shard) for k in _COUNTS}
-    wall = max((float(p["wall_seconds"]) for p in per_shard), default=0.0)
-    det = merge_detections([shards[i].totals for i in order])
-    totals = Totals(**counts, wall_seconds=wall, fps=round(counts["frames"] / wall, 2) if wall > 0 else 0.0,
-                    continued=sum(shards[i].totals.continued for i in order),
-                    frames_kept=sum(shards[i].totals.frames_kept for i in order),
-                    detections=det["detections"], detections_by_class=det["detections_by_class"],
-                    detections_unknown=det["detections_unknown"],
-                    shard_seconds=round(sum(float(p["wall_seconds"]) for p in per_shard), 3))
+    per_shard = [_shard_figures(i, shards[i]) for i in order]
+    each = [shards[i].totals for i in order]
+    counts = {k: sum(t.count(k) for t in each) for k in _COUNTS}
+    wall = max((t.wall_seconds for t in each), default=0.0)
+    by_class, unknown = _detections(each)
+    totals = Totals(files=counts["files"], ok=counts[OK], error=counts[ERROR], skipped=counts[SKIPPED],
+                    not_processed=counts[NOT_PROCESSED], resumed=counts["resumed"], frames=counts["frames"],
+                    wall_seconds=wall, fps=round(counts["frames"] / wall, 2) if wall > 0 else 0.0,
+                    continued=sum(t.continued for t in each), frames_kept=sum(t.frames_kept for t in each),
+                    detections=sum(by_class.values()), detections_by_class=by_class, detections_unknown=unknown,
+                    shard_seconds=round(sum(t.wall_seconds for t in each), 3))
     first = shards[order[0]] if order else None
     offsets = _offsets({i: shards[i].started_utc for i in order})
     frames = counts["frames"]
@@ -110,17 +106,24 @@ def merge_summaries(shards: Mapping[int, RunSummary], count: int) -> RunSummary:
     schedule = merge_schedules({i: shards[i] for i in order}, offsets)
     return RunSummary(
         files=merged_files, totals=totals,
-        stopped=next((p["stopped"] for p in per_shard if p["stopped"]), None),
+        stopped=next((shards[i].stopped for i in order if shards[i].stopped), None),
         schedule=schedule,
         model=first.model if first else None, inputs=first.inputs if first else None,
         options=first.options if first else None,
         backend=merge_backends([shards[i] for i in order], schedule),
-        throughput=merge_series([(offsets[i], shards[i].throughput) for i in order if shards[i].throughput]),
+        throughput=merge_series([(offsets[i], series) for i in order if (series := shards[i].throughput)]),
         server=merge_server([shards[i].server_counters for i in order]),
         shards=ShardsInfo(count, tuple(order), tuple(i for i in range(count) if i not in shards), tuple(per_shard)),
         overlap=tuple(sorted(set(overlap))),  # the directory changed between shards' starts: said, not hidden
         started_utc=min((s for s in (shards[i].started_utc for i in order) if s is not None), default=None),
     )
+
+
+def _shard_figures(index: int, s: RunSummary) -> dict[str, object]:
+    """One shard's own figures, as the merged summary lists them."""
+    t = s.totals
+    return {"index": index, "host": s.shard.host if s.shard else None, "wall_seconds": t.wall_seconds, "fps": t.fps,
+            "stopped": s.stopped, "started_utc": s.started_utc, **{k: t.count(k) for k in _COUNTS}}
 
 
 def _offsets(starts: Mapping[int, float | None]) -> dict[int, float]:
@@ -194,7 +197,7 @@ def merge_backends(shards: list[RunSummary], schedule: Schedule | None) -> dict[
     return merged
 
 
-def merge_server(counters: list[ServerCounters | None]) -> dict[str, object] | None:
+def merge_server(counters: list[ServerCounters | None]) -> Mapping[str, object] | None:
     """Triton's figures once for the run, per server: its counters at the earliest shard's start
     (the lowest) and at the last shard's end (the highest: the last shard to finish scraped after
     every other had ended). Shards sharing a server each saw their siblings' traffic in their own
@@ -204,11 +207,13 @@ def merge_server(counters: list[ServerCounters | None]) -> dict[str, object] | N
     for c in counters:
         if c is not None:
             by_url.setdefault(c.url, []).append(c)
-    reports = {}
+    reports: dict[str, Mapping[str, object]] = {}
     for url, cs in by_url.items():
         before = {k: min(c.before.get(k, 0.0) for c in cs) for k in cs[0].before}
         after = {k: max(c.after.get(k, 0.0) for c in cs) for k in cs[0].after}
-        reports[url] = server_report(before, after)
+        report = server_report(before, after)
+        if report is not None:
+            reports[url] = report
     if not reports:
         return None
     if len(reports) == 1:
@@ -216,9 +221,10 @@ def merge_server(counters: list[ServerCounters | None]) -> dict[str, object] | N
     return {"per_server": reports}
 
 
-def merge_detections(shard_totals: list[Totals]) -> dict[str, object]:
-    """The shards' detection counts summed, class by class (so the classes add up to the total).
-    A shard summary of a version that counted none makes its ok files' counts unknown, not 0."""
+def _detections(shard_totals: list[Totals]) -> tuple[dict[str, int], int]:
+    """The shards' detection counts summed, class by class (so the classes add up to the total),
+    and the ok files whose count is unknown: a shard summary of a version that counted none
+    makes its ok files' counts unknown, not 0."""
     by_class: Counter[str] = Counter()
     unknown = 0
     for t in shard_totals:
@@ -227,8 +233,7 @@ def merge_detections(shard_totals: list[Totals]) -> dict[str, object]:
             continue
         by_class.update(t.detections_by_class)
         unknown += t.detections_unknown
-    return {"detections": sum(by_class.values()), "detections_by_class": class_counts(by_class),
-            "detections_unknown": unknown}
+    return class_counts(by_class), unknown
 
 
 @contextmanager
