@@ -17,7 +17,8 @@ from typing import Any, Mapping
 from .outfiles import OutTree, write_atomically
 
 __all__ = ["VERSION", "SUMMARY_NAME", "FileEntry", "Totals", "Schedule", "GanttRow", "Series", "ServerCounters",
-           "ShardInfo", "ShardsInfo", "RunSummary", "write_summary", "read_summary", "check_shard_shape"]
+           "BackendReport", "ShardInfo", "ShardsInfo", "RunSummary", "write_summary", "read_summary",
+           "check_shard_shape"]
 
 VERSION = 2  # 1: the unversioned dict of framestream up to b5d07fc
 SUMMARY_NAME = "summary.json"
@@ -288,6 +289,48 @@ class ShardsInfo:
         return [(p.get("index"), p.get("wall_seconds"), p.get("host")) for p in self.per_shard]
 
 
+@dataclass(frozen=True)
+class BackendReport:
+    """How the backend was used: its lanes (sessions or requests in flight), for Triton the
+    in-flight limit and peak and the transport, and the busy fraction (the schedule's)."""
+
+    lanes: int = 0
+    inflight_limit: int | None = None
+    inflight_peak: int | None = None
+    transport: str | None = None
+    busy_fraction: float | None = None
+    differs: tuple[Json, ...] | None = None  # merged shards that used different backends: each one's
+    extra: Json = field(default_factory=dict)
+
+    _KEYS = ("lanes", "inflight_limit", "inflight_peak", "transport", "busy_fraction", "differs")
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "BackendReport":
+        differs = d.get("differs")
+        return cls(lanes=_int(d.get("lanes")),
+                   inflight_limit=_int(d["inflight_limit"]) if "inflight_limit" in d else None,
+                   inflight_peak=_int(d["inflight_peak"]) if "inflight_peak" in d else None,
+                   transport=str(d["transport"]) if d.get("transport") is not None else None,
+                   busy_fraction=_num(d["busy_fraction"]) if "busy_fraction" in d else None,
+                   differs=tuple(x for x in differs if isinstance(x, dict)) if isinstance(differs, list) else None,
+                   extra=_without(d, cls._KEYS))
+
+    def to_json(self) -> Json:
+        d: Json = {"lanes": self.lanes}
+        if self.inflight_limit is not None:
+            d["inflight_limit"] = self.inflight_limit
+        if self.inflight_peak is not None:
+            d["inflight_peak"] = self.inflight_peak
+        if self.transport is not None:
+            d["transport"] = self.transport
+        d.update(self.extra)
+        if self.busy_fraction is not None:
+            d["busy_fraction"] = self.busy_fraction
+        if self.differs is not None:
+            d["differs"] = [dict(x) for x in self.differs]
+        return d
+
+
 _TOP = ("version", "started_utc", "files", "totals", "stopped", "schedule", "model", "inputs", "options", "backend",
         "throughput", "server", "server_counters", "ray", "shard", "shards", "overlap")
 
@@ -305,7 +348,7 @@ class RunSummary:
     model: Mapping[str, Any] | None = None
     inputs: Mapping[str, Any] | None = None
     options: Mapping[str, Any] | None = None
-    backend: Mapping[str, Any] | None = None
+    backend: BackendReport | None = None
     throughput: Series | None = None
     server: Mapping[str, Any] | None = None
     server_counters: ServerCounters | None = None
@@ -341,7 +384,7 @@ class RunSummary:
                    stopped=d.get("stopped") if isinstance(d.get("stopped"), str) else None,
                    schedule=Schedule.from_json(schedule) if isinstance(schedule, dict) else None,
                    model=_opt(d.get("model")), inputs=_opt(d.get("inputs")), options=_opt(d.get("options")),
-                   backend=_opt(d.get("backend")),
+                   backend=BackendReport.from_json(d["backend"]) if isinstance(d.get("backend"), dict) else None,
                    throughput=Series.from_json(series) if isinstance(series, dict) else None,
                    server=_opt(d.get("server")),
                    server_counters=ServerCounters.from_json(counters) if isinstance(counters, dict) else None,
@@ -360,10 +403,12 @@ class RunSummary:
         d.update(files=[f.to_json() for f in self.files], totals=self.totals.to_json(), stopped=self.stopped)
         if self.schedule is not None:
             d["schedule"] = self.schedule.to_json()
-        for key in ("model", "inputs", "options", "backend"):
+        for key in ("model", "inputs", "options"):
             value = getattr(self, key)
             if value is not None:
                 d[key] = dict(value)
+        if self.backend is not None:
+            d["backend"] = self.backend.to_json()
         if self.throughput is not None:
             d["throughput"] = self.throughput.to_json()
         if self.server is not None:

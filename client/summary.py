@@ -29,8 +29,8 @@ from .outfiles import OutTree
 from .outlock import open_lock
 from .metrics import server_report
 from .report import ERROR, NOT_PROCESSED, OK, SKIPPED, class_counts
-from .run_summary import (FileEntry, GanttRow, RunSummary, Schedule, Series, ServerCounters, ShardsInfo, Totals,
-                          check_shard_shape, write_summary)
+from .run_summary import (BackendReport, FileEntry, GanttRow, RunSummary, Schedule, Series, ServerCounters,
+                          ShardsInfo, Totals, check_shard_shape, write_summary)
 from .resume import STATE_DIR
 from .shards import Shard
 from .terminal import printable
@@ -155,7 +155,7 @@ def merge_schedules(shards: Mapping[int, RunSummary], offsets: Mapping[int, floa
 
 
 def _lanes(s: RunSummary) -> int:
-    return int((s.backend or {}).get("lanes") or 0)
+    return s.backend.lanes if s.backend is not None else 0
 
 
 def merge_series(series: list[tuple[float, Series]]) -> Series | None:
@@ -174,27 +174,27 @@ def merge_series(series: list[tuple[float, Series]]) -> Series | None:
     return Series(bucket, tuple(round(n / bucket, 2) for n in frames))
 
 
-def merge_backends(shards: list[RunSummary], schedule: Schedule | None) -> dict[str, object] | None:
+def merge_backends(shards: list[RunSummary], schedule: Schedule | None) -> BackendReport | None:
     """The backend section once: lanes summed over the shards (they run side by side), the peak
     in flight the highest, the busy fraction the merged schedule's. Every shard of one run has
     the same backend; if they differ (shards started with different options), the first shard's
-    kind and transport stay and ``differs`` lists each shard's, so it is seen, not hidden."""
-    reports = [dict(s.backend) for s in shards if s.backend is not None]
+    transport stays and ``differs`` lists each shard's backend and transport, so it is seen, not
+    hidden (and a warning says so)."""
+    reports = [s.backend for s in shards if s.backend is not None]
     if not reports:
         return None
-    merged: dict[str, object] = dict(reports[0])
-    merged["lanes"] = sum(int(r.get("lanes") or 0) for r in reports)
-    if any("inflight_peak" in r for r in reports):
-        merged["inflight_limit"] = sum(int(r.get("inflight_limit") or 0) for r in reports)
-        merged["inflight_peak"] = max(int(r.get("inflight_peak") or 0) for r in reports)
-    if schedule is not None:
-        merged["busy_fraction"] = schedule.busy_fraction
-    kinds = [(s.backend_kind, (s.backend or {}).get("transport")) for s in shards if s.backend is not None]
+    peaks = [r.inflight_peak for r in reports if r.inflight_peak is not None]
+    limits = [r.inflight_limit for r in reports if r.inflight_limit is not None]
+    kinds = [(s.backend_kind, s.backend.transport) for s in shards if s.backend is not None]
+    differs = None
     if len(set(kinds)) > 1:
         log.warning("the shards used different backends (%s); the merged summary lists them under backend.differs",
-                    ", ".join(sorted({f"{k}/{t}" for k, t in kinds}, key=str)))
-        merged["differs"] = [{"backend": k, "transport": t} for k, t in kinds]
-    return merged
+                    ", ".join(sorted({f"{k}/{t}" for k, t in kinds})))
+        differs = tuple({"backend": k, "transport": t} for k, t in kinds)
+    return replace(reports[0], lanes=sum(r.lanes for r in reports),
+                   inflight_limit=sum(limits) if limits else None, inflight_peak=max(peaks) if peaks else None,
+                   busy_fraction=schedule.busy_fraction if schedule is not None else reports[0].busy_fraction,
+                   differs=differs)
 
 
 def merge_server(counters: list[ServerCounters | None]) -> Mapping[str, object] | None:
