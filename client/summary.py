@@ -3,7 +3,9 @@
 Each ``--shard I/N`` run writes ``OUT/summary.shard-I-of-N.json``, then merges what it sees
 under a lock on ``OUT/.framestream/summary.lock``; the shard that finishes last sees all N
 and writes the complete ``summary.json``. This command does the same merge by hand, e.g.
-while shards still run (the summary then names the missing ones).
+while shards still run (the summary then names the missing ones). The merge is section by
+section (:func:`merge_summaries`): a merged run's report has the Gantt (every shard's
+decoders), the throughput plot and the backend and Triton sections a single run's has.
 
 Exit codes: 0 every shard's summary is there and every file ok; 1 usage error (no shard
 summaries, or summaries of different N); 2 shards missing, or files failed or not processed.
@@ -38,7 +40,8 @@ from .wording import counted
 
 log = logging.getLogger("client.summary")
 
-__all__ = ["shard_summary_name", "read_shards", "merge", "merge_summaries", "write_and_merge", "main"]
+__all__ = ["shard_summary_name", "read_shards", "merge", "merge_summaries", "merge_schedules", "merge_series",
+           "merge_backends", "merge_server", "write_and_merge", "main"]
 
 EXIT_OK, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2
 _NAME = re.compile(r"summary\.shard-(\d+)-of-(\d+)\.json")
