@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .decode.container import open_video
-from .draw import draw_rows
+from .draw import draw_detections
 from .errors import DecodeError
 from .letterbox import quarter_turns
 from .results import FrameRows
@@ -74,7 +74,7 @@ def annotate(source, frames: list[FrameRows], names: Mapping[int, str], dst, *, 
             turns = quarter_turns(frame.rotation)
             picture = Image.fromarray(np.ascontiguousarray(np.rot90(frame.to_ndarray(format="rgb24"), turns)))
             if shown is not None:
-                draw_rows(picture, shown.rows, names)
+                draw_detections(picture, shown.detections, names, shown.score_places)
                 drawn += 1
             if count in picks:
                 thumbs.append((inferred, _thumbnail(picture, inferred)))

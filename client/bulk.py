@@ -35,7 +35,8 @@ from .limits import ascii_digits, check_int, check_port, check_real
 from .outfiles import display_rel
 from .outlock import hold_out
 from .pipeline import PipelineConfig
-from .report import OK, SKIPPED, detections_line, print_schedule, print_table, totals, write_summary
+from .report import OK, SKIPPED, detections_line, print_schedule, print_table, totals
+from .run_summary import RunSummary, write_summary
 from .shards import Shard, resolve_shard
 from .summary import shard_summary_name, write_and_merge
 from .terminal import EscapingFormatter, StatusLineHandler, TolerantStream
@@ -475,7 +476,7 @@ def _run(args: argparse.Namespace, argv: list[str], interrupts: Interrupts, held
                          shard=shard)
         before = scrape(metrics_url, args.model_name) if metrics_url else None
         telemetry = _telemetry(args.metrics_port, args.metrics_addr)
-        start = time.monotonic()
+        start, started_utc = time.monotonic(), time.time()
         interrupts.arm()  # from here on a signal is a flag: the run stops cleanly and the summary is written
         try:
             if args.ray is not None:
@@ -487,12 +488,14 @@ def _run(args: argparse.Namespace, argv: list[str], interrupts: Interrupts, held
                 telemetry.close()
         wall = time.monotonic() - start
         answered = getattr(backend, "images_answered", 0)  # Triton counts a request after its response is sent
-        server = server_report(before, scrape_after(metrics_url, args.model_name, before, answered)) if metrics_url else None
+        after = scrape_after(metrics_url, args.model_name, before, answered) if metrics_url else None
+        server = server_report(before, after) if metrics_url else None
     finally:
         backend.close()
     files = result.files
     summary_totals = totals(files, wall)
-    summary = {
+    summary = RunSummary.from_json({
+        "started_utc": result.started_utc if result.started_utc is not None else started_utc,
         "files": [f.to_json(summary_totals["frames"]) for f in files],
         "totals": summary_totals,
         "stopped": result.stopped,
@@ -503,14 +506,14 @@ def _run(args: argparse.Namespace, argv: list[str], interrupts: Interrupts, held
                     "backend": "triton" if args.server else "embedded", "device": "gpu" if gpu else "cpu"},
         "backend": {**_backend_report(backend), "busy_fraction": result.schedule["busy_fraction"]},
         "throughput": result.throughput,
-    }
-    if server is not None:
-        summary["server"] = server
-    if args.ray is not None:
-        summary["ray"] = {"address": args.ray, "units_rerun": result.schedule.get("units_rerun", 0),
-                          "workers": [n.to_summary() for n in backend.nodes]}
-    if shard is not None:
-        summary["shard"] = {"index": shard.index, "count": shard.count, "host": socket.gethostname()}
+        **({"server": server} if server is not None else {}),
+        **({"server_counters": {"url": metrics_url, "before": before, "after": after}}
+           if metrics_url and before is not None and after is not None else {}),
+        **({"ray": {"address": args.ray, "units_rerun": result.schedule.get("units_rerun", 0),
+                    "workers": [n.to_summary() for n in backend.nodes]}} if args.ray is not None else {}),
+        **({"shard": {"index": shard.index, "count": shard.count, "host": socket.gethostname()}}
+           if shard is not None else {}),
+    })
     try:
         _write_summary(args.out, summary, shard)
     except OSError as e:
@@ -548,7 +551,7 @@ def _run(args: argparse.Namespace, argv: list[str], interrupts: Interrupts, held
     return EXIT_OK if complete else EXIT_FAILED
 
 
-def _write_summary(out: Path, summary: dict[str, object], shard: Shard | None) -> None:
+def _write_summary(out: Path, summary: RunSummary, shard: Shard | None) -> None:
     """summary.json; a shard writes its own and merges summary.json when it is the last."""
     if shard is None:
         write_summary(out, summary)

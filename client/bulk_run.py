@@ -60,6 +60,7 @@ class RunResult:
     stopped: str | None = None  # why the run stopped before every file was done (None: it finished)
     interrupt: str | None = None  # the signal that stopped it ("SIGINT", "SIGTERM", "SIGHUP"), if one did
     throughput: dict[str, object] = field(default_factory=dict)  # frames/s over the run (Throughput.to_json)
+    started_utc: float | None = None  # when the series and the segments' times start (time.time())
 
 
 def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLedger,
@@ -100,7 +101,7 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
                           sidecars=sidecars, partials=partials,
                           requeue=lambda p: pipeline.add_job(build_jobs([p], config)[0]), settled=pipeline.end_jobs)
     busy_before = backend.busy_seconds()
-    start = time.monotonic()
+    start, started_utc = time.monotonic(), time.time()
     throughput = Throughput(start)
     with Interrupts.for_run(interrupts, pipeline.stop, pipeline.abandon, then=(pipeline.close, progress.close),
                             in_flight="the batches in flight") as interrupts:
@@ -117,7 +118,7 @@ def run_bulk(options: RunOptions, backend: Backend, sink: Sink, ledger: ResumeLe
     busy = backend.busy_seconds() - busy_before
     schedule = schedule_report(config.workers, len(jobs), makespan, busy, backend.lanes, collector.decode_times)
     return RunResult([reports[rel] for rel in sorted(reports)], schedule, collector.stopped, signal_name,
-                     throughput.to_json(start + makespan))
+                     throughput.to_json(start + makespan), started_utc)
 
 
 # What stops a run: Ctrl-C, ``kill``/``docker stop``, a closed terminal or ssh session.
@@ -271,5 +272,6 @@ def schedule_report(workers: int, segments: int, makespan: float, busy: float, l
         "lower_bound_s": round(lower, 3),
         "efficiency": round(lower / makespan, 3) if makespan > 0 else 0.0,
         "busy_fraction": round(busy / (lanes * makespan), 3) if makespan > 0 and lanes else 0.0,
+        "busy_s": round(busy, 3),  # lane-seconds: what a merge of shards sums
     }
 

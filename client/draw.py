@@ -15,10 +15,13 @@ from functools import lru_cache
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .results import Row
+from .detections import Detections
 from .tracking import NO_TRACK
 
-__all__ = ["colour", "line_width", "draw_rows", "label"]
+__all__ = ["Row", "colour", "line_width", "draw_detections", "draw_rows", "label"]
+
+# x1, y1, x2, y2, score, class_id, track_id (None or NO_TRACK: no track holds it)
+Row = tuple[float, float, float, float, float, int, "int | None"]
 
 _GOLDEN = 0.618033988749895  # successive hues as far apart as possible, for any number of ids
 
@@ -51,6 +54,17 @@ def label(row: Row, names: Mapping[int, str]) -> str:
     name = names.get(class_id, str(class_id))
     track = _track(row)
     return f"{name} #{track} {score:.2f}" if track is not None else f"{name} {score:.2f}"
+
+
+def draw_detections(image: Image.Image, detections: Detections, names: Mapping[int, str],
+                    score_places: int | None = None) -> None:
+    """:func:`draw_rows` of one frame's :class:`Detections` (as :mod:`client.results` reads them).
+    ``score_places``: the output stored scores rounded to this many places (JSON lines), so the
+    label shows the stored value (float32 0.855 reads 0.86 but the line says 0.855: 0.85)."""
+    tracks = detections.track_id.tolist() if detections.track_id is not None else [None] * len(detections)
+    rows = [(x1, y1, x2, y2, score if score_places is None else round(score, score_places), c, track)
+            for (x1, y1, x2, y2, score, c), track in zip(detections.rows(), tracks)]
+    draw_rows(image, rows, names)
 
 
 def draw_rows(image: Image.Image, rows: Iterable[Row], names: Mapping[int, str]) -> None:

@@ -18,10 +18,12 @@ import html
 import io
 import re
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 
 from .outfiles import OutTree, write_atomically
 from .results import RunOutputs, load_run, read_frames
+from .run_summary import RunSummary, Totals
 
 __all__ = ["write_report", "render_html", "MAX_VIDEO_PLOTS", "REPORT_NAME"]
 
@@ -56,8 +58,8 @@ def render_html(run: RunOutputs) -> str:
              "<h2>Throughput over the run</h2>", _throughput(s),
              "<h2>Schedule</h2>", _gantt(s),
              "<h2>Detections per class over time</h2>", _detections(run)]
-    if s.get("server"):
-        parts += ["<h2>Triton</h2>", _key_values(s["server"])]
+    if s.server:
+        parts += ["<h2>Triton</h2>", _key_values(s.server)]
     body = "\n".join(parts)
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>framestream report</title><style>{_CSS}</style></head><body>\n{body}\n</body></html>\n")
@@ -67,52 +69,49 @@ def _e(value: object) -> str:
     return html.escape("" if value is None else str(value))
 
 
-def _overview(s: dict) -> str:
-    t, m = s.get("totals") or {}, s.get("model") or {}
-    items = {"files": t.get("files"), "ok": t.get("ok"), "error": t.get("error"), "skipped": t.get("skipped"),
-             "not processed": t.get("not_processed"), "resumed": t.get("resumed"), "frames": t.get("frames"),
-             "wall seconds": t.get("wall_seconds"), "frames/s": t.get("fps"), "stopped": s.get("stopped"),
-             "model": m.get("source"), "model digest": str(m.get("digest") or "")[:16],
-             "options": ", ".join(f"{k}={v}" for k, v in (s.get("options") or {}).items())}
+def _overview(s: RunSummary) -> str:
+    t = s.totals
+    items = {"files": t.files, "ok": t.ok, "error": t.error, "skipped": t.skipped,
+             "not processed": t.not_processed, "resumed": t.resumed, "frames": t.frames,
+             "wall seconds": t.wall_seconds, "frames/s": t.fps, "stopped": s.stopped,
+             "model": s.model_source, "model digest": (s.model_digest or "")[:16],
+             "options": ", ".join(f"{k}={v}" for k, v in (s.options or {}).items())}
     items.update(_detection_rows(t))
     return _key_values(items)
 
 
-def _detection_rows(t: dict) -> dict[str, object]:
+def _detection_rows(t: Totals) -> dict[str, object]:
     """The detections in the complete outputs: the total, then per class (most first)."""
-    if "detections" not in t:
+    if t.detections is None:
         return {"detections": "not counted (a summary of an older framestream)"}
-    unknown = int(t.get("detections_unknown") or 0)
-    total = f"{t['detections']}" + (f" (unknown for {unknown} resumed file{'s' if unknown != 1 else ''})"
-                                    if unknown else "")
-    by_class = t.get("detections_by_class") or {}
-    return {"detections": total, "detections per class": ", ".join(f"{name} {n}" for name, n in by_class.items())}
+    unknown = t.detections_unknown
+    total = f"{t.detections}" + (f" (unknown for {unknown} resumed file{'s' if unknown != 1 else ''})"
+                                 if unknown else "")
+    return {"detections": total,
+            "detections per class": ", ".join(f"{name} {n}" for name, n in t.detections_by_class.items())}
 
 
-def _key_values(d: dict) -> str:
+def _key_values(d: Mapping[str, object]) -> str:
     rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in d.items())
     return f"<table class=\"kv\">{rows}</table>"
 
 
-def _file_table(s: dict) -> str:
+def _file_table(s: RunSummary) -> str:
     """One row per file: its status, whether it was resumed (an earlier run's complete output,
     not redone), its frames, its share of this run's frames, its model input, its detections
     and its error. No per-file rate or seconds: files overlap, so neither is a throughput."""
     head = ("<tr><th>file</th><th>status</th><th>resumed</th><th>frames</th><th>share</th><th>letterbox</th>"
             "<th>detections</th><th>error</th></tr>")
     rows = []
-    for f in s.get("files") or []:
-        status = str(f.get("status"))
-        resumed = bool(f.get("resumed"))
-        share = f.get("share")
-        detections = f.get("detections")
-        rows.append(f"<tr class=\"file {_e(status)}{' resumed' if resumed else ''}\"><td>{_e(f.get('path'))}</td>"
+    for f in s.files:
+        status, resumed, share, detections = f.status, f.resumed, f.share, f.detections
+        rows.append(f"<tr class=\"file {_e(status)}{' resumed' if resumed else ''}\"><td>{_e(f.path)}</td>"
                     f"<td>{_e(status)}</td><td>{'yes' if resumed else ''}</td>"
-                    f"<td class=\"n\">{_e(f.get('frames'))}</td>"
+                    f"<td class=\"n\">{_e(f.frames)}</td>"
                     f"<td class=\"n\">{'' if share is None else f'{100 * float(share):.1f}%'}</td>"
-                    f"<td>{_e(f.get('letterbox'))}</td>"
+                    f"<td>{_e(f.letterbox)}</td>"
                     f"<td class=\"n\">{'' if detections is None else sum(detections.values())}</td>"
-                    f"<td>{_e(f.get('error'))}</td></tr>")
+                    f"<td>{_e(f.error)}</td></tr>")
     return f"<table id=\"files\">{head}{''.join(rows)}</table>"
 
 
@@ -155,14 +154,13 @@ def throughput_window_s(bucket_s: float, span_s: float) -> float:
     return max(_SMOOTH_MIN_S, 2 * bucket_s, _SMOOTH_RUN_FRACTION * span_s)
 
 
-def _throughput(s: dict) -> str:
-    series = s.get("throughput") or {}
-    rates = [float(r) for r in series.get("frames_per_s") or []]
-    if not rates:
-        return "<p class=\"note\">No throughput series in summary.json (a run of an older framestream, merged " \
-               "shards, or no frame inferred).</p>"
-    bucket = float(series["bucket_s"])
-    span = float((s.get("schedule") or {}).get("makespan_s") or 0) or len(rates) * bucket
+def _throughput(s: RunSummary) -> str:
+    rates = list(s.throughput.frames_per_s) if s.throughput else []
+    if not rates or s.throughput is None:
+        return "<p class=\"note\">No throughput series in summary.json (a run of an older framestream, shards " \
+               "merged by one, or no frame inferred).</p>"
+    bucket = s.throughput.bucket_s
+    span = (s.schedule.makespan_s if s.schedule else 0.0) or len(rates) * bucket
     frames = sum(rates) * bucket
     mean = frames / span if span > 0 else 0.0
     window = throughput_window_s(bucket, span)
@@ -173,7 +171,7 @@ def _throughput(s: dict) -> str:
     ax.plot(times, line, color="#1f77b4", linewidth=1.5, label=f"frames/s, averaged over {window:.3g} s")
     ax.axhline(mean, color="#d62728", linestyle="--", label=f"mean {mean:.1f} frames/s")
     ax.legend(loc="lower right", fontsize=8)
-    ax.set_xlabel("seconds since decoding started")
+    ax.set_xlabel("seconds since decoding started" + (" (the first shard's start)" if s.shards else ""))
     ax.set_ylabel("frames/s")
     ax.set_xlim(0, max(span, len(rates) * bucket))
     ax.set_ylim(bottom=0)
@@ -183,46 +181,61 @@ def _throughput(s: dict) -> str:
     return note + _svg(fig, "throughput")
 
 
-def _gantt(s: dict) -> str:
-    sched = s.get("schedule") or {}
-    if s.get("shards"):  # each shard timed its segments from its own start, its decoders from 0
-        return _key_values({f"shard {p.get('index')}": f"{p.get('wall_seconds')} s on {p.get('host')}"
-                            for p in s["shards"].get("per_shard") or []}) + \
-            "<p class=\"note\">Merged from shards: each shard's schedule is in its own " \
-            "summary.shard-I-of-N.json (segments timed from that shard's start).</p>"
-    bars = [(str(f.get("path")), seg) for f in s.get("files") or [] for seg in f.get("segments") or []
-            if "start_seconds" in seg and "decoder" in seg]
-    head = _key_values({k: sched.get(k) for k in ("workers", "segments", "makespan_s", "lower_bound_s",
-                                                   "efficiency", "busy_fraction")})
+def _gantt(s: RunSummary) -> str:
+    """A bar per timed segment, a row per decoder; a merged run's rows are each shard's decoders,
+    on the shards' common time base (seconds since the first shard started)."""
+    sched = s.schedule
+    bars = _bars(s)
+    head = ""
+    if s.shards is not None:
+        head = _key_values({f"shard {i}": f"{wall} s on {host}" for i, wall, host in s.shards.walls()})
+    head += _key_values(sched.headline() if sched else dict.fromkeys(
+        ("workers", "segments", "makespan_s", "lower_bound_s", "efficiency", "busy_fraction")))
     if not bars:
         return head + "<p class=\"note\">No segment timing in summary.json (nothing decoded in this run, or " \
                       "an older framestream).</p>"
-    decoders = sorted({int(seg["decoder"]) for _, seg in bars})
-    files = {p: i for i, p in enumerate(sorted({p for p, _ in bars}))}  # colour index per file
+    lanes = sorted({lane for lane, _, _, _ in bars})
+    files = {p: i for i, p in enumerate(sorted({p for _, p, _, _ in bars}))}  # colour index per file
     entries = min(len(files), _MAX_LEGEND_FILES + 1) + 2  # files, "more", makespan, lower bound
-    fig = _figure(9, max(1.2 + 0.35 * len(decoders), 0.7 + 0.2 * entries))
+    fig = _figure(9, max(1.2 + 0.35 * len(lanes), 0.7 + 0.2 * entries))
     ax = fig.add_subplot()
     cmap = _cmap(len(files))
     labelled: set[str] = set()
-    for path, seg in bars:
+    for lane, path, start, seconds in bars:
         named = path not in labelled and files[path] < _MAX_LEGEND_FILES  # each listed file once
         if named:
             labelled.add(path)
-        ax.barh(int(seg["decoder"]), float(seg["seconds"]), left=float(seg["start_seconds"]), height=0.7,
+        ax.barh(lanes.index(lane), seconds, left=start, height=0.7,
                 color=cmap(files[path] % cmap.N), edgecolor="#333", linewidth=0.5,
                 label=_short(path) if named else None)
-    makespan, lower = sched.get("makespan_s"), sched.get("lower_bound_s")
+    makespan, lower = (sched.makespan_s, sched.lower_bound_s) if sched else (0.0, 0.0)
     if makespan:
         ax.axvline(makespan, color="#d62728", label=f"makespan {makespan:.2f} s")
     if lower:
         ax.axvline(lower, color="#2ca02c", linestyle="--", label=f"lower bound {lower:.2f} s")
-    ax.set_yticks(decoders, [f"decoder {d}" for d in decoders])
+    ax.set_yticks(range(len(lanes)), [_lane_name(lane) for lane in lanes])
     ax.invert_yaxis()
-    ax.set_xlabel("seconds since decoding started (a bar: one file or segment decoded)")
+    ax.set_xlabel("seconds since decoding started" + (" in the first shard" if s.shards else "")
+                  + " (a bar: one file or segment decoded)")
     if len(files) > _MAX_LEGEND_FILES:  # an entry that names no colour: how many files are not listed
         ax.plot([], [], " ", label=f"... and {len(files) - _MAX_LEGEND_FILES} more files")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, title="file (colour)", title_fontsize=8)
     return head + _svg(fig, "gantt")
+
+
+def _bars(s: RunSummary) -> list[tuple[tuple[int, int], str, float, float]]:
+    """((shard, decoder), file, start, seconds) per timed segment: a merged run's rows as the merge
+    placed them; a single run's (shard -1) from its files' segments."""
+    if s.schedule is not None and s.schedule.rows is not None:
+        return [((r.shard, r.decoder), r.path, r.start_s, r.seconds) for r in s.schedule.rows]
+    if s.shards is not None:  # merged by a version that kept no rows: none to draw
+        return []
+    return [((-1, decoder), f.path, start, seconds) for f in s.files for decoder, start, seconds in f.timed_segments()]
+
+
+def _lane_name(lane: tuple[int, int]) -> str:
+    shard, decoder = lane
+    return f"decoder {decoder}" if shard < 0 else f"shard {shard} decoder {decoder}"
 
 
 def _short(path: str, limit: int = 40) -> str:
@@ -257,7 +270,7 @@ def _detections(run: RunOutputs) -> str:
 def _class_plot(frames: list, names: dict[int, str], name: str) -> str:
     if not frames:
         return "<p class=\"note\">no frame inferred</p>"
-    totals = Counter(r[5] for f in frames for r in f.rows)
+    totals = Counter(c for f in frames for c in f.detections.class_id.tolist())
     if not totals:
         return f"<p class=\"note\">no detections in {len(frames)} frames</p>"
     top = [c for c, _ in totals.most_common(_TOP_CLASSES)]
@@ -267,7 +280,7 @@ def _class_plot(frames: list, names: dict[int, str], name: str) -> str:
     for start in range(0, len(frames), step):
         chunk = frames[start:start + step]
         times.append(chunk[0].t_s)
-        per = Counter(r[5] if r[5] in top else "other" for f in chunk for r in f.rows)
+        per = Counter(c if c in top else "other" for f in chunk for c in f.detections.class_id.tolist())
         for k in keys:
             counts[k].append(per[k] / len(chunk))
     fig = _figure(9, 2.6)

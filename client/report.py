@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Mapping, TextIO
 
-from .outfiles import OutTree, display_rel, write_atomically
+from .outfiles import display_rel
 from .terminal import printable
 from .wording import counted
 
@@ -119,15 +117,6 @@ def print_schedule(schedule: dict[str, object], stream: TextIO) -> None:
         f"backend busy {100 * s['busy_fraction']:.0f}%",
         file=stream,
     )
-
-
-def write_summary(out: Path, summary: dict[str, object], name: str = "summary.json") -> Path:
-    """Atomically, flushed to disk before it replaces the last one, through the one writer of
-    files below OUT (:func:`client.outfiles.write_atomically`): a temporary of this process's
-    own (shards sharing OUT may write at the same time), never opened through a symlink.
-    OutputError (an OSError) when it cannot be written."""
-    text = json.dumps(summary, indent=2) + "\n"
-    return write_atomically(OutTree(Path(out)), (name,), lambda f: f.write(text.encode("utf-8")))
 
 
 def print_table(files: list[FileReport], summary_totals: dict[str, object], stream: TextIO) -> None:

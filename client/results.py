@@ -15,22 +15,27 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from .detections import Detections
 from .errors import UsageError
 from .report import OK
+from .run_summary import FileEntry, RunSummary
+from .tracking import NO_TRACK
 
-__all__ = ["Row", "FrameRows", "Video", "RunOutputs", "load_run", "read_frames"]
-
-# x1, y1, x2, y2, score, class_id, track_id (None until a tracker has run)
-Row = tuple[float, float, float, float, float, int, "int | None"]
+__all__ = ["FrameRows", "Video", "RunOutputs", "load_run", "read_frames"]
 
 
 @dataclass(frozen=True)
 class FrameRows:
-    """One inferred frame: its number, time and detections in source pixels (as a viewer sees it)."""
+    """One inferred frame: its number, time and detections in source pixels (as a viewer sees it),
+    as the strict type the sinks took: an output read back is what was written (float32 boxes
+    and scores; track ids, ``NO_TRACK`` for a row no track held, when a tracker ran)."""
 
     index: int
     t_s: float
-    rows: tuple[Row, ...]
+    detections: Detections
+    score_places: int | None = None  # the output held scores rounded to this many places (JSON lines: 4)
 
 
 @dataclass(frozen=True)
@@ -45,17 +50,16 @@ class Video:
 @dataclass(frozen=True)
 class RunOutputs:
     out: Path
-    summary: dict
+    summary: RunSummary
     videos: tuple[Video, ...]
 
     @property
     def names(self) -> dict[int, str]:
-        names = (self.summary.get("model") or {}).get("names") or {}
-        return {int(k): str(v) for k, v in names.items()}
+        return self.summary.class_names
 
     @property
     def digest(self) -> str:
-        return str((self.summary.get("model") or {}).get("digest") or "unknown")
+        return self.summary.model_digest or "unknown"
 
 
 def load_run(out: Path, source: Path | None = None) -> RunOutputs:
@@ -66,29 +70,28 @@ def load_run(out: Path, source: Path | None = None) -> RunOutputs:
     if not out.is_dir():
         raise UsageError(f"{out}: not a directory; give the --out folder of a framestream run")
     try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError as e:
         raise UsageError(f"{out}: no summary.json, so no framestream run's outputs here; "
                          "run python -m client.bulk with --out there first") from e
     except (OSError, ValueError) as e:
         raise UsageError(f"{path}: unreadable ({e}); rerun the bulk command to rewrite it") from e
-    if not isinstance(summary, dict) or not isinstance(summary.get("files"), list):
-        raise UsageError(f"{path}: not a framestream summary (no 'files' list)")
-    root = source if source is not None else _recorded_root(summary)
-    videos = tuple(_video(out, root, f) for f in summary["files"] if isinstance(f, dict) and "path" in f)
-    return RunOutputs(out, summary, videos)
+    try:
+        raw = json.loads(text)
+    except ValueError as e:
+        raise UsageError(f"{path}: unreadable ({e}); rerun the bulk command to rewrite it") from e
+    try:
+        summary = RunSummary.from_json(raw)
+    except ValueError as e:
+        raise UsageError(f"{path}: {e}") from e
+    root = source if source is not None else summary.input_root
+    return RunOutputs(out, summary, tuple(_video(out, root, f) for f in summary.files))
 
 
-def _recorded_root(summary: dict) -> Path | None:
-    root = (summary.get("inputs") or {}).get("root")
-    return Path(root) if root else None
-
-
-def _video(out: Path, root: Path | None, entry: dict) -> Video:
-    outputs = entry.get("outputs") or []
-    return Video(rel=str(entry["path"]), status=str(entry.get("status")), frames=int(entry.get("frames") or 0),
-                 output=out / outputs[0] if entry.get("status") == OK and outputs else None,
-                 source=root / entry["path"] if root is not None else None)
+def _video(out: Path, root: Path | None, entry: FileEntry) -> Video:
+    return Video(rel=entry.path, status=entry.status, frames=entry.frames,
+                 output=out / entry.outputs[0] if entry.status == OK and entry.outputs else None,
+                 source=root / entry.path if root is not None else None)
 
 
 def read_frames(output: Path) -> list[FrameRows]:
@@ -105,15 +108,25 @@ def _read_jsonl(path: Path) -> Iterator[FrameRows]:
                 continue
             d = json.loads(line)
             tracks = d.get("track_ids")
-            rows = tuple(_row(r, tracks[i] if tracks else None) for i, r in enumerate(d["detections"]))
-            yield FrameRows(int(d["frame"]), float(d["t"]), rows)
+            rows = d["detections"]
+            yield FrameRows(int(d["frame"]), float(d["t"]),
+                            _detections([r[:6] for r in rows],
+                                        [r[6] if len(r) > 6 else tracks[i] if tracks else None
+                                         for i, r in enumerate(rows)]), SCORE_PLACES)
 
 
-def _row(r: list, track: object) -> Row:
-    """A JSON row: six values, or seven with the track id last."""
-    track = r[6] if len(r) > 6 else track
-    return (float(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]), int(r[5]),
-            None if track is None else int(track))
+SCORE_PLACES = 4  # what the JSON lines sink rounds scores to (client.jsonl)
+
+
+def _detections(rows: list, tracks: list) -> Detections:
+    """Rows of x1, y1, x2, y2, score, class_id and their track ids (None: no track) as
+    :class:`Detections`; track ids only when some row has one (None reads as ``NO_TRACK``)."""
+    if not rows:
+        return Detections.empty()
+    a = np.asarray(rows, np.float64).reshape(-1, 6)
+    track_id = (np.array([NO_TRACK if t is None else int(t) for t in tracks], np.int32)
+                if any(t is not None for t in tracks) else None)
+    return Detections(a[:, :4].astype(np.float32), a[:, 4].astype(np.float32), a[:, 5].astype(np.int32), track_id)
 
 
 def _read_parquet(path: Path) -> Iterator[FrameRows]:
@@ -123,14 +136,14 @@ def _read_parquet(path: Path) -> Iterator[FrameRows]:
         raise UsageError("reading Parquet outputs needs pyarrow: pip install 'framestream[parquet]'") from e
     cols = pq.read_table(path).to_pydict()
     tracks = cols.get("track_id") or [None] * len(cols["frame"])
-    by_frame: dict[int, tuple[float, list[Row]]] = {}
+    by_frame: dict[int, tuple[float, list[list[float]], list[int | None]]] = {}
     for i, index in enumerate(cols["frame"]):
-        t, rows = by_frame.setdefault(int(index), (float(cols["t"][i]), []))
+        t, rows, track_ids = by_frame.setdefault(int(index), (float(cols["t"][i]), [], []))
         x1 = cols["x1"][i]
         if x1 is None or (isinstance(x1, float) and math.isnan(x1)):
             continue  # a frame without detections: one row, its detection columns null
-        rows.append((float(x1), float(cols["y1"][i]), float(cols["x2"][i]), float(cols["y2"][i]),
-                     float(cols["score"][i]), int(cols["class_id"][i]),
-                     None if tracks[i] is None else int(tracks[i])))
-    for index, (t, rows) in by_frame.items():
-        yield FrameRows(index, t, tuple(rows))
+        rows.append([float(x1), float(cols["y1"][i]), float(cols["x2"][i]), float(cols["y2"][i]),
+                     float(cols["score"][i]), int(cols["class_id"][i])])
+        track_ids.append(None if tracks[i] is None else int(tracks[i]))
+    for index, (t, rows, track_ids) in by_frame.items():
+        yield FrameRows(index, t, _detections(rows, track_ids))

@@ -139,7 +139,11 @@ def test_a_run_with_a_server_shows_triton_s_figures(run, tmp_path: Path) -> None
     assert "<th>avg_batch_size</th><td>5.0</td>" in section and "<th>inferences</th><td>40</td>" in section
 
 
-def test_a_merged_shard_summary_lists_the_shards_instead_of_overlaying_their_schedules(run, tmp_path: Path) -> None:
+def test_a_merged_summary_of_an_older_version_lists_the_shards_and_draws_no_gantt_it_has_no_rows_for(
+        run, tmp_path: Path) -> None:
+    """Merged before shard schedules were kept (no ``schedule.rows``): each shard's wall is listed
+    and no Gantt is drawn from segments timed on different clocks (tests/test_shards.py has the
+    merge that keeps them)."""
     out, summary = run
     copy = tmp_path / "out"
     shutil.copytree(out, copy)

@@ -228,3 +228,47 @@ def test_a_moved_or_changed_source_fails_that_video_alone_and_leaves_no_annotate
     assert changed.returncode == 2 and "not the file the detections were made from" in changed.stderr
     assert not any(p.name.startswith(".a.mp4") for p in copy_out.iterdir())  # no hidden temporary left
     assert not (copy_out / "a.mp4.annotated.mp4").exists()
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_outputs_read_back_as_the_detections_the_sinks_took_and_labels_show_the_stored_score(
+        sampled_run, tmp_path: Path, model_path: Path, fmt: str) -> None:
+    """read_frames gives each frame's :class:`Detections` (float32, the sinks' strict type) from
+    either format; a JSON line stores the score rounded to 4 places, and its label shows that value
+    (0.855 reads "0.85" as the line says, though float32(0.855) is a hair above 0.855)."""
+    from client.draw import draw_detections, label
+    from client.results import load_run, read_frames
+
+    src, _, _ = sampled_run
+    out = tmp_path / "out"
+    summary = bulk_run(src, out, model_path, "--every", "3", "--format", fmt)
+    box = [20.25, 30.5, 120.75, 80.0, 0.855, 2]
+    replace_detections(out, src, "a.mp4", summary, fmt, {0: [box], 3: [], 6: [box, box], 9: []},
+                       track_ids={0: [7], 3: [], 6: [7, -1], 9: []} if fmt == "jsonl" else None)
+    video = next(v for v in load_run(out).videos if v.rel == "a.mp4")
+    frames = read_frames(video.output)
+    assert [f.index for f in frames] == [0, 3, 6, 9]
+    assert all(isinstance(f.detections, Detections) for f in frames)
+    assert [len(f.detections) for f in frames] == [1, 0, 2, 0]
+    d = frames[0].detections
+    assert d.xyxy.dtype == np.float32 and d.xyxy.tolist() == [[20.25, 30.5, 120.75, 80.0]]
+    assert d.confidence.tolist() == [float(np.float32(0.855))] and d.class_id.tolist() == [2]
+    if fmt == "jsonl":
+        assert frames[2].detections.track_id.tolist() == [7, -1]
+    else:
+        assert frames[2].detections.track_id is None
+    names = {2: "car"}
+    stored = label((*box, 7), names)  # the label of the value the JSON line holds
+    shown = []
+    import client.draw as draw
+
+    real = draw.label
+    try:
+        draw.label = lambda row, n: shown.append(real(row, n)) or real(row, n)
+        draw_detections(Image.new("RGB", (160, 96)), d, names, frames[0].score_places)
+    finally:
+        draw.label = real
+    if fmt == "jsonl":
+        assert shown == [stored] == ["car #7 0.85"]
+    else:  # Parquet stores the float32 score itself: its label is that value's
+        assert shown == ["car 0.86"]

@@ -275,3 +275,45 @@ def test_summary_without_shard_summaries_or_with_two_runs_of_them_is_one_line_an
         (tmp_path / name).write_text(json.dumps(one))
     mixed = merge_cli()
     assert mixed.returncode == 1 and mixed.stderr.count("\n") == 1 and "N=2, N=3" in mixed.stderr
+
+
+def test_two_shards_merge_keeps_schedule_throughput_and_backend_and_the_page_draws_them(
+        tmp_path: Path, model_path: Path) -> None:
+    """Two real shard processes on one OUT: the merged summary keeps every section a single run
+    has (the segments of both shards as labelled rows on one time base, the throughput series,
+    the backend), and report.html, rendered by Chromium, shows the Gantt and the throughput plot."""
+    src, out = tmp_path / "videos", tmp_path / "out"
+    src.mkdir()
+    for i in range(4):
+        write_video(src / f"clip{i}.mp4", frames=12)
+    procs = [run_bulk(src, out, model_path, "--shard", f"{i}/2", "--workers", "1", wait=False) for i in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    shards = [summary(out, f"summary.shard-{i}-of-2.json") for i in range(2)]
+    merged = summary(out)
+    assert merged["version"] == 2 and merged["started_utc"] == min(s["started_utc"] for s in shards)
+    sched = merged["schedule"]
+    assert sched["segments"] == sum(s["schedule"]["segments"] for s in shards) > 0
+    assert sched["busy_s"] == pytest.approx(sum(s["schedule"]["busy_s"] for s in shards), abs=0.002)
+    rows = sched["rows"]
+    assert {r["shard"] for r in rows} == {0, 1}
+    for i, s in enumerate(shards):  # each shard's segments, moved by its start after the first shard's
+        offset = s["started_utc"] - merged["started_utc"]
+        mine = sorted((r["path"], r["start_s"]) for r in rows if r["shard"] == i)
+        theirs = sorted((f["path"], round(offset + seg["start_seconds"], 3))
+                        for f in s["files"] for seg in f["segments"])
+        assert [p for p, _ in mine] == [p for p, _ in theirs]
+        assert all(abs(a - b) <= 0.002 for (_, a), (_, b) in zip(mine, theirs))
+    series = merged["throughput"]
+    bucket = series["bucket_s"]
+    assert sum(series["frames_per_s"]) * bucket == pytest.approx(merged["totals"]["frames"], abs=0.1)
+    assert merged["backend"]["lanes"] == sum(s["backend"]["lanes"] for s in shards)
+    assert merged["options"]["backend"] == "embedded" and "differs" not in merged["backend"]
+    from .test_html_report import CHROMIUM, chromium
+
+    if CHROMIUM is None:
+        pytest.skip("no chromium to render the page")
+    html = chromium("--dump-dom", (out / "report.html").as_uri()).stdout
+    assert 'id="gantt"' in html and 'id="throughput"' in html, html[:2000]
+    assert "No throughput series" not in html and "<th>shard 1</th>" in html
