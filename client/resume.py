@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -228,17 +229,26 @@ class ResumeLedger:
             return None  # an older framestream's record, or not ours: redo
         return record
 
+    def _unchanged(self, recorded: dict) -> bool:
+        """Whether the output is the regular file its record saw in place, by one ``lstat`` (no
+        open, no byte read). False when the record has no identity or ``verify`` asks for bytes."""
+        if self.verify or _IDENTITY not in recorded:
+            return False
+        try:
+            st = os.lstat(self.tree.out / recorded["name"])
+        except OSError:
+            return False
+        return stat.S_ISREG(st.st_mode) and SourceIdentity.of_stat(st) == SourceIdentity.from_json(recorded[_IDENTITY])
+
     def _verify(self, recorded: dict) -> str | None:
+        if self._unchanged(recorded):
+            return None  # untouched since its record was written: the recorded bytes, unread
         f = self.tree.open_regular(tuple(recorded["name"].split("/")))
         if f is None:
             return OUTPUT_MISSING
         with f:
-            st = os.fstat(f.fileno())
-            if st.st_size != recorded["size"]:
+            if os.fstat(f.fileno()).st_size != recorded["size"]:
                 return OUTPUT_DAMAGED
-            if (not self.verify and _IDENTITY in recorded
-                    and SourceIdentity.of_stat(st) == SourceIdentity.from_json(recorded[_IDENTITY])):
-                return None  # untouched since its record was written: the recorded bytes, unread
             try:
                 same = _file_digest(f) == recorded[DIGEST]
             except OSError:
