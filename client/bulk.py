@@ -145,6 +145,9 @@ def parser(prog: str = "python -m client.bulk") -> argparse.ArgumentParser:
     p.add_argument("--square", action="store_true",
                    help="letterbox to the model's full square even when it takes smaller rectangles")
     p.add_argument("--overwrite", action="store_true", help="redo videos whose outputs are already complete")
+    p.add_argument("--verify", action="store_true",
+                   help="check every complete output's bytes against its recorded SHA-256 before trusting it "
+                   "(default: only an output whose size, mtime, ctime or inode changed is hashed)")
     p.add_argument("--follow-links", action="store_true",
                    help="also follow symlinks to directories outside DIR (file symlinks are always followed)")
     p.add_argument("--metrics-port", type=int, default=None, metavar="P",
@@ -470,7 +473,8 @@ def _run(args: argparse.Namespace, argv: list[str], interrupts: Interrupts, held
                    **({"track": TrackOptions(args.track).describe()} if args.track is not None else {})}
         if args.format == "parquet":
             options["parquet_columns"] = list(PARQUET_COLUMNS)
-        ledger = ResumeLedger(args.out, backend.model.digest, options)  # on --server: the served model's digest
+        ledger = ResumeLedger(args.out, backend.model.digest, options,  # on --server: the served model's digest
+                              verify=args.verify)
         run = RunOptions(inputs, args.out, config, overwrite=args.overwrite, split=not args.no_split,
                          progress=False if args.no_progress else None, follow_links=args.follow_links,
                          shard=shard)

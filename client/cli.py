@@ -2,7 +2,8 @@
 
 Each subcommand is a module's own ``main(argv)``, given the rest of the command line and
 returning its exit code; this module only chooses the module (imported on use, so
-``framestream --help`` loads no onnx or av).
+``framestream --help`` loads no onnx or av). Every command exits by one convention
+(:mod:`client.commandline`): 0 done, 1 usage error, 2 work failed, 128 + N on signal N.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ import importlib
 import sys
 from dataclasses import dataclass
 
-__all__ = ["COMMANDS", "main"]
+from .commandline import EXIT_OK, EXIT_USAGE, print_error
 
-EXIT_USAGE = 1
+__all__ = ["COMMANDS", "main"]
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,8 @@ COMMANDS: dict[str, Command] = {
                     signals=True),
     "serve": Command("server_config.local", "a local Triton on this machine's CPU (python -m server_config.local)"),
     "model": Command("server_config.model.__main__",
-                     "build, wrap, fetch, quantize or stamp a model in the serving contract (python -m server_config.model)"),
+                     "build, wrap, fetch, quantize or stamp a model in the serving contract (python -m server_config.model)",
+                     signals=True),
     "render": Command("client.render", "draw a run's detections: annotated MP4s, contact sheets, report.html "
                       "(python -m client.render)", signals=True),
     "summary": Command("client.summary", "merge the summaries of --shard runs into OUT/summary.json "
@@ -48,6 +50,10 @@ def usage() -> str:
         *lines,
         "",
         "'framestream COMMAND --help' describes each command.",
+        "",
+        "Exit codes, for every command: 0 done; 1 usage error (the command line, a path or a model",
+        "cannot be used as given); 2 work failed (videos, a download, a quantisation, the server);",
+        "128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM).",
     ])
 
 
@@ -58,12 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage(), file=sys.stdout if argv else sys.stderr)
-        return 0 if argv else EXIT_USAGE
+        return EXIT_OK if argv else EXIT_USAGE
     name, rest = argv[0], argv[1:]
     command = COMMANDS.get(name)
     if command is None:
-        print(f"error: unknown command {name!r}; choose from {', '.join(COMMANDS)} (see framestream --help)",
-              file=sys.stderr)
+        print_error(f"unknown command {name!r}; choose from {', '.join(COMMANDS)} (see framestream --help)")
         return EXIT_USAGE
     signals = {"signals": program} if command.signals else {}
     return importlib.import_module(command.module).main(rest, prog=f"framestream {name}", **signals)

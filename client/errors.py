@@ -20,6 +20,8 @@ __all__ = [
     "PipelineCrash",
     "PostProcessingError",
     "DeviceError",
+    "DownloadError",
+    "QuantizationError",
     "Interrupted",
 ]
 
@@ -85,6 +87,15 @@ class DeviceError(FramestreamError, RuntimeError):
     """The GPU itself failed (out of memory, a CUDA or driver error), not the file being decoded
     or inferred: no later file would fare better, so the run stops cleanly, as when the server
     is lost (files in flight keep partial outputs, the rest are not processed, a rerun resumes)."""
+
+
+class DownloadError(FramestreamError, RuntimeError):
+    """A download was attempted and failed: the server refused it, the network broke off, or the
+    bytes are not the published ones (size, SHA-256). Work failed (exit 2), not a usage error."""
+
+
+class QuantizationError(FramestreamError, RuntimeError):
+    """Quantisation ran and no INT8 model holds the agreement asked for: work failed (exit 2)."""
 
 
 class Interrupted(KeyboardInterrupt):

@@ -22,31 +22,27 @@ from pathlib import Path
 
 from .annotate import SheetSpec, annotate
 from .errors import FramestreamError, OutputStorageError, UsageError
+from .commandline import EXIT_FAILED, EXIT_OK, Parser, configure_logging, exit_code, print_error
 from .limits import ascii_digits
 from .outfiles import OutTree, display_rel, summary_rel, write_atomically
 from .results import RunOutputs, Video, load_run, read_frames
 from .resume import SOURCE_CHANGED, ResumeLedger
-from .wording import DefaultsHelpFormatter, counted
+from .wording import counted
 
 log = logging.getLogger("client.render")
 
 __all__ = ["main", "render_video", "select", "ANNOTATED", "CONTACT"]
 
-EXIT_OK, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 130
 ANNOTATED, CONTACT = ".annotated.mp4", ".contact.png"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"error: {message} (see {self.prog} --help)\n")
-
-
 def parser(prog: str = "python -m client.render") -> argparse.ArgumentParser:
-    p = _Parser(prog=prog, description="Draw a bulk run's detections: OUT/<video>.annotated.mp4 and "
+    p = Parser(prog=prog, description="Draw a bulk run's detections: OUT/<video>.annotated.mp4 and "
                 "OUT/<video>.contact.png per video, or OUT/report.html with --report-only.",
                 epilog="Exit codes: 0 all drawn; 1 usage error (no run or no outputs in OUT, a PATH not in "
-                "the run); 2 some videos could not be drawn (source moved or changed, output damaged); "
-                "130 interrupted.", formatter_class=DefaultsHelpFormatter)
+                "the run); 2 some videos could not be drawn (source moved or changed, output damaged), or OUT could not be "
+                "written; "
+                "130 interrupted.")
     p.add_argument("out", type=Path, metavar="OUT", help="the --out folder of a bulk run")
     p.add_argument("paths", nargs="*", metavar="PATH",
                    help="only these videos: as summary.json names them, or their source files (default: every "
@@ -67,9 +63,7 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m client.render"
     program, Ctrl-C stays that program's KeyboardInterrupt (a test suite stops, not one test)."""
     program = argv is None if signals is None else signals
     args = parser(prog).parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    for noisy in ("libav", "av", "matplotlib", "PIL"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    configure_logging()
     try:
         if args.report_only:
             from .html_report import write_report
@@ -78,14 +72,14 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m client.render"
             log.info("wrote %s", write_report(args.out))
             return EXIT_OK
         return _render(args)
-    except FramestreamError as e:
-        log.error("error: %s", e)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
+    except FramestreamError as e:  # before any video was drawn (no run, no videos), or the disk failed
+        print_error(e)
+        return exit_code(e)
+    except KeyboardInterrupt as e:
         if not program:
             raise
-        log.error("interrupted; every annotated file written is whole, the one in progress was not kept")
-        return EXIT_INTERRUPTED
+        print_error("interrupted; every annotated file written is whole, the one in progress was not kept")
+        return exit_code(e)
 
 
 def _sheet(text: str) -> SheetSpec:

@@ -1,12 +1,19 @@
 """Resume: remember which videos have complete outputs for this model and these options,
-and verify those outputs by content before trusting them.
+and check those outputs before trusting them.
 
 One small JSON record per completed video under ``OUT/.framestream/done/`` holds the model's
 digest and the options separately, the source's identity as it was when the video's
 decoding started (size and mtime, compared on resume; ctime and inode, for the record), and
-each output's name, size and SHA-256 (computed while it was written). ``check`` says why a
-video must be redone, one reason of a fixed set, so a run can log one line per reason. A
-record that parses but does not hold what a record holds (``frames: -5``) is not trusted.
+each output's name, size, SHA-256 (computed while it was written) and identity once in place
+(size, mtime, ctime, inode). ``check`` says why a video must be redone, one reason of a fixed
+set, so a run can log one line per reason. A record that parses but does not hold what a
+record holds (``frames: -5``) is not trusted.
+
+A rerun reads none of an output's bytes while its identity is the recorded one: any write to
+the file moves its ctime, which no call can set back (``os.utime`` restores mtime, not ctime),
+and a file put in its place has another inode. It hashes an output only when that identity
+differs (copied, restored from a backup, touched, edited), when the record predates identities
+(version 2), or when asked to check every byte (``verify``, ``client.bulk --verify``).
 """
 
 from __future__ import annotations
@@ -15,18 +22,21 @@ import hashlib
 import json
 import os
 import re
+import stat
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import OutputError
-from .outfiles import DIGEST, Output, OutTree, Staged, display_rel
+from .outfiles import DIGEST, Output, OutTree, Staged, boundary, display_rel
 
 __all__ = ["ResumeLedger", "Resume", "SourceIdentity", "redo_lines", "STATE_DIR", "REASONS"]
 
 STATE_DIR = ".framestream"
-_VERSION = 2
+_VERSION = 3  # 3 adds each output's identity; a version 2 record is still trusted, its outputs hashed
+_READABLE = (2, _VERSION)
+_IDENTITY = "identity"
 
 NO_RECORD = "no record of a complete output"
 MODEL_CHANGED = "the model changed"
@@ -41,8 +51,8 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 @dataclass(frozen=True)
 class SourceIdentity:
-    """A source file as it was at one moment: any change to its bytes, or its replacement by
-    another file, changes one of these."""
+    """A file (a source, or an output once in place) as it was at one moment: any change to its
+    bytes, or its replacement by another file, changes one of these."""
 
     size: int
     mtime_ns: int
@@ -52,8 +62,15 @@ class SourceIdentity:
     @classmethod
     def of(cls, path: Path) -> "SourceIdentity":
         """``path``'s identity now (symlinks followed, as the decoders open it); OSError if gone."""
-        st = os.stat(path)
+        return cls.of_stat(os.stat(path))
+
+    @classmethod
+    def of_stat(cls, st: os.stat_result) -> "SourceIdentity":
         return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, int]) -> "SourceIdentity":
+        return cls(doc["size"], doc["mtime_ns"], doc["ctime_ns"], doc["inode"])
 
     def same_file(self, other: "SourceIdentity") -> bool:
         """The same bytes of the same file: size, modification time and inode. ctime is recorded
@@ -75,8 +92,14 @@ def _output_name(name: object) -> bool:
     return isinstance(name, str) and all(part not in ("", ".", "..") for part in name.split("/"))
 
 
+def _identity(value: object) -> bool:
+    """An identity as :meth:`SourceIdentity.to_json` writes it."""
+    return isinstance(value, dict) and all(isinstance(value.get(k), int) and not isinstance(value.get(k), bool)
+                                           for k in ("size", "mtime_ns", "ctime_ns", "inode"))
+
+
 def _valid(record: dict) -> bool:
-    """Whether a record (of this version) holds what one holds, each field of its type."""
+    """Whether a record (of a version read) holds what one holds, each field of its type."""
     source, outputs = record.get("source"), record.get("outputs")
     return (isinstance(record.get("model"), str) and isinstance(record.get("options"), dict)
             and isinstance(source, dict) and _count(source.get("size")) and isinstance(source.get("mtime_ns"), int)
@@ -84,6 +107,7 @@ def _valid(record: dict) -> bool:
             and isinstance(outputs, list) and len(outputs) > 0
             and all(isinstance(o, dict) and _output_name(o.get("name")) and _count(o.get("size"))
                     and isinstance(o.get(DIGEST), str) and _SHA256.fullmatch(o[DIGEST]) is not None
+                    and (_IDENTITY not in o or _identity(o[_IDENTITY]))
                     for o in outputs))
 
 
@@ -120,12 +144,16 @@ def redo_lines(verdicts: Iterable[Resume]) -> list[str]:
 class ResumeLedger:
     """Records of completed videos, keyed by the same (possibly shortened) names as the outputs."""
 
-    def __init__(self, out: Path, model_digest: str, options: Mapping[str, object] | None = None) -> None:
+    def __init__(self, out: Path, model_digest: str, options: Mapping[str, object] | None = None, *,
+                 verify: bool = False) -> None:
+        """``verify``: hash every output against its recorded SHA-256, even one whose identity
+        (size, mtime, ctime, inode) is the recorded one."""
         if not model_digest:
             raise ValueError("the resume ledger needs the model's digest (ModelInfo.digest)")
         self.tree = OutTree(Path(out))
         self.model_digest = model_digest
         self.options = _canonical(options or {})
+        self.verify = verify
 
     def _record_parts(self, rel: str) -> tuple[str, ...]:
         stem = self.tree.stem(rel)
@@ -197,11 +225,24 @@ class ResumeLedger:
             return {}  # unreadable or not JSON: invalid
         if not isinstance(record, dict):
             return {}
-        if record.get("version") != _VERSION:
+        if record.get("version") not in _READABLE:
             return None  # an older framestream's record, or not ours: redo
         return record
 
+    def _unchanged(self, recorded: dict) -> bool:
+        """Whether the output is the regular file its record saw in place, by one ``lstat`` (no
+        open, no byte read). False when the record has no identity or ``verify`` asks for bytes."""
+        if self.verify or _IDENTITY not in recorded:
+            return False
+        try:
+            st = os.lstat(self.tree.out / recorded["name"])
+        except OSError:
+            return False
+        return stat.S_ISREG(st.st_mode) and SourceIdentity.of_stat(st) == SourceIdentity.from_json(recorded[_IDENTITY])
+
     def _verify(self, recorded: dict) -> str | None:
+        if self._unchanged(recorded):
+            return None  # untouched since its record was written: the recorded bytes, unread
         f = self.tree.open_regular(tuple(recorded["name"].split("/")))
         if f is None:
             return OUTPUT_MISSING
@@ -230,15 +271,45 @@ class ResumeLedger:
             except OSError as e:
                 raise OutputError(f"{display_rel(rel)} changed during the run ({e.strerror}); "
                                   "rerun to redo it") from e
-        data = json.dumps({
+        body = {
             "version": _VERSION,
             "model": self.model_digest,
             "options": self.options,
             "source": source.to_json(),
             "frames": frames,
             "outputs": [{"name": self._name(o.path), "size": o.size, DIGEST: o.sha256} for o in outputs],
-        }).encode()
-        return self.tree.stage_file(self._record_parts(rel), data)
+        }
+        staged = self.tree.stage_file(self._record_parts(rel), json.dumps(body).encode())
+        return _RecordStaged(staged.tree, staged.parts, staged.tmp, staged.output, body=body,
+                             outputs=tuple(o.path for o in outputs))
 
     def forget(self, rel: str) -> None:
         self.tree.remove(self._record_parts(rel))
+
+
+@dataclass
+class _RecordStaged(Staged):
+    """A record staged before its outputs are renamed into place (so a failure leaves the earlier
+    ones as they were) and completed at its commit, once they are: each output's identity in
+    place is written into the staged record, then it is renamed into place. The identity is
+    taken then because a rename moves a file's ctime. Without identities (a commit never made,
+    a crash) nothing is lost: a record without them has its outputs hashed."""
+
+    body: dict = field(default_factory=dict)
+    outputs: tuple[Path, ...] = ()
+
+    def commit(self) -> None:
+        with boundary(str(self.output.path), self.tree.out):
+            identities = [SourceIdentity.of_stat(os.lstat(p)) for p in self.outputs]
+            outputs = [{**o, _IDENTITY: i.to_json()} for o, i in zip(self.body["outputs"], identities)]
+            data = json.dumps({**self.body, "outputs": outputs}).encode()
+            d = self.tree.open_dir(self.parts[:-1], create=False)
+            try:
+                fd = os.open(self.tmp, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=d)
+            finally:
+                os.close(d)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        super().commit()

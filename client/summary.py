@@ -26,7 +26,8 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-from .errors import UsageError
+from .commandline import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Parser, configure_logging, exit_code, print_error
+from .errors import FramestreamError, UsageError
 from .outfiles import OutTree
 from .outlock import open_lock
 from .metrics import server_report
@@ -43,7 +44,7 @@ log = logging.getLogger("client.summary")
 __all__ = ["shard_summary_name", "read_shards", "merge", "merge_summaries", "merge_schedules", "merge_series",
            "merge_backends", "merge_server", "write_and_merge", "main"]
 
-EXIT_OK, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2
+EXIT_INCOMPLETE = EXIT_FAILED  # shards missing, or files failed or not processed
 _NAME = re.compile(r"summary\.shard-(\d+)-of-(\d+)\.json")
 _COUNTS = ("files", OK, ERROR, SKIPPED, NOT_PROCESSED, "resumed", "frames")
 
@@ -263,15 +264,8 @@ def write_and_merge(out: Path, shard: Shard, summary: RunSummary) -> Path | None
         return write_summary(out, merge_summaries(shards, shard.count))
 
 
-class _Parser(argparse.ArgumentParser):
-    """A usage mistake exits 1, as the other commands' do (2 means "incomplete")."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"error: {message} (see {self.prog} --help)\n")
-
-
 def _parser(prog: str) -> argparse.ArgumentParser:
-    p = _Parser(prog=prog, description="Merge OUT/summary.shard-I-of-N.json (written by "
+    p = Parser(prog=prog, description="Merge OUT/summary.shard-I-of-N.json (written by "
                                 "'--shard I/N' runs) into OUT/summary.json.", epilog=__doc__.split("\n\n")[-1])
     p.add_argument("out", type=Path, metavar="OUT", help="the output directory the shards share")
     return p
@@ -301,14 +295,14 @@ def _run(out: Path) -> int:
 
 def main(argv: list[str] | None = None, *, prog: str = "python -m client.summary") -> int:
     args = _parser(prog).parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    configure_logging()
     try:
         return _run(args.out)
-    except UsageError as e:
-        log.error("error: %s", e)
-        return EXIT_USAGE
-    except OSError as e:
-        log.error("error: cannot merge in %s: %s", args.out, e.strerror or e)
+    except FramestreamError as e:
+        print_error(e)
+        return exit_code(e)
+    except OSError as e:  # OUT unreadable, or the merged summary.json could not be written
+        print_error(f"cannot merge in {args.out}: {e.strerror or e}")
         return EXIT_USAGE
 
 

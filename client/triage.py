@@ -45,8 +45,10 @@ def triage(inputs: Inputs | Path, out: Path, sink: Sink, ledger: ResumeLedger, *
         reports[c.rel] = FileReport(c.rel, ERROR, error=reason)
     todo: list[Candidate] = []
     verdicts = []
+    if ledger.verify and not overwrite and found.videos:
+        log.info("--verify: reading every complete output to check it against its recorded SHA-256")
     for c in found.videos:
-        if overwrite:  # no need to read and hash earlier outputs
+        if overwrite:  # no need to check earlier outputs
             todo.append(c)
             continue
         outputs = sink.outputs(c.rel)

@@ -41,7 +41,7 @@ import client
 from client.contract import GRPC_PORT, HTTP_PORT, METRICS_PORT
 from client.errors import FramestreamError, UsageError
 from client.limits import check_int, check_port
-from client.wording import DefaultsHelpFormatter
+from client.commandline import EXIT_FAILED, EXIT_OK, Parser, configure_logging, exit_code, print_error
 
 from .model.paths import MODEL_NAME, MODEL_REPOSITORY, default_model_path
 from .model.repository import config_files, latest_model, stamp_model_dir
@@ -257,15 +257,15 @@ def _check_models(repository: Path | None) -> None:
     """framestream's model must be built before Triton can load it (other models are the user's)."""
     if repository is None:
         if not default_model_path().is_file():
-            raise ServerSetupError(f"{default_model_path()} is missing; "
-                                   "build it with 'python -m server_config.model build'")
+            raise UsageError(f"{default_model_path()} is missing; "
+                             "build it with 'python -m server_config.model build'")
         return
     if not repository.is_dir():
         raise UsageError(f"{repository}: no model repository there")
     model = repository / MODEL_NAME / "1" / "model.onnx"
     if (repository / MODEL_NAME).is_dir() and not model.is_file():
         out = "" if model.resolve() == default_model_path().resolve() else f" --out {model}"
-        raise ServerSetupError(f"{model} is missing; build it with 'python -m server_config.model build{out}'")
+        raise UsageError(f"{model} is missing; build it with 'python -m server_config.model build{out}'")
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -276,8 +276,8 @@ def _check_port_free(host: str, port: int) -> None:
             s.bind((host, port))
             s.listen(1)
         except OSError as e:
-            raise ServerSetupError(f"port {port} on {host} is in use ({e.strerror}); choose others with "
-                                   "--grpc-port/--http-port/--metrics-port") from e
+            raise UsageError(f"port {port} on {host} is in use ({e.strerror}); choose others with "
+                             "--grpc-port/--http-port/--metrics-port") from e
 
 
 def _backend_dir(triton_root: Path, workdir: Path) -> Path:
@@ -384,8 +384,10 @@ def _pool(text: str) -> tuple[int, int]:
 
 
 def parser(prog: str = "python -m server_config.local") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0],
-                                formatter_class=DefaultsHelpFormatter)
+    p = Parser(prog=prog, description=__doc__.splitlines()[0],
+               epilog="Exit codes: 0 stopped by Ctrl-C or SIGTERM (how a server is meant to stop), or --prepare "
+               "done; 1 usage error (an option, the model repository, a missing model, a port in use); "
+               "2 the environment could not be prepared or tritonserver failed to start or exited.")
     p.add_argument("--model-repository", type=Path, default=None,
                    help="the repository to serve; None: framestream's configs with the default model")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 inside a container)")
@@ -412,27 +414,29 @@ def parser(prog: str = "python -m server_config.local") -> argparse.ArgumentPars
 
 
 def main(argv: list[str] | None = None, *, prog: str = "python -m server_config.local") -> int:
+    """The command line; returns its exit code (:mod:`client.commandline`; a signal is the normal
+    stop here, so it ends with 0 once the server has stopped)."""
     args = parser(prog).parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    configure_logging()
     if args.requirements:
         print(REQUIREMENTS.read_text(), end="")
-        return 0
+        return EXIT_OK
     if args.prepare or args.wheelhouse is not None:
         try:
             server = prepared_environment(args.wheelhouse)
         except FramestreamError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
+            print_error(e)
+            return exit_code(e)
         if args.prepare:
             log.info("the local Triton's environment is ready: %s", server.path)
-            return 0
+            return EXIT_OK
     try:  # a port out of range is one line, exit 1 (not bind()'s OverflowError)
         for option in ("--grpc-port", "--http-port", "--metrics-port"):
             check_port(option, getattr(args, option[2:].replace("-", "_")))
         check_int("--instances", args.instances, 1)
     except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        print_error(e)
+        return exit_code(e)
     config = LocalServerConfig(model_repository=args.model_repository, host=args.host, grpc_port=args.grpc_port,
                                http_port=args.http_port, metrics_port=args.metrics_port, instances=args.instances,
                                config_name=args.model_config_name, gpu_metrics=args.gpu_metrics,
@@ -449,20 +453,20 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m server_config.
     try:
         server.start()
     except FramestreamError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        print_error(e)
+        return exit_code(e)
     try:
         log.info("Triton ready: gRPC %s, HTTP %s:%d, metrics %s (Ctrl-C stops it)",
                  config.grpc_url, config.host, config.http_port, config.metrics_url)
         while not stop["now"] and server.process.poll() is None:
             time.sleep(0.2)
         if not stop["now"]:
-            print(f"error: tritonserver exited with code {server.process.returncode}", file=sys.stderr)
-            return 1
+            print_error(f"tritonserver exited with code {server.process.returncode}")
+            return EXIT_FAILED
     finally:
         server.stop()
     log.info("Triton stopped")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

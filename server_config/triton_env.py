@@ -24,7 +24,7 @@ import venv
 from dataclasses import dataclass
 from pathlib import Path
 
-from client.errors import FramestreamError
+from client.errors import FramestreamError, UsageError
 
 from .model.paths import framestream_home
 
@@ -78,11 +78,11 @@ class TritonEnv:
         """Create the venv and install ``triton-env.txt`` into it (once: a ready one is kept
         unless ``force``). Concurrent callers wait for each other on a lock file."""
         if wheelhouse is not None and not wheelhouse.is_dir():
-            raise TritonEnvError(f"--wheelhouse {wheelhouse}: no such folder")
+            raise UsageError(f"--wheelhouse {wheelhouse}: no such folder")
         if self.is_ready() and not force:  # without the lock: a ready one may sit in a read-only place
             return self
         if self.path.exists() and any(self.path.iterdir()) and not (self.path / "pyvenv.cfg").is_file():
-            raise TritonEnvError(f"{self.path} is not empty and not a venv; name another folder in ${ENV_VAR}")
+            raise UsageError(f"{self.path} is not empty and not a venv; name another folder in ${ENV_VAR}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path.parent / f".{self.path.name}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -102,7 +102,9 @@ class TritonEnv:
             if done.returncode != 0:
                 shutil.rmtree(self.path, ignore_errors=True)
                 said = [l for l in done.stderr.splitlines() if l.startswith("ERROR")] or done.stderr.splitlines()
-                raise TritonEnvError(
+                # a wheelhouse given that lacks wheels is the command line's (exit 1); a failed
+                # download from the index is the work's (exit 2): client/commandline.py
+                raise (UsageError if wheelhouse is not None else TritonEnvError)(
                     f"could not install the local Triton's environment ({(said or ['pip failed'])[-1].strip()}); "
                     "without an index, make a wheelhouse where one answers (python -m server_config.local "
                     "--requirements > req.txt && pip download -d WHEELS -r req.txt) and run "

@@ -145,8 +145,9 @@ def test_a_bad_config_name_or_pool_size_is_one_usage_line() -> None:
     for argv in (["--model-config-name", "tpu"], ["--cuda-memory-pool-byte-size", "0:lots"],
                  ["--cuda-memory-pool-byte-size", "-1:10"]):
         result = local(*argv)
-        assert result.returncode == 2 and "Traceback" not in result.stderr
-        assert result.stderr.strip().splitlines()[-1].startswith("python -m server_config.local: error:")
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and len(lines) == 1, result.stderr
+        assert lines[0].startswith("error: ") and "(see python -m server_config.local --help)" in lines[0]
 
 
 def test_instances_go_into_the_served_config_alone(tmp_path: Path, model_path: Path) -> None:
@@ -192,6 +193,7 @@ def test_the_gpu_config_on_a_machine_without_a_gpu_is_refused_in_one_line_naming
     grpc, http, metrics = free_ports(3)
     result = local("--model-repository", str(repo), "--model-config-name", "gpu", "--grpc-port", str(grpc),
                    "--http-port", str(http), "--metrics-port", str(metrics))
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    # tritonserver was started and failed to load the model: work failed (client/commandline.py)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
     (line,) = [l for l in result.stderr.splitlines() if l.startswith("error:")]
     assert "failed to load 'yolo'" in line and "KIND_GPU" in line

@@ -75,7 +75,7 @@ def _odd_layout_model() -> onnx.ModelProto:
         ("unwritable", "cannot write"),
     ],
 )
-def test_bad_input_gives_one_error_line_exit_2_and_writes_nothing(tmp_path: Path, case: str, message: str) -> None:
+def test_bad_input_gives_one_error_line_exit_1_and_writes_nothing(tmp_path: Path, case: str, message: str) -> None:
     src = tmp_path / "src"
     src.mkdir()
     export = src / "export.onnx"
@@ -95,7 +95,7 @@ def test_bad_input_gives_one_error_line_exit_2_and_writes_nothing(tmp_path: Path
         out = blocker / "model.onnx"  # a path under a regular file: unwritable even for root
     args = ("wrap", str(export), "--out", str(out))
     result = cli(*args)
-    assert result.returncode == 2
+    assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert "Traceback" not in result.stderr
@@ -104,7 +104,7 @@ def test_bad_input_gives_one_error_line_exit_2_and_writes_nothing(tmp_path: Path
 
 def test_build_rejects_an_image_size_that_is_not_a_multiple_of_32(tmp_path: Path) -> None:
     result = cli("build", "--imgsz", "100", "--out", str(tmp_path / "m.onnx"))
-    assert result.returncode == 2 and "multiple of 32" in result.stderr
+    assert result.returncode == 1 and "multiple of 32" in result.stderr
     assert not list(tmp_path.iterdir())
 
 
@@ -118,7 +118,7 @@ def test_an_existing_model_is_replaced_only_with_force(tmp_path: Path, command: 
     out.write_bytes(b"a user's wrapped, trained model")
     args = ("build", "--imgsz", "320") if command == "build" else ("wrap", str(export))
     refused = cli(*args, "--out", str(out))
-    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
     lines = refused.stderr.strip().splitlines()
     assert len(lines) == 1 and "already exists" in lines[0] and "--force" in lines[0]
     assert out.read_bytes() == b"a user's wrapped, trained model" and [p.name for p in out_dir.iterdir()] == ["model.onnx"]

@@ -138,12 +138,12 @@ def test_anything_but_the_untrained_default_still_needs_force(export: tuple[str,
     local.write_bytes((served[1] / "detector.onnx").read_bytes())
     for args in (("fetch", "--url", url, "--sha256", sha), ("wrap", str(local))):  # a trained default: kept
         done = model_cli(home, *args)
-        assert done.returncode == 2 and "already exists; pass --force" in one_error_line(done)
+        assert done.returncode == 1 and "already exists; pass --force" in one_error_line(done)
         assert (home / "model.onnx").read_bytes() == before
     elsewhere = tmp_path / "elsewhere.onnx"  # an untrained model, but not the default: kept too
     assert model_cli(home, "build", "--imgsz", "320", "--out", str(elsewhere)).returncode == 0
     done = model_cli(home, "wrap", str(local), "--out", str(elsewhere))
-    assert done.returncode == 2 and "already exists; pass --force" in one_error_line(done)
+    assert done.returncode == 1 and "already exists; pass --force" in one_error_line(done)
     assert "framestream_untrained" in metadata(elsewhere)
     done = model_cli(home, "fetch", "--url", url, "--sha256", sha, "--force")
     assert done.returncode == 0, done.stderr
@@ -184,15 +184,18 @@ def test_a_registry_name_states_its_licence_and_its_pinned_checksum_decides_on_a
     assert leftovers(home) == [] and not (home / "model.onnx").exists()
 
 
-@pytest.mark.parametrize("path, expected", [("/missing.onnx", "HTTP 404"), ("/not-a-model.onnx", "not a valid ONNX")])
+@pytest.mark.parametrize("path, expected, code", [
+    ("/missing.onnx", "HTTP 404", 2),  # the download failed: work failed
+    ("/not-a-model.onnx", "not a valid ONNX", 1),  # the file named (URL and SHA-256) is no model: usage
+])
 def test_an_http_error_or_a_file_that_is_no_model_is_one_line(served: tuple[str, Path], tmp_path: Path, path: str,
-                                                              expected: str) -> None:
+                                                              expected: str, code: int) -> None:
     url, root = served
     (root / "not-a-model.onnx").write_bytes(b"<html>a login page</html>")
     sha = hashlib.sha256(b"<html>a login page</html>").hexdigest()
     home = tmp_path / "home"
     done = model_cli(home, "fetch", "--url", url + path, "--sha256", sha)
-    assert done.returncode == 2 and expected in one_error_line(done)
+    assert done.returncode == code and expected in one_error_line(done)
     assert leftovers(home) == [] and not (home / "model.onnx").exists()
 
 
@@ -215,5 +218,5 @@ def test_nothing_listening_is_one_line(tmp_path: Path) -> None:
 ])
 def test_usage_mistakes_are_one_line_before_anything_is_downloaded(tmp_path: Path, args, expected: str) -> None:
     done = model_cli(tmp_path / "home", "fetch", *args)
-    assert done.returncode == 2 and expected in one_error_line(done)
+    assert done.returncode == 1 and expected in one_error_line(done)
     assert not (tmp_path / "home").exists()

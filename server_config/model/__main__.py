@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from client.contract import DEFAULT_IMGSZ, DETECTIONS, NMS, NmsSettings
+from client.commandline import EXIT_OK, Parser, configure_logging, exit_code, print_error, signals_interrupt
 from client.errors import FramestreamError, UsageError
 
 from .fetch import REGISTRY
@@ -31,8 +32,8 @@ log = logging.getLogger("server_config.model")
 
 
 def _parser(prog: str = "python -m server_config.model") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    p = Parser(prog=prog, description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)  # its parsers are Parsers too: a mistake exits 1
     b = sub.add_parser("build", help="build YOLOv8 (untrained, seeded weights) in the contract")
     b.add_argument("--size", default="n", choices=["n", "s", "m"], help="model scale (default: n)")
     b.add_argument("--imgsz", type=int, default=DEFAULT_IMGSZ, help="model size, long side limit (default: 640)")
@@ -78,18 +79,30 @@ def _parser(prog: str = "python -m server_config.model") -> argparse.ArgumentPar
     return p
 
 
-def main(argv: list[str] | None = None, *, prog: str = "python -m server_config.model") -> int:
+def main(argv: list[str] | None = None, *, prog: str = "python -m server_config.model",
+         signals: bool | None = None) -> int:
+    """The command line; returns its exit code (:mod:`client.commandline`: 1 when the command line,
+    a path or a model cannot be used as given, 2 when a download or a quantisation failed, 128 + N
+    on signal N). ``signals`` (default: as the program, ``argv`` None): whether Ctrl-C, SIGTERM and
+    SIGHUP end it with one line; the model is written atomically, so nothing half-written is left."""
+    listen = argv is None if signals is None else signals
     args = _parser(prog).parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    configure_logging()
     try:
-        if args.command == "stamp":
-            _stamp(args.model_dir)
-        else:
-            _write(args)
+        with signals_interrupt(listen):
+            if args.command == "stamp":
+                _stamp(args.model_dir)
+            else:
+                _write(args)
     except FramestreamError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        print_error(e)
+        return exit_code(e)
+    except KeyboardInterrupt as e:
+        if not listen:
+            raise
+        print_error("interrupted; no model file was left half-written")
+        return exit_code(e)
+    return EXIT_OK
 
 
 def _write(args: argparse.Namespace) -> None:

@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 import onnx
 
-from client.errors import ModelError, UsageError
+from client.errors import ModelError, QuantizationError, UsageError
 
 from .agreement import Agreement, agreement
 from .quantize import (DEFAULT_CHECK_FRAMES, DEFAULT_FRAMES, DEFAULT_MIN_F1, QuantizeSettings, Quantizer,
@@ -188,7 +188,7 @@ class _Search:
                      k, len(pool), full.f1, full.frames)
             if full.f1 >= self.min_f1:
                 return model, full, kept, len(pool)
-        raise ModelError(f"not written: no mix of INT8 and float convolutions short of the whole float model "
+        raise QuantizationError(f"not written: no mix of INT8 and float convolutions short of the whole float model "
                          f"reached --min-f1 {self.min_f1:g} on the {self.checks.total} check frames; "
                          "lower --min-f1, or keep the float model")
 
@@ -201,14 +201,14 @@ class _Search:
         """Stops when even the most float mix that still has INT8 work misses the gate early."""
         hint = "lower --min-f1, or keep the float model"
         if len(ranking) < 2:
-            raise ModelError(f"stopped early: INT8 misses --min-f1 {self.min_f1:g} and the model has "
+            raise QuantizationError(f"stopped early: INT8 misses --min-f1 {self.min_f1:g} and the model has "
                              f"{len(ranking)} convolution to trade for float; {hint}")
         most_float = self.checks.on_early(self._session(self._build(ranking[:-1], len(ranking))),
                                           f"{len(ranking) - 1} of {len(ranking)} convolutions float, early frames")
         log.info("quantize: with all but one of %d convolutions float: F1 %.3f on %d early check frames",
                  len(ranking), most_float.f1, most_float.frames)
         if most_float.f1 < self.min_f1:
-            raise ModelError(f"stopped early: even with {len(ranking) - 1} of the {len(ranking)} quantisable "
+            raise QuantizationError(f"stopped early: even with {len(ranking) - 1} of the {len(ranking)} quantisable "
                              f"convolutions kept float, F1 {most_float.f1:.3f} on {most_float.frames} of the "
                              f"{self.checks.total} check frames is below --min-f1 {self.min_f1:g}: "
                              f"no INT8 model can hold this gate; {hint}")

@@ -28,7 +28,7 @@ from typing import TextIO
 import onnx
 
 from client.contract import NMS, NmsSettings
-from client.errors import ModelError, UsageError
+from client.errors import DownloadError, ModelError, UsageError
 
 log = logging.getLogger("server_config.model")
 
@@ -139,7 +139,7 @@ def _size(n: int) -> str:
 def download(source: Source, dest_dir: Path, *, stream: TextIO = sys.stderr) -> Path:
     """Download ``source`` into a temporary file in ``dest_dir`` (the output's folder, so the
     wrapped model's rename stays on one file system), checked; the caller removes it. Any
-    failure removes it first and raises a one-line UsageError or ModelError."""
+    failure removes it first and raises a one-line UsageError (where it cannot write) or DownloadError."""
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=".fetch.", suffix=".onnx.part", dir=dest_dir)
@@ -150,10 +150,10 @@ def download(source: Source, dest_dir: Path, *, stream: TextIO = sys.stderr) -> 
         with os.fdopen(fd, "wb") as f:
             digest, size = _copy(source, f, stream)
         if source.exact_size is not None and size != source.exact_size:
-            raise ModelError(f"{source.url}: got {size} bytes, the published file has {source.exact_size}; "
+            raise DownloadError(f"{source.url}: got {size} bytes, the published file has {source.exact_size}; "
                              "nothing was written")
         if digest != source.sha256:
-            raise ModelError(f"{source.url}: SHA-256 {digest} is not the expected {source.sha256}; "
+            raise DownloadError(f"{source.url}: SHA-256 {digest} is not the expected {source.sha256}; "
                              "the file is not the one published (nothing was written)")
         return tmp
     except BaseException:
@@ -169,30 +169,30 @@ def _copy(source: Source, f, stream: TextIO) -> tuple[str, int]:
             declared = response.headers.get("Content-Length")
             total = int(declared) if declared and declared.isdigit() else source.exact_size
             if total is not None and total > source.max_bytes:
-                raise ModelError(f"{source.url}: {total} bytes, more than the {source.max_bytes} expected; "
+                raise DownloadError(f"{source.url}: {total} bytes, more than the {source.max_bytes} expected; "
                                  "nothing was written")
             if declared and source.exact_size is not None and total != source.exact_size:
-                raise ModelError(f"{source.url}: {total} bytes, the published file has {source.exact_size}; "
+                raise DownloadError(f"{source.url}: {total} bytes, the published file has {source.exact_size}; "
                                  "nothing was written")
             progress = _Progress(source.label, total, stream)
             while chunk := response.read(_CHUNK):
                 size += len(chunk)
                 if size > source.max_bytes:
-                    raise ModelError(f"{source.url}: more than the {source.max_bytes} bytes expected; "
+                    raise DownloadError(f"{source.url}: more than the {source.max_bytes} bytes expected; "
                                      "nothing was written")
                 h.update(chunk)
                 f.write(chunk)
                 progress.update(size)
             progress.update(size, final=True)
     except urllib.error.HTTPError as e:
-        raise UsageError(f"cannot download {source.url}: HTTP {e.code} {e.reason}; "
+        raise DownloadError(f"cannot download {source.url}: HTTP {e.code} {e.reason}; "
                          "check the URL, or fetch from a mirror with --url") from e
     except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
         reason = getattr(e, "reason", e)
-        raise UsageError(f"cannot download {source.url}: {reason}; check the network or proxy "
+        raise DownloadError(f"cannot download {source.url}: {reason}; check the network or proxy "
                          "(HTTPS_PROXY), or fetch from a mirror with --url") from e
     except OSError as e:
-        raise UsageError(f"cannot download {source.url}: {e.strerror or e}") from e
+        raise DownloadError(f"cannot download {source.url}: {e.strerror or e}") from e
     return h.hexdigest(), size
 
 
