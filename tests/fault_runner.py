@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from client import bulk
+from client import backends, bulk
 
 
 class Delegating:
@@ -62,8 +62,8 @@ class SlowAfterFirstComplete(Delegating):
 def main(argv: list[str]) -> int:
     ready, delay_s, rest = Path(argv[0]), float(argv[1]), argv[3:]
     out = Path(rest[rest.index("--out") + 1])
-    make_backend = bulk.make_backend
-    bulk.make_backend = lambda *a, **k: SlowAfterFirstComplete(make_backend(*a, **k), out, ready, delay_s)
+    make_backend = backends.make_backend
+    backends.make_backend = lambda *a, **k: SlowAfterFirstComplete(make_backend(*a, **k), out, ready, delay_s)
     return bulk.main(rest, signals=True)  # stands in for the program: takes the signals as it does
 
 
