@@ -28,7 +28,7 @@ from .bulk_run import Interrupts
 from .contract import METRICS_PORT, MODEL_NAME
 from .errors import FramestreamError, Interrupted, UsageError
 from .filters import DetectionFilter, FilteredSink, make_filter
-from .inputs import Inputs, resolve_inputs
+from .inputs import resolve_inputs
 from .model_file import check_model_file, is_untrained, resolve_model
 from .options import RAY_AND_SHARD, BulkOptions
 from .outfiles import display_rel
@@ -191,11 +191,12 @@ def _options(args: argparse.Namespace, environ: Mapping[str, str] | None = None)
     return replace(options, shard=resolve_shard(args.shard, os.environ if environ is None else environ))
 
 
-def _check_some_video(inputs: Inputs, options: BulkOptions) -> None:
+def _check_some_video(options: BulkOptions) -> None:
     """A run with no video to read is refused before anything is written (exit 1, as a glob
     that matches nothing): it did nothing, and must not end as a success with an empty table."""
     from .discovery import has_video
 
+    inputs = options.inputs
     if has_video(inputs.root, dirs=inputs.dirs, files=inputs.files, follow_links=options.follow_links,
                  exclude=options.out):
         return
@@ -248,7 +249,7 @@ def _run(args: argparse.Namespace, argv: list[str], interrupts: Interrupts, held
     inputs, shard = opts.inputs, opts.shard
     if opts.model is not None and opts.embedded:
         check_model_file(opts.model)  # a wrong option is said first, as before the inputs are searched
-    _check_some_video(inputs, opts)  # before the default model is built: a refused run writes nothing
+    _check_some_video(opts)  # before the default model is built: a refused run writes nothing
     model_path = resolve_model(opts.model, build=opts.embedded)
     if opts.format == "parquet":
         make_sink(opts.format, opts.out)  # pyarrow is there (or one line says how to install it)
