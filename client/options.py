@@ -2,10 +2,10 @@
 
 The command line (:mod:`client.bulk`) parses its arguments and builds one of these; from there
 on the run, the backend set-up (:mod:`client.backends`) and every Ray node (it is pickled to
-them) read this frozen type, never an ``argparse.Namespace``. Every check that needs no model, GPU or server is made here, so a
-mistake is one line (exit 1, :class:`~client.errors.UsageError`) before anything is written;
-a program may build one itself, checked the same way. The numbers' bounds and their reasons
-are :mod:`client.limits`'.
+them) read this frozen type, never the parser's raw namespace. Every check that needs no model,
+GPU or server is made here, so a mistake is one line (exit 1, :class:`~client.errors.UsageError`)
+before anything is written; a program may build one itself, checked the same way. The numbers'
+bounds and their reasons are :mod:`client.limits`'.
 """
 
 from __future__ import annotations
