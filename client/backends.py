@@ -10,6 +10,7 @@ test wraps to inject a fault into the backend a run uses: replace ``client.backe
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import defaults
@@ -22,7 +23,17 @@ from .wording import counted
 
 log = logging.getLogger(__name__)
 
-__all__ = ["use_gpu", "gpu_devices", "worker_count", "thread_budget", "pipeline_config", "make_backend"]
+__all__ = ["LocalBackend", "use_gpu", "gpu_devices", "worker_count", "thread_budget", "pipeline_config", "make_backend",
+           "start_local"]
+
+@dataclass(frozen=True)
+class LocalBackend:
+    """A machine's backend and how the run uses it there: its pipeline, its thread budget."""
+
+    backend: Backend
+    config: PipelineConfig
+    budget: ThreadBudget
+
 
 # Where the NVIDIA driver lists the GPUs it drives (one folder each), and its first device node.
 _NVIDIA_GPUS, _NVIDIA_DEVICE = Path("/proc/driver/nvidia/gpus"), Path("/dev/nvidia0")
@@ -128,3 +139,14 @@ def make_backend(options: BulkOptions, model_path: Path | None, gpu: bool, *, se
              options.model_name, triton.model.source, triton.model.digest[:12], counted(triton.lanes, "request"),
              f"{triton.shm} shared memory" if triton.shm else "the gRPC payload")
     return triton
+
+
+def start_local(options: BulkOptions, model_path: Path | None, gpu: bool, device: int = 0) -> LocalBackend:
+    """This machine's set-up, the same for a local run (GPU ``device``) and a Ray node's worker
+    (the GPU Ray gave it, 0): decoders, the CPU budget, the backend (through :func:`make_backend`,
+    looked up at call time: the seam tests wrap) and the pipeline's configuration."""
+    workers = worker_count(options, gpu, device)
+    budget = thread_budget(options, gpu, workers)  # this machine's CPUs (affinity, cgroup)
+    backend = make_backend(options, model_path, gpu, sessions=budget.sessions or options.sessions, device=device)
+    return LocalBackend(backend, pipeline_config(options, gpu=gpu, workers=workers, device=device, budget=budget),
+                        budget)

@@ -28,6 +28,7 @@ from .bulk_run import Interrupts
 from .contract import METRICS_PORT, MODEL_NAME
 from .errors import FramestreamError, Interrupted, UsageError
 from .filters import DetectionFilter, FilteredSink, make_filter
+from .infer import Backend
 from .inputs import resolve_inputs
 from .model_file import check_model_file, is_untrained, resolve_model
 from .options import RAY_AND_SHARD, BulkOptions
@@ -37,7 +38,8 @@ from .report import OK, SKIPPED, detections_line, print_schedule, print_table, t
 from .shards import Shard, resolve_shard
 from .summary import shard_summary_name, write_and_merge
 from .terminal import EscapingFormatter, StatusLineHandler, TolerantStream
-from .sinks import FORMATS, PARQUET_COLUMNS
+from .sinks import FORMATS, PARQUET_COLUMNS, Sink
+from .threads import ThreadBudget
 from .tracking import TRACKERS, TrackOptions, TrackedSink
 from .wording import DefaultsHelpFormatter
 
@@ -201,7 +203,8 @@ def _check_some_video(options: BulkOptions) -> None:
                  exclude=options.out):
         return
     if inputs.files or len(inputs.dirs) != 1 or options.from_list is not None:
-        where = f"the {inputs.describe()}" + (f" (--from-list {options.from_list})" if options.from_list is not None else "")
+        listed = f" (--from-list {options.from_list})" if options.from_list is not None else ""
+        where = f"the {inputs.describe()}{listed}"
     else:
         where = str(inputs.dirs[0])
     looked = ("looked at every file below, recursively, by content whatever its name; hidden ones aside"
@@ -243,23 +246,17 @@ def _run(args: argparse.Namespace, argv: list[str], interrupts: Interrupts, held
     from .metrics import scrape, scrape_after, server_report
     from .resume import ResumeLedger
     from .bulk_run import RunOptions, run_bulk
-    from .sinks import make_sink
 
     opts = _options(args)
     inputs, shard = opts.inputs, opts.shard
-    if opts.model is not None and opts.embedded:
-        check_model_file(opts.model)  # a wrong option is said first, as before the inputs are searched
-    _check_some_video(opts)  # before the default model is built: a refused run writes nothing
-    model_path = resolve_model(opts.model, build=opts.embedded)
-    if opts.format == "parquet":
-        make_sink(opts.format, opts.out)  # pyarrow is there (or one line says how to install it)
-    budget = None
+    model_path = _checked_model(opts)
     if opts.ray is not None:  # a worker per node, each with its node's backend and thread budget
         from .ray_run import connect, run_on_ray
 
         backend = connect(opts, model_path)
-        gpu, why, devices = backend.gpu, f"chosen on each Ray node by --device {opts.device}", [0]
-        workers = backends.worker_count(opts, gpu, device=None)  # the GPUs are the nodes'
+        gpu, why, budget = backend.gpu, f"chosen on each Ray node by --device {opts.device}", None
+        config = backends.pipeline_config(opts, gpu=gpu, workers=backends.worker_count(opts, gpu, device=None),
+                                          device=0, budget=None)  # the driver's: each node has its own
     else:
         gpu, why = backends.use_gpu(opts)
         devices = backends.gpu_devices(opts, gpu)
@@ -268,35 +265,13 @@ def _run(args: argparse.Namespace, argv: list[str], interrupts: Interrupts, held
 
             log.info("device: gpu (%s); %d GPUs, one process each: %s", why, len(devices), ", ".join(map(str, devices)))
             return run_per_device(argv, devices, shard)
-        workers = backends.worker_count(opts, gpu, devices[0])
-        budget = backends.thread_budget(opts, gpu, workers)
-        backend = backends.make_backend(opts, model_path, gpu, sessions=budget.sessions or opts.sessions,
-                                        device=devices[0])
+        local = backends.start_local(opts, model_path, gpu, devices[0])
+        backend, config, budget = local.backend, local.config, local.budget
     if inputs.files or len(inputs.dirs) > 1:
         log.info("inputs: %s (outputs are named relative to it)", inputs.describe())
-    try:
-        keep = make_filter(opts.classes, opts.conf, backend.model, served=opts.server is not None)
-        sink = make_sink(opts.format, opts.out, names=backend.model.names)
-        if opts.track is not None:  # inside the filter below: only the kept detections are tracked
-            sink = TrackedSink(sink, TrackOptions(opts.track))
-    except UsageError:
-        backend.close()
-        raise
-    if keep.active:
-        sink = FilteredSink(sink, keep)
-        log.info("keeping %s", _describe_filter(keep, backend.model.names))
-    log.info("device: %s (%s)", "gpu" if gpu else "cpu", why)  # after the start-up checks passed
+    sink, keep = _outputs(opts, backend)
     untrained = is_untrained(model_path, backend)
-    if untrained:  # said at the start and again at the end, where the count of nothing found is
-        from server_config.model.untrained import untrained_notice
-
-        log.warning("warning: %s", untrained_notice())
-    if budget is not None:
-        log.info("%s", budget.describe())
-    if not gpu:
-        from .decode.pyav_source import resize_method
-
-        log.info("letterbox: %s", resize_method())
+    _say_set_up(gpu, why, budget, untrained)
     metrics_url = opts.metrics_url or (
         f"http://{opts.server.rsplit(':', 1)[0]}:{METRICS_PORT}/metrics" if opts.server and not opts.ray else None)
     try:
@@ -305,7 +280,6 @@ def _run(args: argparse.Namespace, argv: list[str], interrupts: Interrupts, held
         except OSError as e:
             raise UsageError(f"cannot create {opts.out}: {e.strerror}") from e
         held.enter_context(hold_out(opts.out, shard))  # one run per OUT; OUT writable, before any decoding
-        config = backends.pipeline_config(opts, gpu=gpu, workers=workers, device=devices[0], budget=budget)
         options = {"sampling": opts.sampling.describe(), "square": opts.square, "format": opts.format, **keep.options(),
                    **({"track": TrackOptions(opts.track).describe()} if opts.track is not None else {})}
         if opts.format == "parquet":
@@ -386,6 +360,54 @@ def _run(args: argparse.Namespace, argv: list[str], interrupts: Interrupts, held
         return interrupts.exit_code
     complete = written and all(f.status in (OK, SKIPPED) for f in files)
     return EXIT_OK if complete else EXIT_FAILED
+
+
+def _checked_model(opts: BulkOptions) -> Path | None:
+    """The last checks before anything is set up, in the order a person meets them; the model
+    file the run loads (built at the default place if missing; None with --server)."""
+    if opts.model is not None and opts.embedded:
+        check_model_file(opts.model)  # a wrong option is said first, as before the inputs are searched
+    _check_some_video(opts)  # before the default model is built: a refused run writes nothing
+    model_path = resolve_model(opts.model, build=opts.embedded)
+    if opts.format == "parquet":
+        from .sinks import make_sink
+
+        make_sink(opts.format, opts.out)  # pyarrow is there (or one line says how to install it)
+    return model_path
+
+
+def _outputs(opts: BulkOptions, backend: Backend) -> tuple[Sink, DetectionFilter]:
+    """The run's sink, wrapped by --track and the --classes/--conf filter (which it returns too);
+    a refused option closes the backend before its one line."""
+    from .sinks import make_sink
+
+    try:
+        keep = make_filter(opts.classes, opts.conf, backend.model, served=not opts.embedded)
+        sink = make_sink(opts.format, opts.out, names=backend.model.names)
+        if opts.track is not None:  # inside the filter below: only the kept detections are tracked
+            sink = TrackedSink(sink, TrackOptions(opts.track))
+    except UsageError:
+        backend.close()
+        raise
+    if keep.active:
+        sink = FilteredSink(sink, keep)
+        log.info("keeping %s", _describe_filter(keep, backend.model.names))
+    return sink, keep
+
+
+def _say_set_up(gpu: bool, why: str, budget: ThreadBudget | None, untrained: bool) -> None:
+    """The start-up lines, once every check has passed."""
+    log.info("device: %s (%s)", "gpu" if gpu else "cpu", why)
+    if untrained:  # said at the start and again at the end, where the count of nothing found is
+        from server_config.model.untrained import untrained_notice
+
+        log.warning("warning: %s", untrained_notice())
+    if budget is not None:
+        log.info("%s", budget.describe())
+    if not gpu:
+        from .decode.pyav_source import resize_method
+
+        log.info("letterbox: %s", resize_method())
 
 
 def _write_summary(out: Path, summary: dict[str, object], shard: Shard | None) -> None:

@@ -92,10 +92,8 @@ class NodeWorker:
         from .jobs import gpu_letterbox
 
         self.gpu, _ = backends.use_gpu(options)
-        workers = backends.worker_count(options, self.gpu)  # this node's GPU 0 (Ray gave it one) or CPU
-        budget = backends.thread_budget(options, self.gpu, workers)  # this node's CPUs (affinity, cgroup), not the driver's
-        self.backend = backends.make_backend(options, model_path, self.gpu, sessions=budget.sessions or options.sessions)
-        self.config = backends.pipeline_config(options, gpu=self.gpu, workers=workers, device=0, budget=budget)
+        local = backends.start_local(options, model_path, self.gpu)  # this node's GPU (Ray gave it one) and CPUs
+        self.backend, self.config = local.backend, local.config
         self._letterbox = gpu_letterbox() if self.gpu else None
         self.pipeline = Pipeline(self.backend, self.config)
         self.pipeline.start([], more=True)
