@@ -16,6 +16,7 @@ import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from . import backends
 from .contract import ModelInfo
 from .errors import FramestreamError
 from .jobs import make_job, split_maps
@@ -88,7 +89,6 @@ class NodeWorker:
             self._error = None
 
     def _start(self, options: BulkOptions, model_path: Path | None) -> None:
-        from . import backends
         from .jobs import gpu_letterbox
 
         self.gpu, _ = backends.use_gpu(options)
