@@ -3,7 +3,8 @@ process, with its backend slowed once the first video is complete, so a test can
 signal while files are in flight however fast the machine is.
 
 The slow-down is the only change: decoding, inference, outputs and signal handling are
-the real ones. ``OUT_READY`` is created when the slow-down starts (the test's event), and
+the real ones. It wraps the backend at the one seam for that, ``client.backends.make_backend``
+(the other runners and tests that inject a backend fault do the same). ``OUT_READY`` is created when the slow-down starts (the test's event), and
 ``OUT_READY.PID`` when it starts in this process (for tests that run several, one per device).
 """
 
