@@ -13,58 +13,45 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import signal
 import socket
 import sys
 import time
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
+from typing import Mapping
 
-from . import defaults, limits
+from . import backends, defaults, limits
 from .bulk_run import Interrupts
 from .contract import METRICS_PORT, MODEL_NAME
-from .decode import Sampling
-from .devices import parse_devices
 from .errors import FramestreamError, Interrupted, UsageError
 from .filters import DetectionFilter, FilteredSink, make_filter
-from .gpu.engines import gpu_workers
-from .inputs import Inputs, not_regular, resolve_inputs
-from .limits import ascii_digits, check_int, check_port, check_real
+from .infer import Backend
+from .inputs import resolve_inputs
+from .model_file import check_model_file, is_untrained, resolve_model
+from .options import RAY_AND_SHARD, BulkOptions
 from .outfiles import display_rel
 from .outlock import hold_out
-from .pipeline import PipelineConfig
 from .report import OK, SKIPPED, detections_line, print_schedule, print_table, totals
 from .run_summary import RunSummary, write_summary
 from .shards import Shard, resolve_shard
 from .summary import shard_summary_name, write_and_merge
-from .terminal import EscapingFormatter, StatusLineHandler, TolerantStream
-from .sinks import FORMATS, PARQUET_COLUMNS
+from .terminal import TolerantStream
+from .sinks import FORMATS, PARQUET_COLUMNS, Sink
+from .threads import ThreadBudget
 from .tracking import TRACKERS, TrackOptions, TrackedSink
-from .wording import DefaultsHelpFormatter, counted
+from .wording import DefaultsHelpFormatter
+from .commandline import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Parser, configure_logging
 
 log = logging.getLogger("client.bulk")
 
-EXIT_OK, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 130  # a signal: 128 + its number (143 SIGTERM, 129 SIGHUP)
 DEFAULT_OUT = Path("framestream-out")
 
 
-def _default_model() -> Path:
-    from server_config.model.paths import default_model_path
-
-    return default_model_path()
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake exits 1 (exit 2 means "some videos failed")."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"error: {message} (see {self.prog} --help)\n")
-
-
 def parser(prog: str = "python -m client.bulk") -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog=prog,
         description="Run a YOLO detector over every video under DIR (recursively), or over the video files, "
         "globs or --from-list paths given; write one OUT/<video>.jsonl per video and OUT/summary.json. "
@@ -171,123 +158,44 @@ def parser(prog: str = "python -m client.bulk") -> argparse.ArgumentParser:
     return p
 
 
-def _configure_logging(verbose: bool) -> None:
-    """Log lines to stderr, each on one line whatever names it quotes; a closed or broken
-    stderr silences them without failing the run (:mod:`client.terminal`)."""
-    handler = StatusLineHandler(TolerantStream(sys.stderr))  # above the live progress bar, never on it
-    handler.setFormatter(EscapingFormatter("%(levelname)s %(message)s" if verbose else "%(message)s"))
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
-    logging.captureWarnings(True)  # Python warnings too, one line each, through the same handler
-    for noisy in ("libav", "av"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-
-
-def _check_args(args: argparse.Namespace) -> tuple[Inputs, Shard | None]:
-    """Every option's check before anything starts; returns the inputs and the shard this run
-    is, if any. The numbers' bounds and their reasons are :mod:`client.limits`'."""
+def _options(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> BulkOptions:
+    """The parsed command line as :class:`BulkOptions`, every check made in the order it has
+    always been made (the inputs first); raises UsageError. ``environ``: where a Kubernetes or
+    Slurm shard is read from (default ``os.environ``)."""
     inputs = resolve_inputs(args.paths, args.from_list)
-    _check_numbers(args)
-    if args.server is not None:
-        _check_server(args.server)
-    parse_devices(args.devices)  # its form on any path; which GPUs exist is checked on the GPU path
-    if args.ray is not None and args.shard is not None:
-        raise UsageError("--ray and --shard are two ways to spread one run over machines: give one")
-    if args.ray is not None and args.devices is not None:
-        raise UsageError("--devices is for one machine: with --ray every GPU of every node gets its own worker")
-    return inputs, None if args.ray is not None else resolve_shard(args.shard, os.environ)
+    options = BulkOptions(
+        inputs=inputs, out=args.out, from_list=args.from_list, model=args.model, batch=args.batch,
+        every=args.every, fps=args.fps, keyframes=args.keyframes, classes=args.classes, track=args.track,
+        conf=args.conf, format=args.format, workers=args.workers, split=not args.no_split, sessions=args.sessions,
+        server=args.server, model_name=args.model_name, inflight=args.inflight, shm=args.shm,
+        retry_seconds=args.retry_seconds, metrics_url=args.metrics_url, devices=args.devices, device=args.device,
+        square=args.square, overwrite=args.overwrite, follow_links=args.follow_links,
+        metrics_port=args.metrics_port, metrics_addr=args.metrics_addr, ray=args.ray,
+        progress=False if args.no_progress else None, verify=args.verify)
+    if args.ray is not None:
+        if args.shard is not None:
+            raise UsageError(RAY_AND_SHARD)
+        return options  # the cluster spreads the run: no shard, whatever the environment says
+    return replace(options, shard=resolve_shard(args.shard, os.environ if environ is None else environ))
 
 
-def _check_some_video(inputs: Inputs, args: argparse.Namespace) -> None:
+def _check_some_video(options: BulkOptions) -> None:
     """A run with no video to read is refused before anything is written (exit 1, as a glob
     that matches nothing): it did nothing, and must not end as a success with an empty table."""
     from .discovery import has_video
 
-    if has_video(inputs.root, dirs=inputs.dirs, files=inputs.files, follow_links=args.follow_links,
-                 exclude=args.out):
+    inputs = options.inputs
+    if has_video(inputs.root, dirs=inputs.dirs, files=inputs.files, follow_links=options.follow_links,
+                 exclude=options.out):
         return
-    if inputs.files or len(inputs.dirs) != 1 or args.from_list is not None:
-        where = f"the {inputs.describe()}" + (f" (--from-list {args.from_list})" if args.from_list is not None else "")
+    if inputs.files or len(inputs.dirs) != 1 or options.from_list is not None:
+        listed = f" (--from-list {options.from_list})" if options.from_list is not None else ""
+        where = f"the {inputs.describe()}{listed}"
     else:
         where = str(inputs.dirs[0])
     looked = ("looked at every file below, recursively, by content whatever its name; hidden ones aside"
               if inputs.dirs else "each read by content: FFmpeg finds no video in any")
     raise UsageError(f"no videos found in {where} ({looked}); give the folder or files that hold the videos")
-
-
-def _is_untrained(model_path: Path | None, backend) -> bool:
-    """Whether the run's model is framestream's built-in untrained one (by the mark ``build``
-    writes in the file; a served model by the source ``build`` writes)."""
-    from server_config.model.untrained import is_untrained_file, is_untrained_source
-
-    return is_untrained_file(model_path) if model_path is not None else is_untrained_source(backend.model.source)
-
-
-def _check_numbers(args: argparse.Namespace) -> None:
-    """Each number option finite and within its bounds (documented in --help)."""
-    check_int("--batch", args.batch, 1, limits.MAX_BATCH, why="a batch's frames are held in memory at once")
-    check_int("--every", args.every, 1)
-    check_real("--fps", args.fps, low=0.0, low_open=True)
-    if args.conf is not None and not (math.isfinite(args.conf) and 0 <= args.conf < 1):
-        raise UsageError(f"--conf must be in [0, 1), got {args.conf:g}")
-    check_int("--workers", args.workers, 1, limits.MAX_WORKERS, why="decoders at once, each a thread of its own")
-    if args.sessions is not None:
-        from .threads import usable_cpus
-
-        cpus = usable_cpus()
-        check_int("--sessions", args.sessions, 1, max(cpus.cpus, 1),
-                  why=f"each holds a copy of the model and runs one thread; here: {cpus.describe()}")
-    check_int("--inflight", args.inflight, 1, limits.MAX_INFLIGHT, why="each request has its own connection and buffer")
-    check_real("--retry-seconds", args.retry_seconds, low=0.0, high=limits.MAX_RETRY_S)
-    check_port("--metrics-port", args.metrics_port)
-
-
-def _check_server(server: str) -> None:
-    """--server HOST:PORT, with PORT a TCP port (an IPv6 host in brackets: [::1]:8001)."""
-    host, sep, port = server.rpartition(":")
-    if not sep or not host or not ascii_digits(port):
-        raise UsageError(f"--server takes HOST:PORT, got {server!r}")
-    check_port("--server's PORT", int(port))
-
-
-def _resolve_model(path: Path | None, *, build: bool = True) -> Path | None:
-    """The local model file for the embedded backend, built at the default place when nothing is
-    there. ``build=False`` (--server): None, as the served model is the truth; no file is read."""
-    if not build:
-        if path is not None:
-            log.warning("--model %s is not used with --server: the model Triton serves is", path)
-        return None
-    if path is not None:
-        _check_model_file(path)
-        return path
-    default = _default_model()
-    if not default.exists() and not default.is_symlink():
-        from server_config.model.build import build_model
-        from server_config.model.files import save_onnx_atomically
-        from server_config.model.untrained import TRAINED_MODEL_COMMAND
-
-        log.info("no model at %s: building the default (YOLOv8n, UNTRAINED weights; '%s' gets a trained one)",
-                 default, TRAINED_MODEL_COMMAND)
-
-        try:
-            save_onnx_atomically(build_model(), default)
-        except UsageError as e:
-            raise UsageError(f"{e}; set FRAMESTREAM_HOME to a writable folder, or pass --model") from e
-    return default
-
-
-def _check_model_file(path: Path) -> None:
-    """--model names a model file; anything else is one line saying what it is and what to pass."""
-    if path.is_file():
-        return
-    if path.is_dir():
-        found = sorted(p.name for p in path.glob("*.onnx") if p.is_file())[:3]
-        hint = (f"pass the model file itself, e.g. --model {path / found[0]}" if found
-                else "it holds no .onnx file; pass the model file itself (a Triton model repository is served "
-                f"by 'python -m server_config.local --model-repository {path}', then --server HOST:PORT)")
-        raise UsageError(f"--model {path}: a directory, not a model file; {hint}")
-    if os.path.lexists(path):
-        raise UsageError(f"--model {path}: {not_regular(path)}; pass an ONNX model file")
-    raise UsageError(f"{path}: no such model; build one with 'python -m server_config.model build --out {path}'")
 
 
 def main(argv: list[str] | None = None, *, prog: str = "python -m client.bulk", signals: bool | None = None) -> int:
@@ -303,7 +211,7 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m client.bulk", 
     listen = argv is None if signals is None else signals
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser(prog).parse_args(argv)
-    _configure_logging(args.verbose)
+    configure_logging(verbose=args.verbose)
     # SIGINT, SIGTERM and SIGHUP, from here until summary.json is written: during start-up
     # (nothing written yet) a signal raises Interrupted; once the run starts it is a flag the
     # run polls, so no signal lands inside a write, a rename or the summary.
@@ -320,170 +228,58 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m client.bulk", 
             return getattr(e, "exit_code", EXIT_INTERRUPTED)
 
 
-def use_gpu(args: argparse.Namespace) -> tuple[bool, str]:
-    """--device: auto takes the GPU path when everything it needs works; returns the choice and why."""
-    if args.device == "cpu":
-        return False, "--device cpu"
-    from .gpu import GpuProbe, probe
-
-    found = probe()
-    if found.ok and args.server is None:
-        import onnxruntime as ort
-
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            found = GpuProbe(False, "onnxruntime has no CUDA provider (pip install 'framestream[gpu]')")
-    if args.device == "gpu" and not found.ok:
-        raise UsageError(f"--device gpu: {found.reason}")
-    if not found.ok and not _nvidia_gpu_present():  # auto on a machine without one: nothing to install
-        return False, "no NVIDIA GPU here"
-    return found.ok, found.reason
-
-
-# Where the NVIDIA driver lists the GPUs it drives (one folder each), and its first device node.
-_NVIDIA_GPUS, _NVIDIA_DEVICE = Path("/proc/driver/nvidia/gpus"), Path("/dev/nvidia0")
-
-
-def _nvidia_gpu_present() -> bool:
-    """Whether this machine has an NVIDIA GPU, asked of the driver's files, not of CuPy: what the
-    GPU path lacks (CuPy, PyNvVideoCodec) is worth saying only where there is a GPU to use."""
-    try:
-        return _NVIDIA_DEVICE.exists() or any(_NVIDIA_GPUS.iterdir())
-    except OSError:
-        return False
-
-
-def _gpu_devices(args: argparse.Namespace, gpu: bool) -> list[int]:
-    """The GPUs this run uses (``[0]``-like on the CPU path, where --devices means nothing)."""
-    if not gpu:
-        if args.devices is not None:
-            log.warning("--devices %s is not used on the CPU path", args.devices)
-        return [0]
-    from .devices import select_devices, visible_gpus
-
-    return select_devices(args.devices, visible_gpus())
-
-
-def thread_budget(args: argparse.Namespace, gpu: bool, workers: int):
-    """The usable CPUs (affinity, cgroup quota) split between onnxruntime, FFmpeg and OpenCV."""
-    from .threads import apply_opencv, split_budget, usable_cpus
-
-    budget = split_budget(usable_cpus(), workers=workers, sessions=args.sessions,
-                          cpu_inference=args.server is None and not gpu)
-    apply_opencv(budget)
-    return budget
-
-
-def make_backend(args: argparse.Namespace, model_path: Path | None, gpu: bool, *, sessions: int | None = None,
-                 device: int = 0):
-    """The backend the arguments choose (Triton with --server, else embedded on the GPU or the
-    CPU); public because each Ray node's worker builds its own the same way."""
-    if args.server is None and gpu:
-        from .infer.embedded_gpu import EmbeddedGpuBackend
-
-        backend = EmbeddedGpuBackend(model_path, sessions=args.sessions or defaults.GPU_SESSIONS, device_id=device)
-        log.info("embedded onnxruntime-gpu on GPU %d: %s; model %s", device, counted(backend.lanes, "session"),
-                 model_path)
-        return backend
-    if args.server is None:
-        from .infer.embedded import EmbeddedBackend
-
-        backend = EmbeddedBackend(model_path, sessions=sessions)
-        log.info("embedded onnxruntime: %s; model %s (%s)", counted(backend.lanes, "session"), model_path,
-             backend.model.source)
-        return backend
-    from .infer.triton import TritonBackend, TritonOptions
-
-    options = TritonOptions(url=args.server, model_name=args.model_name, inflight=args.inflight, shm=args.shm,
-                            retry_seconds=args.retry_seconds)
-    backend = TritonBackend(options, batch=args.batch, gpu_frames=gpu, device_id=device)
-    log.info("Triton %s model %r (%s, digest %s): %s in flight at most, inputs via %s", args.server,
-             args.model_name, backend.model.source, backend.model.digest[:12], counted(backend.lanes, "request"),
-             f"{backend.shm} shared memory" if backend.shm else "the gRPC payload")
-    return backend
-
-
 def _run(args: argparse.Namespace, argv: list[str], interrupts: Interrupts, held: ExitStack) -> int:
     from .metrics import scrape, scrape_after, server_report
     from .resume import ResumeLedger
     from .bulk_run import RunOptions, run_bulk
-    from .sinks import make_sink
 
-    inputs, shard = _check_args(args)
-    if args.model is not None and args.server is None:
-        _check_model_file(args.model)  # a wrong option is said first, as before the inputs are searched
-    _check_some_video(inputs, args)  # before the default model is built: a refused run writes nothing
-    sampling = Sampling(every=args.every, fps=args.fps, keyframes=args.keyframes)
-    model_path = _resolve_model(args.model, build=args.server is None)
-    if args.format == "parquet":
-        make_sink(args.format, args.out)  # pyarrow is there (or one line says how to install it)
-    budget = None
-    if args.ray is not None:  # a worker per node, each with its node's backend and thread budget
+    opts = _options(args)
+    inputs, shard = opts.inputs, opts.shard
+    model_path = _checked_model(opts)
+    if opts.ray is not None:  # a worker per node, each with its node's backend and thread budget
         from .ray_run import connect, run_on_ray
 
-        backend = connect(args, model_path)
-        gpu, why, devices = backend.gpu, f"chosen on each Ray node by --device {args.device}", [0]
-        workers = args.workers or (defaults.GPU_WORKERS if gpu else defaults.CPU_WORKERS)
+        backend = connect(opts, model_path)
+        gpu, why, budget = backend.gpu, f"chosen on each Ray node by --device {opts.device}", None
+        config = backends.pipeline_config(opts, gpu=gpu, workers=backends.worker_count(opts, gpu, device=None),
+                                          device=0, budget=None)  # the driver's: each node has its own
     else:
-        gpu, why = use_gpu(args)
-        devices = _gpu_devices(args, gpu)
+        gpu, why = backends.use_gpu(opts)
+        devices = backends.gpu_devices(opts, gpu)
         if len(devices) > 1:
             from .devices import run_per_device
 
             log.info("device: gpu (%s); %d GPUs, one process each: %s", why, len(devices), ", ".join(map(str, devices)))
             return run_per_device(argv, devices, shard)
-        workers = args.workers or (gpu_workers(devices[0]) if gpu else defaults.CPU_WORKERS)
-        budget = thread_budget(args, gpu, workers)
-        backend = make_backend(args, model_path, gpu, sessions=budget.sessions or args.sessions, device=devices[0])
+        local = backends.start_local(opts, model_path, gpu, devices[0])
+        backend, config, budget = local.backend, local.config, local.budget
     if inputs.files or len(inputs.dirs) > 1:
         log.info("inputs: %s (outputs are named relative to it)", inputs.describe())
-    try:
-        keep = make_filter(args.classes, args.conf, backend.model, served=args.server is not None)
-        sink = make_sink(args.format, args.out, names=backend.model.names)
-        if args.track is not None:  # inside the filter below: only the kept detections are tracked
-            sink = TrackedSink(sink, TrackOptions(args.track))
-    except UsageError:
-        backend.close()
-        raise
-    if keep.active:
-        sink = FilteredSink(sink, keep)
-        log.info("keeping %s", _describe_filter(keep, backend.model.names))
-    log.info("device: %s (%s)", "gpu" if gpu else "cpu", why)  # after the start-up checks passed
-    untrained = _is_untrained(model_path, backend)
-    if untrained:  # said at the start and again at the end, where the count of nothing found is
-        from server_config.model.untrained import untrained_notice
-
-        log.warning("warning: %s", untrained_notice())
-    if budget is not None:
-        log.info("%s", budget.describe())
-    if not gpu:
-        from .decode.pyav_source import resize_method
-
-        log.info("letterbox: %s", resize_method())
-    metrics_url = args.metrics_url or (
-        f"http://{args.server.rsplit(':', 1)[0]}:{METRICS_PORT}/metrics" if args.server and not args.ray else None)
+    sink, keep = _outputs(opts, backend)
+    untrained = is_untrained(model_path, backend)
+    _say_set_up(gpu, why, budget, untrained)
+    metrics_url = opts.metrics_url or (
+        f"http://{opts.server.rsplit(':', 1)[0]}:{METRICS_PORT}/metrics" if opts.server and not opts.ray else None)
     try:
         try:
-            args.out.mkdir(parents=True, exist_ok=True)
+            opts.out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise UsageError(f"cannot create {args.out}: {e.strerror}") from e
-        held.enter_context(hold_out(args.out, shard))  # one run per OUT; OUT writable, before any decoding
-        config = PipelineConfig(batch=args.batch, workers=workers, square=args.square, sampling=sampling, gpu=gpu,
-                                gpu_device=devices[0], decode_threads=budget.decode_threads if budget else 0)
-        options = {"sampling": sampling.describe(), "square": args.square, "format": args.format, **keep.options(),
-                   **({"track": TrackOptions(args.track).describe()} if args.track is not None else {})}
-        if args.format == "parquet":
+            raise UsageError(f"cannot create {opts.out}: {e.strerror}") from e
+        held.enter_context(hold_out(opts.out, shard))  # one run per OUT; OUT writable, before any decoding
+        options = {"sampling": opts.sampling.describe(), "square": opts.square, "format": opts.format, **keep.options(),
+                   **({"track": TrackOptions(opts.track).describe()} if opts.track is not None else {})}
+        if opts.format == "parquet":
             options["parquet_columns"] = list(PARQUET_COLUMNS)
-        ledger = ResumeLedger(args.out, backend.model.digest, options,  # on --server: the served model's digest
-                              verify=args.verify)
-        run = RunOptions(inputs, args.out, config, overwrite=args.overwrite, split=not args.no_split,
-                         progress=False if args.no_progress else None, follow_links=args.follow_links,
-                         shard=shard)
-        before = scrape(metrics_url, args.model_name) if metrics_url else None
-        telemetry = _telemetry(args.metrics_port, args.metrics_addr)
+        ledger = ResumeLedger(opts.out, backend.model.digest, options,  # on --server: the served model's digest
+                              verify=opts.verify)
+        run = RunOptions(inputs, opts.out, config, overwrite=opts.overwrite, split=opts.split,
+                         progress=opts.progress, follow_links=opts.follow_links, shard=shard)
+        before = scrape(metrics_url, opts.model_name) if metrics_url else None
+        telemetry = _telemetry(opts.metrics_port, opts.metrics_addr)
         start, started_utc = time.monotonic(), time.time()
         interrupts.arm()  # from here on a signal is a flag: the run stops cleanly and the summary is written
         try:
-            if args.ray is not None:
+            if opts.ray is not None:
                 result = run_on_ray(backend, run, sink, ledger, telemetry, interrupts=interrupts)
             else:
                 result = run_bulk(run, backend, sink, ledger, telemetry, interrupts=interrupts)
@@ -492,7 +288,7 @@ def _run(args: argparse.Namespace, argv: list[str], interrupts: Interrupts, held
                 telemetry.close()
         wall = time.monotonic() - start
         answered = getattr(backend, "images_answered", 0)  # Triton counts a request after its response is sent
-        after = scrape_after(metrics_url, args.model_name, before, answered) if metrics_url else None
+        after = scrape_after(metrics_url, opts.model_name, before, answered) if metrics_url else None
         server = server_report(before, after) if metrics_url else None
     finally:
         backend.close()
@@ -506,22 +302,22 @@ def _run(args: argparse.Namespace, argv: list[str], interrupts: Interrupts, held
         "schedule": result.schedule,
         "model": {"path": str(model_path) if model_path else None, **backend.model.to_summary()},
         "inputs": {"root": display_rel(os.path.abspath(inputs.root)), "dirs": len(inputs.dirs), "files": len(inputs.files)},
-        "options": {**options, "batch": args.batch, "workers": config.workers,
-                    "backend": "triton" if args.server else "embedded", "device": "gpu" if gpu else "cpu"},
+        "options": {**options, "batch": opts.batch, "workers": config.workers,
+                    "backend": "triton" if opts.server else "embedded", "device": "gpu" if gpu else "cpu"},
         "backend": {**_backend_report(backend), "busy_fraction": result.schedule["busy_fraction"]},
         "throughput": result.throughput,
         **({"server": server} if server is not None else {}),
         **({"server_counters": {"url": metrics_url, "before": before, "after": after}}
            if metrics_url and before is not None and after is not None else {}),
-        **({"ray": {"address": args.ray, "units_rerun": result.schedule.get("units_rerun", 0),
-                    "workers": [n.to_summary() for n in backend.nodes]}} if args.ray is not None else {}),
+        **({"ray": {"address": opts.ray, "units_rerun": result.schedule.get("units_rerun", 0),
+                    "workers": [n.to_summary() for n in backend.nodes]}} if opts.ray is not None else {}),
         **({"shard": {"index": shard.index, "count": shard.count, "host": socket.gethostname()}}
            if shard is not None else {}),
     })
     try:
-        _write_summary(args.out, summary, shard)
+        _write_summary(opts.out, summary, shard)
     except OSError as e:
-        log.error("cannot write the summary in %s: %s", args.out, e.strerror or e)
+        log.error("cannot write the summary in %s: %s", opts.out, e.strerror or e)
         written = False
     else:
         written = True
@@ -553,6 +349,54 @@ def _run(args: argparse.Namespace, argv: list[str], interrupts: Interrupts, held
         return interrupts.exit_code
     complete = written and all(f.status in (OK, SKIPPED) for f in files)
     return EXIT_OK if complete else EXIT_FAILED
+
+
+def _checked_model(opts: BulkOptions) -> Path | None:
+    """The last checks before anything is set up, in the order a person meets them; the model
+    file the run loads (built at the default place if missing; None with --server)."""
+    if opts.model is not None and opts.embedded:
+        check_model_file(opts.model)  # a wrong option is said first, as before the inputs are searched
+    _check_some_video(opts)  # before the default model is built: a refused run writes nothing
+    model_path = resolve_model(opts.model, build=opts.embedded)
+    if opts.format == "parquet":
+        from .sinks import make_sink
+
+        make_sink(opts.format, opts.out)  # pyarrow is there (or one line says how to install it)
+    return model_path
+
+
+def _outputs(opts: BulkOptions, backend: Backend) -> tuple[Sink, DetectionFilter]:
+    """The run's sink, wrapped by --track and the --classes/--conf filter (which it returns too);
+    a refused option closes the backend before its one line."""
+    from .sinks import make_sink
+
+    try:
+        keep = make_filter(opts.classes, opts.conf, backend.model, served=not opts.embedded)
+        sink = make_sink(opts.format, opts.out, names=backend.model.names)
+        if opts.track is not None:  # inside the filter below: only the kept detections are tracked
+            sink = TrackedSink(sink, TrackOptions(opts.track))
+    except UsageError:
+        backend.close()
+        raise
+    if keep.active:
+        sink = FilteredSink(sink, keep)
+        log.info("keeping %s", _describe_filter(keep, backend.model.names))
+    return sink, keep
+
+
+def _say_set_up(gpu: bool, why: str, budget: ThreadBudget | None, untrained: bool) -> None:
+    """The start-up lines, once every check has passed."""
+    log.info("device: %s (%s)", "gpu" if gpu else "cpu", why)
+    if untrained:  # said at the start and again at the end, where the count of nothing found is
+        from server_config.model.untrained import untrained_notice
+
+        log.warning("warning: %s", untrained_notice())
+    if budget is not None:
+        log.info("%s", budget.describe())
+    if not gpu:
+        from .decode.pyav_source import resize_method
+
+        log.info("letterbox: %s", resize_method())
 
 
 def _write_summary(out: Path, summary: RunSummary, shard: Shard | None) -> None:

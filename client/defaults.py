@@ -42,22 +42,13 @@ BATCHER_WAIT_S = 0.01
 
 # -- embedded backend (onnxruntime) -----------------------------------------------------------
 # Threads per onnxruntime session; sessions (lanes) default to the usable CPUs (affinity and
-# cgroup quota: client/threads.py, which also splits the CPUs with FFmpeg and OpenCV). Two 1-thread
-# sessions beat one 2-thread session by about 1.25x on the 2-core machine (measured when the
-# backend was written; not in results/).
+# cgroup quota: client/threads.py's cpu_sessions; that module also splits the CPUs with FFmpeg
+# and OpenCV). Two 1-thread sessions beat one 2-thread session by about 1.25x on the 2-core
+# machine (measured when the backend was written; not in results/).
 THREADS_PER_SESSION = 1
 # onnxruntime-gpu sessions on one GPU: two lanes, so one fills its batch while the other infers.
 # Not measured (results/gpu_check.md: onnxruntime-gpu was not installable on the GPU machine).
 GPU_SESSIONS = 2
-
-
-def cpu_sessions() -> int:
-    """Embedded CPU sessions: one per usable CPU (affinity and cgroup quota, not the host's
-    count: :mod:`client.threads`), each with :data:`THREADS_PER_SESSION` threads."""
-    from .threads import usable_cpus
-
-    return usable_cpus().cpus
-
 
 # -- Triton ------------------------------------------------------------------------------------
 # Requests in flight per model instance (--inflight's default is this x instances): 1 in flight

@@ -15,7 +15,6 @@ place (from the main thread Ray replaces it by one that exits with status 15).
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import logging
 import os
@@ -34,6 +33,7 @@ from .bulk_run import Interrupts
 from .contract import ModelInfo
 from .errors import UsageError
 from .limits import ascii_digits
+from .options import BulkOptions
 from .ray_worker import NodeInfo, NodeWorker
 
 log = logging.getLogger(__name__)
@@ -107,9 +107,9 @@ def _shutdown(ray) -> None:
             signal.signal(s, handler)
 
 
-def connect(args: argparse.Namespace, model_path: Path | None) -> RayCluster:
-    """Join the cluster at ``args.ray`` and start a worker on every node with a CPU."""
-    flag = args.ray
+def connect(options: BulkOptions, model_path: Path | None) -> RayCluster:
+    """Join the cluster at ``options.ray`` and start a worker on every node with a CPU."""
+    flag = options.ray
     address, where = _resolve(flag)
     host = _host_port(address)[0] if address is not None else None
     if host in LOOPBACK:
@@ -129,7 +129,7 @@ def connect(args: argparse.Namespace, model_path: Path | None) -> RayCluster:
     _check_head(flag, address, where)
     _join(ray, flag, address)
     try:
-        return RayCluster(address, _start_workers(ray, args, model_path))
+        return RayCluster(address, _start_workers(ray, options, model_path))
     except BaseException:
         _shutdown(ray)
         raise
@@ -272,26 +272,26 @@ def _placements(nodes: list[dict], device: str) -> list[tuple[str, dict[str, flo
     return placements
 
 
-def _start_workers(ray, args: argparse.Namespace, model_path: Path | None) -> list[ClusterNode]:
+def _start_workers(ray, options: BulkOptions, model_path: Path | None) -> list[ClusterNode]:
     """Start the workers (see :func:`_placements`); every one must start its backend and serve
     the same model, or the run is refused."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    placements = _placements([n for n in ray.nodes() if n.get("Alive")], args.device)
+    placements = _placements([n for n in ray.nodes() if n.get("Alive")], options.device)
     if not placements:
-        raise UsageError(f"--ray {args.ray}: the cluster has no live node with a CPU or GPU to run on")
-    concurrency = (args.workers or defaults.GPU_WORKERS) + 4  # every unit in flight, and info/stop/close
+        raise UsageError(f"--ray {options.ray}: the cluster has no live node with a CPU or GPU to run on")
+    concurrency = (options.workers or defaults.GPU_WORKERS) + 4  # every unit in flight, and info/stop/close
     remote = ray.remote(NodeWorker)
     model = Path(os.path.abspath(model_path)) if model_path is not None else None
     actors = [remote.options(**resources, max_concurrency=concurrency, max_restarts=0,
                              scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False))
-              .remote(args, model, node_id) for node_id, resources in placements]
+              .remote(options, model, node_id) for node_id, resources in placements]
     refs = [a.info.remote() for a in actors]
     try:
         infos: list[NodeInfo] = _off_main(lambda: ray.get(refs), defaults.RAY_START_TIMEOUT_S)
     except (ray.exceptions.RayError, TimeoutError) as e:
         why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise UsageError(f"--ray {args.ray}: a node's worker did not start ({why})") from e
+        raise UsageError(f"--ray {options.ray}: a node's worker did not start ({why})") from e
     for info in infos:
         if info.error is not None:
             raise UsageError(f"--ray: node {info.host} ({info.node_id[:12]}): {info.error}")

@@ -10,17 +10,18 @@ twice. Ray is not imported here; the driver wraps :class:`NodeWorker` in ``ray.r
 
 from __future__ import annotations
 
-import argparse
 import os
 import socket
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from . import backends
 from .contract import ModelInfo
 from .errors import FramestreamError
 from .jobs import make_job, split_maps
-from .pipeline import BatchFailed, FileEnded, FileStarted, FrameResult, Pipeline, PipelineConfig
+from .options import BulkOptions
+from .pipeline import BatchFailed, FileEnded, FileStarted, FrameResult, Pipeline
 from .schedule import FilePlan, Segment
 
 __all__ = ["Unit", "UnitResult", "NodeInfo", "NodeWorker"]
@@ -72,35 +73,27 @@ class _Pending:
 
 
 class NodeWorker:
-    """Runs on one node: a backend made as ``client.bulk`` makes it there (embedded, or the
-    node's own Triton at ``--server``), one pipeline that takes units as they come."""
+    """Runs on one node: a backend set up as one machine sets it up (:mod:`client.backends`:
+    embedded, or the node's own Triton at ``--server``), one pipeline that takes units as they come."""
 
-    def __init__(self, args: argparse.Namespace, model_path: Path | None, node_id: str) -> None:
+    def __init__(self, options: BulkOptions, model_path: Path | None, node_id: str) -> None:
         self._node_id, self._stopped = node_id, False
         self._lock = threading.Lock()
         self._units: dict[int, _Pending] = {}
         self.backend = None
         try:
-            self._start(args, model_path)
+            self._start(options, model_path)
         except FramestreamError as e:  # said by info(): the driver refuses the run in one line
             self._error: str | None = str(e).splitlines()[0] if str(e) else type(e).__name__
         else:
             self._error = None
 
-    def _start(self, args: argparse.Namespace, model_path: Path | None) -> None:
-        from . import defaults
-        from .bulk import make_backend, thread_budget, use_gpu
-        from .decode import Sampling
-        from .gpu.engines import gpu_workers
+    def _start(self, options: BulkOptions, model_path: Path | None) -> None:
         from .jobs import gpu_letterbox
 
-        self.gpu, _ = use_gpu(args)
-        workers = args.workers or (gpu_workers() if self.gpu else defaults.CPU_WORKERS)
-        budget = thread_budget(args, self.gpu, workers)  # this node's CPUs (affinity, cgroup), not the driver's
-        self.backend = make_backend(args, model_path, self.gpu, sessions=budget.sessions or args.sessions)
-        sampling = Sampling(every=args.every, fps=args.fps, keyframes=args.keyframes)
-        self.config = PipelineConfig(batch=args.batch, workers=workers, square=args.square, sampling=sampling,
-                                     gpu=self.gpu, decode_threads=budget.decode_threads)
+        self.gpu, _ = backends.use_gpu(options)
+        local = backends.start_local(options, model_path, self.gpu)  # this node's GPU (Ray gave it one) and CPUs
+        self.backend, self.config = local.backend, local.config
         self._letterbox = gpu_letterbox() if self.gpu else None
         self.pipeline = Pipeline(self.backend, self.config)
         self.pipeline.start([], more=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import defaults
 
-__all__ = ["CpuCount", "ThreadBudget", "usable_cpus", "cgroup_cpu_quota", "split_budget", "apply_opencv"]
+__all__ = ["CpuCount", "ThreadBudget", "usable_cpus", "cpu_sessions", "cgroup_cpu_quota", "split_budget", "apply_opencv"]
 
 PROC_CGROUP = Path("/proc/self/cgroup")
 PROC_MOUNTINFO = Path("/proc/self/mountinfo")
@@ -46,6 +46,12 @@ def usable_cpus(*, proc_cgroup: Path = PROC_CGROUP, mountinfo: Path = PROC_MOUNT
     quota = cgroup_cpu_quota(proc_cgroup=proc_cgroup, mountinfo=mountinfo)
     cpus = affinity if quota is None else min(affinity, max(1, math.ceil(quota - 1e-9)))
     return CpuCount(max(1, cpus), affinity, quota)
+
+
+def cpu_sessions() -> int:
+    """Embedded CPU sessions by default: one per usable CPU (not the host's count), each with
+    :data:`~client.defaults.THREADS_PER_SESSION` threads."""
+    return usable_cpus().cpus
 
 
 def cgroup_cpu_quota(*, proc_cgroup: Path = PROC_CGROUP, mountinfo: Path = PROC_MOUNTINFO) -> float | None:

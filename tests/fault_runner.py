@@ -3,7 +3,8 @@ process, with its backend slowed once the first video is complete, so a test can
 signal while files are in flight however fast the machine is.
 
 The slow-down is the only change: decoding, inference, outputs and signal handling are
-the real ones. ``OUT_READY`` is created when the slow-down starts (the test's event), and
+the real ones. It wraps the backend at the one seam for that, ``client.backends.make_backend``
+(the other runners and tests that inject a backend fault do the same). ``OUT_READY`` is created when the slow-down starts (the test's event), and
 ``OUT_READY.PID`` when it starts in this process (for tests that run several, one per device).
 """
 
@@ -14,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from client import bulk
+from client import backends, bulk
 
 
 class Delegating:
@@ -62,8 +63,8 @@ class SlowAfterFirstComplete(Delegating):
 def main(argv: list[str]) -> int:
     ready, delay_s, rest = Path(argv[0]), float(argv[1]), argv[3:]
     out = Path(rest[rest.index("--out") + 1])
-    make_backend = bulk.make_backend
-    bulk.make_backend = lambda *a, **k: SlowAfterFirstComplete(make_backend(*a, **k), out, ready, delay_s)
+    make_backend = backends.make_backend
+    backends.make_backend = lambda *a, **k: SlowAfterFirstComplete(make_backend(*a, **k), out, ready, delay_s)
     return bulk.main(rest, signals=True)  # stands in for the program: takes the signals as it does
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from client import bulk
+from client import backends, bulk
 
 from .fault_runner import Delegating
 from .signal_runner import _hold_segment_0, hold
@@ -64,8 +64,8 @@ def main(argv: list[str]) -> int:
     ready, at, go = (Path(mine[1]), int(mine[2]), Path(mine[3])) if len(mine) >= 4 else (None, 0, None)
     if len(mine) == 5:
         _hold_segment_0(int(mine[4]), lambda: hold(None, go))
-    make_backend = bulk.make_backend
-    bulk.make_backend = lambda *a, **k: Counting(make_backend(*a, **k), count, ready, at, go)
+    make_backend = backends.make_backend
+    backends.make_backend = lambda *a, **k: Counting(make_backend(*a, **k), count, ready, at, go)
     return bulk.main(rest, signals=True)
 
 

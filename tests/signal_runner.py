@@ -33,7 +33,7 @@ from typing import Callable
 
 import numpy as np
 
-from client import bulk
+from client import backends, bulk
 from client.pipeline import Job, Pipeline
 
 from .fault_runner import Delegating
@@ -179,12 +179,12 @@ def arm(mode: str, ready: Path, arg: str) -> None:
         import client.sinks
 
         rel, index, go = arg.split(":", 2)
-        make_sink, make_backend = client.sinks.make_sink, bulk.make_backend
+        make_sink, make_backend = client.sinks.make_sink, backends.make_backend
         client.sinks.make_sink = lambda *a, **k: _HoldingSink(make_sink(*a, **k), rel, int(index), ready, Path(go))
-        bulk.make_backend = lambda *a, **k: TellsWhenStopped(make_backend(*a, **k), Path(f"{ready}.stopped"))
+        backends.make_backend = lambda *a, **k: TellsWhenStopped(make_backend(*a, **k), Path(f"{ready}.stopped"))
     elif mode == "gap":
         first, go = arg.split(":", 1)
-        make_backend, watchers = bulk.make_backend, []
+        make_backend, watchers = backends.make_backend, []
 
         def watched(*a, **k) -> TellsWhenStopped:
             watchers.append(GapWatcher(make_backend(*a, **k), int(first)))
@@ -200,7 +200,7 @@ def arm(mode: str, ready: Path, arg: str) -> None:
                 time.sleep(0.01)
             hold(ready, Path(go))  # the gap is there: READY, and segment 0 waits for the test
 
-        bulk.make_backend = watched
+        backends.make_backend = watched
         _hold_segment_0(int(first) - MISSING, gate)
     else:
         raise SystemExit(f"unknown mode {mode!r}")

@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from client import bulk
+from client import backends, bulk
 from client.contract import DETECTIONS
 
 from .fault_runner import Delegating
@@ -59,8 +59,8 @@ class SquareDetector(Delegating):
 
 
 def main(argv: list[str]) -> int:
-    make_backend = bulk.make_backend
-    bulk.make_backend = lambda *a, **k: SquareDetector(make_backend(*a, **k))
+    make_backend = backends.make_backend
+    backends.make_backend = lambda *a, **k: SquareDetector(make_backend(*a, **k))
     return bulk.main(argv[argv.index("--") + 1:], signals=True)  # the program, with a stand-in detector
 
 

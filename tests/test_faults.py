@@ -13,7 +13,7 @@ from typing import Callable
 
 import pytest
 
-from client import bulk
+from client import backends
 from client.infer import BatchOutput
 
 from .conftest import Processes
@@ -149,8 +149,8 @@ class _BreaksAfterInference(Delegating):
 
 def test_an_error_after_inference_fails_that_batch_s_files_and_the_run_goes_on(
         src: Path, tmp_path: Path, model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    make_backend = bulk.make_backend
-    monkeypatch.setattr(bulk, "make_backend", lambda *a, **k: _BreaksAfterInference(make_backend(*a, **k)))
+    make_backend = backends.make_backend
+    monkeypatch.setattr(backends, "make_backend", lambda *a, **k: _BreaksAfterInference(make_backend(*a, **k)))
     out = tmp_path / "out"
     rc, summary = bulk_main(src, out, model_path, "--sessions", "1", "--batch", "4")
     assert rc == 2

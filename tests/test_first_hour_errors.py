@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client import bulk, cli
+from client import backends, bulk, cli
 from client.bulk_run import RunOptions, run_bulk
 from client.draw import colour, draw_rows, label
 from client.infer.embedded import EmbeddedBackend
@@ -225,8 +225,8 @@ def test_run_bulk_and_an_in_process_cli_leave_the_callers_signal_handlers_in_pla
         finally:
             backend.inner.close()
         assert [f.status for f in result.files] == ["ok"]
-        make_backend = bulk.make_backend
-        monkeypatch.setattr(bulk, "make_backend", lambda *a, **k: _Watches(make_backend(*a, **k), seen))
+        make_backend = backends.make_backend
+        monkeypatch.setattr(backends, "make_backend", lambda *a, **k: _Watches(make_backend(*a, **k), seen))
         rc = bulk.main([str(src), "--out", str(tmp_path / "cli"), "--model", str(model_path), "--no-progress"])
         assert rc == 0 and len(seen) >= 2
         assert all(handler is callers for handler in seen)

@@ -111,7 +111,7 @@ def run_in_terminal(cmd: list[str], *, width: int = WIDTH, timeout_s: float = 30
 # so the run lasts long enough (~6 s of results) for its rate to be steady and the ETA shown.
 _WARNING_RUN = """
 import sys, time, warnings
-from client import bulk
+from client import backends, bulk
 from tests.fault_runner import Delegating
 
 class Warns(Delegating):
@@ -123,8 +123,8 @@ class Warns(Delegating):
         time.sleep(0.1)  # a pace the machine's speed does not change: the rate gets steady mid-run
         return self.inner.infer(lane, batch)
 
-make = bulk.make_backend
-bulk.make_backend = lambda *a, **k: Warns(make(*a, **k))
+make = backends.make_backend
+backends.make_backend = lambda *a, **k: Warns(make(*a, **k))
 sys.exit(bulk.main(sys.argv[1:]))
 """
 

@@ -74,12 +74,12 @@ _HELD_AT_SUMMARY = """
 import sys
 import time
 from pathlib import Path
-from client import bulk
+from client import backends
 from tests import fault_runner, signal_runner
 ready, go, rest = sys.argv[1], sys.argv[2], sys.argv[4:]
 out = Path(rest[rest.index("--out") + 1])
-make_backend = bulk.make_backend
-bulk.make_backend = lambda *a, **k: fault_runner.SlowAfterFirstComplete(
+make_backend = backends.make_backend
+backends.make_backend = lambda *a, **k: fault_runner.SlowAfterFirstComplete(
     make_backend(*a, **k), out, Path(ready + ".slow"), 0.1)
 sys.exit(signal_runner.main(["summary", ready, go, "--", *rest]))
 """

@@ -391,10 +391,10 @@ def test_serving_another_model_under_the_same_name_redoes_every_video_with_its_s
 
 def test_with_server_a_local_model_file_in_the_default_place_is_neither_read_nor_built(
         triton, clips, tmp_path, monkeypatch) -> None:
-    from client import bulk
+    from client import bulk, model_file
 
     default = tmp_path / "repo" / "yolo" / "1" / "model.onnx"
-    monkeypatch.setattr(bulk, "_default_model", lambda: default)
+    monkeypatch.setattr(model_file, "_default_model", lambda: default)
     rc = bulk.main([str(clips), "--out", str(tmp_path / "o1"), "--no-progress", *server_args(triton)])
     assert rc == 0 and not default.exists(), "nothing is built for a --server run"
     default.parent.mkdir(parents=True)

@@ -16,6 +16,7 @@ import numpy as np
 from .. import defaults
 from ..contract import DETECTIONS, INPUT, NUM_DETECTIONS, ModelInfo, model_digest
 from ..errors import ContractMismatchError, FramestreamError, ModelError, UsageError
+from ..threads import cpu_sessions
 from . import BatchOutput
 from .buffers import LaneBuffers, host
 from .busy import BusyClock
@@ -90,7 +91,7 @@ class EmbeddedBackend(OrtBackend):
         def open_session(model: bytes):
             return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
-        super().__init__(model_path, open_session, lanes=sessions or defaults.cpu_sessions(), memory=host,
+        super().__init__(model_path, open_session, lanes=sessions or cpu_sessions(), memory=host,
                          runtime="onnxruntime")
 
 
