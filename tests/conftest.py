@@ -20,8 +20,14 @@ def pytest_configure(config: pytest.Config) -> None:
     """SIGHUP at its default for the runs the tests start: a suite started under ``nohup`` (or by
     a runner that ignores SIGHUP) would hand the ignore down to every child, and a run keeps a
     SIGHUP its parent ignored (as ``nohup`` asks), so the terminal-closed tests would see none.
-    ``test_signals.py`` starts one run with SIGHUP ignored on purpose."""
+    ``test_signals.py`` starts one run with SIGHUP ignored on purpose. SIGINT the same way: a
+    shell ignores it for the commands it starts in the background (``.ci/run &``), Python then
+    leaves it ignored, and the Ctrl-C tests would see none; here it is Python's own handler again,
+    and every child starts with it at its default."""
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 @pytest.fixture(scope="session")
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
