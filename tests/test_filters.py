@@ -160,7 +160,7 @@ def test_wrap_applies_conf_and_max_det_to_an_nms_export_and_refuses_iou(tmp_path
         np.testing.assert_array_equal(strict_det[b, : len(expected)], expected)
         assert not strict_det[b, len(expected):].any()  # rows past the count are zero
     refused = model_cli("wrap", str(export), "--out", str(tmp_path / "iou.onnx"), "--iou", "0.5")
-    assert refused.returncode == 2 and refused.stderr.strip().count("\n") == 0
+    assert refused.returncode == 1 and refused.stderr.strip().count("\n") == 0
     assert "--iou cannot change the NMS of an nms=True export" in refused.stderr
     assert not (tmp_path / "iou.onnx").exists()
 
@@ -172,5 +172,5 @@ def test_wrap_applies_conf_and_max_det_to_an_nms_export_and_refuses_iou(tmp_path
 ])
 def test_build_refuses_settings_outside_the_contract_in_one_line(tmp_path: Path, args: list[str], says: str) -> None:
     done = model_cli("build", "--imgsz", "320", "--out", str(tmp_path / "m.onnx"), *args)
-    assert done.returncode == 2 and done.stderr.strip() == f"error: {says}"
+    assert done.returncode == 1 and done.stderr.strip() == f"error: {says}"
     assert not (tmp_path / "m.onnx").exists()
